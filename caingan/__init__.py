@@ -1,0 +1,3 @@
+"""CainGAN: pose and expression manipulation with identity preservation (Ardelean & Sasu, 2020)."""
+
+__version__ = "0.1.0"
