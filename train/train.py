@@ -108,6 +108,7 @@ class Trainer:
         self.best_val = math.inf
         self.stop_requested = False
         self.writer = None
+        self.init_from: str | None = None
 
     # -- state ---------------------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -297,7 +298,12 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             cfg.save(self.run_dir / "config.json")
-        self.resume()
+        if not self.resume() and self.init_from:
+            from .bundle import warm_start
+            c = warm_start(self, self.init_from)
+            self.step, self.epoch = c.get("step", 0), c.get("epoch", 0)
+            if self.dist.is_main:
+                print(f"warm start from {self.init_from} (step {self.step}, epoch {self.epoch})", flush=True)
         barrier(self.dist)
         start = time.time()
         stream = self.batches()
@@ -373,6 +379,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--perceptual", choices=["vgg19", "vgg16_hed", "none"])
     p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"])
     p.add_argument("--device")
+    p.add_argument("--init-from", help="warm start a new run from shipped weights (e.g. assets/)")
     return p.parse_args(argv)
 
 
@@ -396,7 +403,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["model"]["width"] = args.width
     if args.ablation:
         base["ablations"] = args.ablation
-    skip = {"config", "preset", "image_size", "width", "ablation"}
+    skip = {"config", "preset", "image_size", "width", "ablation", "init_from"}
     for name, val in vars(args).items():
         if name not in skip and val is not None:
             base[name] = val
@@ -418,6 +425,7 @@ def main(argv=None) -> int:
             device = torch.device("cuda", info.local_rank)
             torch.cuda.set_device(device)
         trainer = Trainer(cfg, device, info)
+        trainer.init_from = args.init_from
     except (CainGANError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,83 @@
+"""The weights shipped in assets/: export them from a run, and warm-start a new run from them.
+
+The app needs only E+G (`caingan-small.safetensors`). To let a later session (on a fresh machine)
+continue training from what is committed, the discriminators and the step counters ride along in
+`assets/train/discriminators.safetensors`. Adam's moments are not shipped: with β1 = 0 there is
+no momentum, and the second moment (β2 = 0.9) rebuilds within a few dozen steps.
+
+    python -m train.bundle --run-dir runs/small --out assets
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from caingan.checkpoint import (load_checkpoint, load_module_state, read_meta, save_checkpoint,
+                                save_model)
+from caingan.errors import CainGANError
+
+from . import state as st
+
+MODEL_FILE = "caingan-small.safetensors"
+DISC_FILE = "train/discriminators.safetensors"
+DISC_KIND = "caingan-discriminators"
+
+
+def export(run_dir: Path, out: Path, model_file: str = MODEL_FILE) -> tuple[Path, Path]:
+    ckpts = st.list_checkpoints(run_dir)
+    if not ckpts:
+        raise CainGANError(f"{run_dir}: no checkpoints to export")
+    step, path = ckpts[-1]
+    tensors, meta = load_checkpoint(path, kind=st.KIND)
+    from .config import TrainConfig
+    from .train import build_generator
+    cfg = TrainConfig.from_dict(meta["config"])
+    gen = build_generator(cfg)
+    load_module_state(gen, {k[4:]: v for k, v in tensors.items() if k.startswith("gen.")}, path)
+    counters = meta["counters"]
+    extra = {"step": step, "epoch": counters["epoch"], "train_config": meta["config"],
+             "source_checkpoint": path.name}
+    model_path = save_model(out / model_file, gen, cfg.model, extra)
+    disc = {k: v for k, v in tensors.items() if k.startswith(("d_i.", "d_p."))}
+    disc_path = save_checkpoint(out / DISC_FILE, disc, {"kind": DISC_KIND, "counters": counters,
+                                                       "config": meta["config"]})
+    return model_path, disc_path
+
+
+def warm_start(trainer, source: Path) -> dict[str, Any]:
+    """Load E+G (and discriminators + counters when shipped beside them) into a fresh trainer."""
+    source = Path(source)
+    model_path = source / MODEL_FILE if source.is_dir() else source
+    tensors, meta = load_checkpoint(model_path, kind="caingan-model")
+    load_module_state(trainer.gen, tensors, model_path)
+    disc_path = model_path.parent / DISC_FILE
+    counters: dict[str, Any] = {}
+    if disc_path.is_file():
+        dt, dmeta = load_checkpoint(disc_path, kind=DISC_KIND)
+        load_module_state(trainer.d_i, {k[4:]: v for k, v in dt.items() if k.startswith("d_i.")}, disc_path)
+        load_module_state(trainer.d_p, {k[4:]: v for k, v in dt.items() if k.startswith("d_p.")}, disc_path)
+        counters = dmeta.get("counters", {})
+    return counters
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Export a run's newest weights into assets/.")
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--out", default=Path("assets"), type=Path)
+    args = p.parse_args(argv)
+    try:
+        for path in export(args.run_dir, args.out):
+            print(path)
+    except CainGANError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
