@@ -35,6 +35,8 @@ class ModelConfig:
     @classmethod
     def small(cls) -> "ModelConfig":
         """The bundled CPU model: interactive on a 2-core CPU (see docs/benchmarks.md)."""
+        # Width 0.3125 fits G ≤ 80 ms alone, but the editor's K=1 drag-to-preview budget (60 ms)
+        # covers embedding + G: 0.25 measured 44 ms (G) + ~12 ms (K=1 embed); see benchmarks.md.
         return cls(image_size=128, width=0.25, embed_channels=32)
 
     @classmethod

@@ -1,0 +1,127 @@
+"""Residual building blocks shared by the embedder and the generator.
+
+Convolutions directly followed by an instance norm carry no bias: the norm removes any per-channel
+constant, so such a bias would never receive a gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrizations, parametrize
+
+
+def sn(module: nn.Module) -> nn.Module:
+    """Spectral norm (parametrization API: one power iteration per training forward)."""
+    return parametrizations.spectral_norm(module)
+
+
+def remove_spectral_norms(model: nn.Module) -> int:
+    """Bake σ into the weights for inference, so no normalisation runs per forward. Returns count."""
+    n = 0
+    for m in model.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+            n += 1
+    return n
+
+
+def conv3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
+
+
+def inorm(c: int) -> nn.InstanceNorm2d:
+    return nn.InstanceNorm2d(c, affine=True)
+
+
+class ResBlockDown(nn.Module):
+    """Halves the resolution; the expensive out→out conv runs after pooling (at the low res).
+
+    `preact=False` for a network's first block: normalising and rectifying a raw image or
+    landmark drawing would throw away half its signal.
+    """
+
+    def __init__(self, cin: int, cout: int, preact: bool = True):
+        super().__init__()
+        self.pre = nn.Sequential(inorm(cin), nn.ReLU()) if preact else nn.Identity()
+        self.conv1 = conv3(cin, cout, bias=False)
+        self.norm2 = inorm(cout)
+        self.conv2 = conv3(cout, cout)
+        self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.avg_pool2d(self.conv1(self.pre(x)), 2)
+        h = self.conv2(F.relu(self.norm2(h)))
+        return h + self.skip(F.avg_pool2d(x, 2))
+
+
+class ResBlock(nn.Module):
+    """Same-resolution pre-activation residual block with an identity skip."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm1 = inorm(c)
+        self.conv1 = conv3(c, c, bias=False)
+        self.norm2 = inorm(c)
+        self.conv2 = conv3(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.relu(self.norm1(x)))
+        return x + self.conv2(F.relu(self.norm2(h)))
+
+
+class ResBlockUp(nn.Module):
+    """Nearest ×2 upsampling residual block; the 1×1 skip runs before upsampling (it commutes)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.norm1 = inorm(cin)
+        self.conv1 = conv3(cin, cout, bias=False)
+        self.norm2 = inorm(cout)
+        self.conv2 = conv3(cout, cout)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.norm1(x)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.norm2(self.conv1(h))))
+        return h + F.interpolate(self.skip(x), scale_factor=2, mode="nearest")
+
+
+class SPADE(nn.Module):
+    """Parameter-free instance norm, then x·(1+γ) + β with γ, β predicted from the shared
+    conditioning features (computed once per block by SPADEResBlock)."""
+
+    def __init__(self, c: int, hidden: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(c, affine=False)
+        self.gamma_beta = conv3(hidden, 2 * c)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.gamma_beta(cond).chunk(2, dim=1)
+        return self.norm(x) * (1 + gamma) + beta
+
+
+class SPADEResBlock(nn.Module):
+    """SPADE residual block (Park et al.) with spectral-normalised convs and an identity skip.
+
+    The embedding is resized to the block's resolution by nearest interpolation (paper) and passed
+    through one shared conv trunk used by both SPADE norms, which halves the cost of the
+    conditioning at full resolution.
+    """
+
+    def __init__(self, c: int, embed_channels: int, hidden: int):
+        super().__init__()
+        self.trunk = nn.Sequential(conv3(embed_channels, hidden), nn.ReLU())
+        self.norm1 = SPADE(c, hidden)
+        self.conv1 = sn(conv3(c, c))
+        self.norm2 = SPADE(c, hidden)
+        self.conv2 = sn(conv3(c, c))
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        if e.shape[-2:] != x.shape[-2:]:
+            e = F.interpolate(e, size=x.shape[-2:], mode="nearest")
+        cond = self.trunk(e)
+        h = self.conv1(F.leaky_relu(self.norm1(x, cond), 0.2))
+        h = self.conv2(F.leaky_relu(self.norm2(h, cond), 0.2))
+        return x + h

@@ -1,0 +1,181 @@
+"""Checkpoints: tensors in `x.safetensors`, everything else in the `x.json` sidecar.
+
+safetensors cannot execute code on load (unlike pickle), so a downloaded model is safe to open.
+Both files are written atomically (temp file + os.replace), tensors first and JSON last: a
+checkpoint whose sidecar is missing is an interrupted save. The sidecar records the tensor file's
+size, so a truncated or swapped tensor file is caught before safetensors reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import CheckpointError
+
+FORMAT = "caingan-checkpoint"
+FORMAT_VERSION = 1
+MODEL_KIND = "caingan-model"
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """'x', 'x.safetensors' or 'x.json' → (x.safetensors, x.json)."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _atomic_write(dest: Path, write) -> None:
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, and no two sharing storage (safetensors refuses shared memory)."""
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        if not torch.is_tensor(v):
+            raise CheckpointError(f"checkpoint entry {k!r} is a {type(v).__name__}, not a tensor")
+        t = v.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        out[k] = t
+    return out
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write tensors + meta (must hold 'kind'; JSON-serialisable). Returns the .safetensors path."""
+    from safetensors.torch import save
+
+    st_path, json_path = checkpoint_paths(path)
+    kind = meta.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise CheckpointError(f"{st_path}: meta needs a 'kind' string")
+    try:
+        sidecar_meta = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
+        payload = save(_plain_tensors(tensors), metadata={"format": FORMAT, "kind": kind})
+        text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **sidecar_meta,
+                           "tensor_file_bytes": len(payload)}, indent=1, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{st_path}: cannot serialise checkpoint: {exc}") from None
+    st_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(st_path, lambda f: f.write(payload))
+    _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
+    return st_path
+
+
+def read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """The validated sidecar alone (cheap: no tensors read)."""
+    st_path, json_path = checkpoint_paths(path)
+    if not st_path.is_file():
+        raise CheckpointError(f"{st_path}: checkpoint file not found")
+    if not json_path.is_file():
+        raise CheckpointError(f"{json_path}: the JSON sidecar of {st_path.name} is missing "
+                              "(interrupted save, or the file was copied without it)")
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{json_path}: unreadable checkpoint sidecar: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path}: not a CainGAN checkpoint (format is "
+                              f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
+                              f"expected {FORMAT!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{json_path}: checkpoint format version {version!r} is not supported "
+                              f"(this program reads version {FORMAT_VERSION})")
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{st_path}: holds a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+    size = meta.get("tensor_file_bytes")
+    actual = st_path.stat().st_size
+    if size is not None and actual != size:
+        raise CheckpointError(f"{st_path}: tensor file is {actual} bytes but its sidecar says {size} "
+                              "(truncated, or replaced without its JSON)")
+    return meta
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None, device: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """→ (tensors, meta). CheckpointError naming the file for anything wrong with it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = read_meta(path, kind)
+    st_path, _ = checkpoint_paths(path)
+    try:
+        tensors = load_file(str(st_path), device=str(device))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{st_path}: corrupt or truncated tensor file: {exc}") from None
+    return tensors, meta
+
+
+def load_module_state(module: nn.Module, tensors: dict[str, torch.Tensor], source: str | Path,
+                      prefix: str = "") -> None:
+    """Strict load that says which keys are missing/unexpected and which shapes differ."""
+    if prefix:
+        tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def some(items):
+            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {some(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {some(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es): {some(shapes)}")
+        raise CheckpointError(f"{source}: weights do not match the model — " + "; ".join(parts))
+    module.load_state_dict(tensors, strict=True)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DDP / DataParallel
+
+
+def save_model(path: str | Path, model: nn.Module, cfg: ModelConfig,
+               extra: dict[str, Any] | None = None) -> Path:
+    """A CainGAN for inference: weights + {'kind': 'caingan-model', 'config', 'extra'}."""
+    model = _unwrap(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    meta = {"kind": MODEL_KIND, "config": cfg.to_dict(), "extra": dict(extra or {}),
+            "parameters": n_params}
+    return save_checkpoint(path, model.state_dict(), meta)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """→ CainGAN in eval mode on `device`; its sidecar is kept as `model.checkpoint_meta`."""
+    from .model import CainGAN
+
+    tensors, meta = load_checkpoint(path, kind=MODEL_KIND)
+    st_path, json_path = checkpoint_paths(path)
+    try:
+        cfg = ModelConfig.from_dict(meta.get("config") or {})
+        model = CainGAN(cfg)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{json_path}: invalid model config: {exc}") from None
+    load_module_state(model, tensors, st_path)
+    model.checkpoint_meta = meta
+    return model.to(device).eval()

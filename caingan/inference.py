@@ -1,0 +1,186 @@
+"""Reenactor: the inference API used by the app, the exporter and the evaluator.
+
+Sources are uploaded to the device once (set_sources); each target then costs one landmark
+drawing plus one embedder pass (targeted model: the embedding depends on the target) or none
+(non-targeted model: per-source embeddings are cached) and one generator pass.
+
+Thread-safety: a Reenactor holds mutable caches and is not locked; use one from one worker
+thread at a time (the app's preview worker owns its own instance).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from copy import deepcopy as copy_module
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .blocks import remove_spectral_norms
+from .checkpoint import load_model
+from .config import ModelConfig
+from .device import device_name, pick_device
+from .errors import CainGANError
+from .landmark_image import landmark_images
+from .model import CainGAN
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class InferenceInputError(CainGANError, ValueError):
+    """Bad images or landmarks handed to the Reenactor (caught as either error type)."""
+
+
+@dataclass
+class Generation:
+    image: np.ndarray    # (S,S,3) uint8, or (B,S,S,3) from generate_batch
+    weights: np.ndarray  # (K,S,S) float32 summing to 1 over K, or (B,K,S,S)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' → bf16 on CUDA GPUs that support it, else fp32. CPUs get fp32: bf16 is only fast
+    with AMX/AVX512-BF16, which most laptops lack (docs/benchmarks.md)."""
+    if precision not in PRECISIONS:
+        raise CainGANError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def optimize_for_inference(model: CainGAN, device: torch.device) -> CainGAN:
+    """Eval mode, spectral norms baked in (nothing recomputed per frame), on `device`, and
+    channels-last weights on CPU/CUDA: oneDNN/cuDNN convolutions run faster in NHWC (CPU,
+    docs/benchmarks.md: ~10 % on the generator, ~15 % on the embedder)."""
+    model.eval()
+    remove_spectral_norms(model)
+    model = model.to(device)
+    if device.type in ("cpu", "cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _check_points(points, what: str, batch: bool = False) -> np.ndarray:
+    try:
+        pts = np.asarray(points, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InferenceInputError(f"{what}: not a numeric array ({exc})") from None
+    want = "(B, 68, 2)" if batch else "(68, 2)"
+    ok = pts.ndim == 3 and pts.shape[1:] == (68, 2) if batch else pts.shape == (68, 2)
+    if not ok:
+        raise InferenceInputError(f"{what}: landmarks must have shape {want}, got {pts.shape}")
+    return pts
+
+
+class Reenactor:
+    def __init__(self, model: CainGAN, device: str | torch.device = "auto", precision: str = "auto",
+                 meta: dict | None = None, copy: bool = True):
+        """`copy=False` hands the model over: its spectral norms are removed in place."""
+        self.device = pick_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.config: ModelConfig = model.cfg
+        self.image_size: int = model.cfg.image_size
+        self.meta = meta or getattr(model, "checkpoint_meta", {}) or {}
+        model = (copy_module(model) if copy else model)
+        self.model = optimize_for_inference(model, self.device)
+        self._sources: torch.Tensor | None = None
+        self._source_lms: torch.Tensor | None = None
+        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto"
+                        ) -> "Reenactor":
+        dev = pick_device(device)
+        return cls(load_model(path, "cpu"), dev, precision, copy=False)
+
+    @property
+    def device_name(self) -> str:
+        return device_name(self.device)
+
+    @property
+    def num_sources(self) -> int:
+        return 0 if self._sources is None else int(self._sources.shape[1])
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ sources
+    def set_sources(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray]) -> None:
+        """K face crops (H,W,3) uint8 with their (68,2) points. Crops not at the model size are
+        resized and their points scaled to match."""
+        images, landmarks = list(images), list(landmarks)
+        if not images:
+            raise InferenceInputError("at least one source image is needed")
+        if len(images) != len(landmarks):
+            raise InferenceInputError(f"{len(images)} source images but {len(landmarks)} landmark sets")
+        s = self.image_size
+        crops, points = [], []
+        for i, (img, pts) in enumerate(zip(images, landmarks)):
+            img = np.asarray(img)
+            if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 2 or img.shape[1] < 2:
+                raise InferenceInputError(f"source {i}: image must be (H, W, 3) RGB, got {img.shape}")
+            if img.dtype != np.uint8:
+                raise InferenceInputError(f"source {i}: image must be uint8, got {img.dtype}")
+            p = _check_points(pts, f"source {i}").copy()
+            h, w = img.shape[:2]
+            if (h, w) != (s, s):
+                interp = cv2.INTER_AREA if min(h, w) > s else cv2.INTER_LINEAR
+                img = cv2.resize(img, (s, s), interpolation=interp)
+                # pixel centres map as (x + 0.5)·s/w − 0.5
+                p[:, 0] = (p[:, 0] + 0.5) * (s / w) - 0.5
+                p[:, 1] = (p[:, 1] + 0.5) * (s / h) - 0.5
+            crops.append(np.ascontiguousarray(img))
+            points.append(p)
+        src = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        lms = landmark_images(np.stack(points), s)
+        self._sources = src.unsqueeze(0).to(self.device)
+        self._source_lms = lms.unsqueeze(0).to(self.device)
+        self._cached = None
+        if not self.config.targeted:
+            with torch.inference_mode(), self._autocast():
+                self._cached = self.model.embed(self._sources, self._source_lms, None)
+
+    # ------------------------------------------------------------------ targets
+    def generate(self, points) -> Generation:
+        """(68,2) target points in model-size crop pixels → image (S,S,3), weights (K,S,S)."""
+        pts = _check_points(points, "target")
+        out = self._run(pts[None])
+        return Generation(out.image[0], out.weights[0])
+
+    def generate_batch(self, points, max_batch: int = 16) -> Generation:
+        """(B,68,2) → image (B,S,S,3), weights (B,K,S,S); run in chunks of max_batch."""
+        pts = _check_points(points, "targets", batch=True)
+        if len(pts) == 0:
+            s, k = self.image_size, self.num_sources
+            return Generation(np.zeros((0, s, s, 3), np.uint8), np.zeros((0, k, s, s), np.float32))
+        step = max(1, int(max_batch))
+        parts = [self._run(pts[i:i + step]) for i in range(0, len(pts), step)]
+        return Generation(np.concatenate([p.image for p in parts]),
+                          np.concatenate([p.weights for p in parts]))
+
+    def _run(self, pts: np.ndarray) -> Generation:
+        if self._sources is None:
+            raise CainGANError("no sources set: call set_sources() before generating")
+        b, s = len(pts), self.image_size
+        target_lm = landmark_images(pts, s).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            if self._cached is not None:
+                e, r = self._cached
+            else:
+                k = self._sources.shape[1]
+                src = self._sources.expand(b, k, 3, s, s)
+                lms = self._source_lms.expand(b, k, 3, s, s)
+                e, r = self.model.embed(src, lms, target_lm)
+            image, weights = self.model.generate(e, r, target_lm)
+            weights = F.interpolate(weights.float().flatten(0, 1), size=(s, s), mode="bilinear",
+                                    align_corners=False).unflatten(0, (b, -1)).squeeze(2)
+            image = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return Generation(image.permute(0, 2, 3, 1).cpu().numpy(), weights.cpu().numpy())

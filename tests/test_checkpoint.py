@@ -1,0 +1,133 @@
+"""Checkpoints: exact round trip, atomic files, and every damaged/mismatched case refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from caingan.checkpoint import (FORMAT, FORMAT_VERSION, MODEL_KIND, load_checkpoint, load_model,
+                                load_module_state, read_meta, save_checkpoint, save_model)
+from caingan.config import ModelConfig
+from caingan.errors import CheckpointError
+from caingan.model import CainGAN
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(64)
+    model = CainGAN(cfg).eval()
+    path = save_model(tmp_path / "m.safetensors", model, cfg, {"step": 7})
+    return path, model, cfg
+
+
+def test_model_round_trip_gives_identical_output(saved):
+    path, model, cfg = saved
+    loaded = load_model(path)
+    assert loaded.cfg == cfg and not loaded.training
+    assert loaded.checkpoint_meta["extra"] == {"step": 7}
+    g = torch.Generator().manual_seed(3)
+    src = torch.rand(1, 2, 3, 64, 64, generator=g) * 2 - 1
+    lms = torch.rand(1, 2, 3, 64, 64, generator=g) * 2 - 1
+    tgt = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        a, wa = model(src, lms, tgt)
+        b, wb = loaded(src, lms, tgt)
+    assert torch.equal(a, b) and torch.equal(wa, wb)
+
+
+def test_sidecar_content_and_no_temp_files(saved):
+    path, model, cfg = saved
+    assert path.suffix == ".safetensors"
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["format"] == FORMAT and meta["format_version"] == FORMAT_VERSION
+    assert meta["kind"] == MODEL_KIND and meta["config"] == cfg.to_dict()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json", "m.safetensors"]
+
+
+def test_generic_tensors_and_meta_round_trip(tmp_path):
+    base = torch.arange(12.0).view(3, 4)
+    tensors = {"a": base, "view": base.t(), "same_storage": base[1], "i": torch.tensor([1, 2], dtype=torch.int64)}
+    save_checkpoint(tmp_path / "s", tensors, {"kind": "test", "config": {"x": 1}, "note": [1, "b"]})
+    out, meta = load_checkpoint(tmp_path / "s.safetensors", kind="test")
+    for k, v in tensors.items():
+        assert torch.equal(out[k], v), k
+    assert meta["note"] == [1, "b"] and meta["config"] == {"x": 1}
+    with pytest.raises(CheckpointError, match="kind"):
+        save_checkpoint(tmp_path / "t", tensors, {"config": {}})
+
+
+def test_unserialisable_meta_leaves_no_files(tmp_path):
+    with pytest.raises(CheckpointError, match="serialise"):
+        save_checkpoint(tmp_path / "u", {"a": torch.zeros(1)}, {"kind": "x", "bad": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_files_are_named(saved, tmp_path):
+    path, _, _ = saved
+    with pytest.raises(CheckpointError, match="nope.safetensors.*not found"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    path.with_suffix(".json").unlink()
+    with pytest.raises(CheckpointError, match=r"m\.json.*sidecar.*missing"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: "{not json", "unreadable"),
+    (lambda m: json.dumps({**m, "format": "other"}), "not a CainGAN checkpoint"),
+    (lambda m: json.dumps({**m, "format_version": 99}), "version 99"),
+    (lambda m: json.dumps({**m, "kind": "caingan-train-state"}), "expected 'caingan-model'"),
+    (lambda m: json.dumps({**m, "config": {**m["config"], "colour": 1}}), "invalid model config"),
+])
+def test_bad_sidecars_are_refused(saved, edit, message):
+    path, _, _ = saved
+    side = path.with_suffix(".json")
+    side.write_text(edit(json.loads(side.read_text())))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(path)
+    assert "m.safetensors" in str(info.value) or "m.json" in str(info.value)
+
+
+def test_truncated_tensor_file_is_refused(saved):
+    path, _, _ = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+    # a sidecar without the size record still ends in a named error, from safetensors itself
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    del meta["tensor_file_bytes"]
+    side.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="corrupt or truncated") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_mismatched_weights_are_listed(saved, tmp_path):
+    path, model, cfg = saved
+    tensors, _ = load_checkpoint(path)
+    wider = CainGAN(ModelConfig.from_dict({**cfg.to_dict(), "embed_channels": 24}))
+    with pytest.raises(CheckpointError, match="shape mismatch") as info:
+        load_module_state(wider, tensors, path)
+    assert str(path) in str(info.value) and "head_e" in str(info.value)
+    del tensors["generator.out.weight"]
+    tensors["extra.thing"] = torch.zeros(1)
+    with pytest.raises(CheckpointError) as info:
+        load_module_state(model, tensors, path)
+    msg = str(info.value)
+    assert "1 missing key(s): generator.out.weight" in msg and "1 unexpected key(s): extra.thing" in msg
+    # a whole file whose weights do not fit its config
+    save_checkpoint(tmp_path / "bad", tensors, {"kind": MODEL_KIND, "config": cfg.to_dict()})
+    with pytest.raises(CheckpointError, match="bad.safetensors.*missing"):
+        load_model(tmp_path / "bad.safetensors")
+
+
+def test_read_meta_is_cheap_and_validates(saved):
+    path, _, cfg = saved
+    assert read_meta(path, MODEL_KIND)["config"] == cfg.to_dict()
+    with pytest.raises(CheckpointError):
+        read_meta(path, "other")
