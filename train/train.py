@@ -42,7 +42,7 @@ from . import state as st
 from .config import TrainConfig
 from .data import EpochSampler, build_datasets
 from .distributed import DistInfo, all_mean, any_true, barrier, cleanup, init_distributed
-from .visuals import sample_grid
+from .visuals import sample_grid, save_png
 
 EXIT_NAN = 3
 
@@ -278,8 +278,7 @@ class Trainer:
         if x is not None and fake is not None:
             grid = sample_grid(x["sources"], x["target_lm"], fake, x["target"])
             self.writer.add_image("samples", grid, self.step, dataformats="HWC")
-            from caingan.images import save_image
-            save_image(self.run_dir / "samples" / f"step_{self.step:08d}.png", grid)
+            save_png(self.run_dir / "samples" / f"step_{self.step:08d}.png", grid)
         with open(self.run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, "epoch": self.epoch, "time": time.time(), **logs}) + "\n")
 

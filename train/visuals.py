@@ -23,3 +23,19 @@ def sample_grid(sources: torch.Tensor, target_lm: torch.Tensor, generated: torch
         tiles += [to_uint8(target_lm[b]), to_uint8(generated[b]), to_uint8(target[b])]
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
+
+
+def save_png(path, image: np.ndarray) -> None:
+    """Atomic PNG write (a sample grid is never half-written when a run is killed)."""
+    import os
+    from pathlib import Path
+
+    import cv2
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
