@@ -1,0 +1,562 @@
+"""The editor window: wires the sources, the landmark editor, the sliders and the preview worker.
+
+Data flow: photos → DetectWorker (load, detect, crop) → sources panel + PreviewWorker.set_sources.
+The first source (or the one the user picks) becomes the target: its crop is the editor's
+background and its landmarks the document's base. Every change of the shown landmarks goes to
+the PreviewWorker as the newest request; its results come back as signals and are drawn.
+Nothing here runs the model or the detector on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+                               QMessageBox, QSplitter, QVBoxLayout, QWidget)
+
+from caingan import landmark_edit as le
+from caingan.errors import CainGANError
+
+from .convert import rgb_from_qimage
+from .detect_worker import DetectWorker, LoadedSource, SourceJob, default_detector_factory
+from .document import EditDocument, EditState
+from .image_pane import ImagePane
+from .landmark_view import LandmarkView
+from .notifications import Banner, MessagesDialog, Notifier
+from .preview_worker import PreviewResult, PreviewWorker, WorkerThread, default_loader
+from .sliders import SlidersPanel
+from .sources_panel import MAX_SOURCES, SourcesPanel, thumbnail
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = REPO / "assets" / "caingan-small.safetensors"
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
+
+
+def _fixed_label(text: str, width: int, tip: str) -> QLabel:
+    """Status widgets keep one size whatever they say (a re-flow would move the views)."""
+    label = QLabel(text)
+    label.setFixedWidth(width)
+    label.setToolTip(tip)
+    label.setFrameShape(QLabel.Shape.StyledPanel)
+    return label
+
+
+class MainWindow(QMainWindow):
+    previewShown = Signal(object)     # PreviewResult, after the preview pane shows it
+    sourceAdded = Signal(int)         # id, after a photo is detected and shown
+    sourceFailed = Signal(int, str)   # id, message
+
+    def __init__(self, weights: str | Path | None = None, device: str = "auto", *,
+                 sample: bool = True, loader=None, detector_factory=None,
+                 confirm_discard: bool = True):
+        super().__init__()
+        self.setWindowTitle("CainGAN Pose Editor")
+        self.resize(1280, 780)
+        self.setAcceptDrops(True)
+        self.confirm_discard = confirm_discard
+        self.weights = Path(weights) if weights else DEFAULT_WEIGHTS
+        self.device = device
+        self.image_size: int | None = None       # the model's crop size, known once it loads
+        self.sources: dict[int, LoadedSource] = {}
+        self.target: LoadedSource | None = None
+        self.last_result: PreviewResult | None = None
+        self.model_info = None
+        self._waiting: list[SourceJob] = []      # jobs held until image_size is known
+        self._next_id = 1
+        self._paste_count = 0
+        self._request_id = 0
+
+        self.notifier = Notifier(self)
+        self.doc = EditDocument(self)
+        self._build_ui()
+        self._build_actions()
+
+        self.preview = PreviewWorker(loader or default_loader)
+        self.detect = DetectWorker(detector_factory or default_detector_factory)
+        self._threads = [WorkerThread(self.preview, "preview"), WorkerThread(self.detect, "detect")]
+        self._connect()
+
+        self._start_model()
+        if sample:
+            self.add_sample()
+
+    # ------------------------------------------------------------------ construction
+    def _build_ui(self) -> None:
+        self.sources_panel = SourcesPanel()
+        self.sources_panel.setMinimumWidth(250)
+
+        self.editor = LandmarkView()
+        self.editor.setMinimumSize(280, 280)
+        editor_box = QWidget()
+        ev = QVBoxLayout(editor_box)
+        ev.setContentsMargins(2, 2, 2, 2)
+        hint = QLabel("<b>Target</b> — drag a point; Shift+drag moves its whole part")
+        hint.setFixedHeight(20)
+        ev.addWidget(hint)
+        ev.addWidget(self.editor, 1)
+
+        self.landmark_pane = ImagePane("Landmark image", min_side=160)
+        lm_box = QWidget()
+        lv = QVBoxLayout(lm_box)
+        lv.setContentsMargins(2, 2, 2, 2)
+        t = QLabel("<b>Landmark image</b> (model input)")
+        t.setFixedHeight(20)
+        lv.addWidget(t)
+        lv.addWidget(self.landmark_pane, 1)
+
+        self.preview_pane = ImagePane("Starting…", min_side=220)
+        self.paste_back_box = QCheckBox("Paste back into the original photo")
+        pv_box = QWidget()
+        pv = QVBoxLayout(pv_box)
+        pv.setContentsMargins(2, 2, 2, 2)
+        t = QLabel("<b>Preview</b>")
+        t.setFixedHeight(20)
+        pv.addWidget(t)
+        pv.addWidget(self.preview_pane, 1)
+        pv.addWidget(self.paste_back_box)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        for w, stretch in ((self.sources_panel, 0), (editor_box, 3), (lm_box, 2), (pv_box, 3)):
+            split.addWidget(w)
+            split.setStretchFactor(split.count() - 1, stretch)
+        split.setChildrenCollapsible(False)
+        split.setSizes([270, 380, 240, 390])
+
+        self.sliders = SlidersPanel()
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.sliders)
+        self.setCentralWidget(central)
+        self.banner = Banner(central)
+
+        sb = self.statusBar()
+        self.detector_label = _fixed_label("Detector: –", 190, "Face landmark detector backend")
+        self.device_label = _fixed_label("Device: –", 150, "Where the model runs")
+        self.latency_label = _fixed_label("Preview: – ms", 150,
+                                          "Time from the last landmark change to its preview")
+        for w in (self.detector_label, self.device_label, self.latency_label):
+            sb.addPermanentWidget(w)
+
+    def _build_actions(self) -> None:
+        us = self.doc.undo_stack
+        self.undo_action = us.createUndoAction(self, "Undo")
+        self.undo_action.setShortcut(QKeySequence("Ctrl+Z"))
+        self.redo_action = us.createRedoAction(self, "Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+
+        def act(text, slot, shortcut=None, checkable=False, tip=None) -> QAction:
+            a = QAction(text, self)
+            if shortcut:
+                a.setShortcut(QKeySequence(shortcut))
+            a.setCheckable(checkable)
+            if tip:
+                a.setToolTip(tip)
+                a.setStatusTip(tip)
+            (a.toggled if checkable else a.triggered).connect(slot)
+            self.addAction(a)
+            return a
+
+        self.add_action = act("Add photos…", self.add_photos_dialog, "Ctrl+O")
+        self.paste_action = act("Paste image", self.paste_from_clipboard, "Ctrl+V")
+        self.open_lm_action = act("Open landmarks…", self.open_landmarks_dialog, "Ctrl+Shift+O")
+        self.save_lm_action = act("Save landmarks…", self.save_landmarks_dialog, "Ctrl+S")
+        self.save_result_action = act("Save result…", self.save_result_dialog, "Ctrl+Shift+S")
+        self.quit_action = act("Quit", self.close, "Ctrl+Q")
+        self.reset_action = act("Reset edits", self.doc.reset, "Ctrl+R",
+                                tip="Back to the detected landmarks, sliders at 0")
+        self.symmetrize_action = act("Symmetrize", self.symmetrize,
+                                     tip="Make the face left/right symmetric (undoable)")
+        self.point_mode = act("Point", lambda on: None, checkable=True,
+                              tip="Drag moves one point")
+        self.part_mode = act("Part", self._set_part_mode, checkable=True,
+                             tip="Drag moves the whole part (eye, brow, nose, mouth, jaw)")
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        group.addAction(self.point_mode)
+        group.addAction(self.part_mode)
+        self.point_mode.setChecked(True)
+        self.symmetric_action = act("Symmetric", lambda on: None, checkable=True,
+                                    tip="Mirror every drag left↔right about the face's axis")
+        self.messages_action = act("Messages…", self.show_messages)
+        for a in (self.undo_action, self.redo_action):
+            self.addAction(a)
+
+        m = self.menuBar().addMenu("&File")
+        for a in (self.add_action, self.paste_action, None, self.open_lm_action,
+                  self.save_lm_action, self.save_result_action, None, self.quit_action):
+            m.addSeparator() if a is None else m.addAction(a)
+        m = self.menuBar().addMenu("&Edit")
+        for a in (self.undo_action, self.redo_action, None, self.reset_action,
+                  self.symmetrize_action, None, self.point_mode, self.part_mode,
+                  self.symmetric_action):
+            m.addSeparator() if a is None else m.addAction(a)
+        m = self.menuBar().addMenu("&View")
+        m.addAction(self.messages_action)
+
+        tb = self.addToolBar("Edit")
+        tb.setObjectName("editToolbar")
+        tb.setMovable(False)
+        tb.setIconSize(QSize(16, 16))
+        for a in (self.add_action, None, self.point_mode, self.part_mode, self.symmetric_action,
+                  None, self.undo_action, self.redo_action, self.reset_action,
+                  self.symmetrize_action, None, self.save_result_action):
+            tb.addSeparator() if a is None else tb.addAction(a)
+
+    def _connect(self) -> None:
+        self.notifier.posted.connect(self._show_message)
+        sp = self.sources_panel
+        sp.addRequested.connect(self.add_photos_dialog)
+        sp.pasteRequested.connect(self.paste_from_clipboard)
+        sp.filesDropped.connect(self.add_files)
+        sp.removeRequested.connect(self.remove_sources)
+        sp.orderChanged.connect(lambda _ids: self._sources_changed())
+        sp.targetRequested.connect(lambda i: self.set_target(self.sources[i]))
+
+        self.editor.dragStarted.connect(
+            lambda i, part: self.doc.begin_drag(i, part, self.symmetric_action.isChecked()))
+        self.editor.dragMoved.connect(lambda _i, x, y: self.doc.drag_to(x, y))
+        self.editor.dragFinished.connect(lambda _i: self.doc.end_drag())
+
+        self.sliders.paramsChanged.connect(self.doc.set_params)
+        self.sliders.interactionStarted.connect(self.doc.begin_slider)
+        self.sliders.interactionFinished.connect(self.doc.end_slider)
+        self.doc.paramsReplaced.connect(self._sync_sliders)
+        self.doc.changed.connect(self._points_changed)
+        self.doc.undo_stack.cleanChanged.connect(self._update_title)
+
+        self.paste_back_box.toggled.connect(self._paste_back_toggled)
+
+        self.preview.modelReady.connect(self._model_ready)
+        self.preview.modelFailed.connect(self._model_failed)
+        self.preview.rendered.connect(self._rendered)
+        self.preview.failed.connect(lambda msg: self.notifier.error(f"Preview failed: {msg}"))
+        self.detect.detected.connect(self._detected)
+        self.detect.failed.connect(self._detect_failed)
+        self.detect.detectorReady.connect(
+            lambda text: self.detector_label.setText(f"Detector: {text}"))
+
+    # ------------------------------------------------------------------ model
+    def _start_model(self) -> None:
+        if not self.weights.is_file():
+            self.preview_pane.set_message(
+                f"No model weights found at {self.weights}; run training or pass --weights PATH.")
+            self.notifier.warning(f"No model weights at {self.weights}: the editor works, "
+                                  "the preview stays empty.")
+            self._set_image_size(_fallback_image_size())
+            return
+        self.preview_pane.set_message("Loading model…")
+        self.preview.load_model(str(self.weights), self.device)
+
+    def _model_ready(self, info) -> None:
+        self.model_info = info
+        self.device_label.setText(f"Device: {info.device_name}")
+        self.preview_pane.set_message("" if self.sources else "Add a source photo to start.")
+        self._set_image_size(info.image_size)
+        self._sources_changed()
+
+    def _model_failed(self, msg: str) -> None:
+        self.preview_pane.set_message(f"Could not load the model from {self.weights}:\n{msg}")
+        self.notifier.error(f"Model not loaded: {msg}")
+        self._set_image_size(_fallback_image_size())
+
+    def _set_image_size(self, size: int) -> None:
+        if self.image_size is None:
+            self.image_size = size
+            waiting, self._waiting = self._waiting, []
+            for job in waiting:
+                job.image_size = size
+                self.detect.submit(job)
+
+    # ------------------------------------------------------------------ sources
+    def add_sample(self) -> None:
+        """The astronaut photo that ships with scikit-image, so the editor opens with a face."""
+        from skimage import data
+        self._submit("astronaut (sample)", image=data.astronaut())
+
+    def add_photos_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add source photos", "", IMAGE_FILTER)
+        if paths:
+            self.add_files(paths)
+
+    def add_files(self, paths: list[str]) -> None:
+        for p in paths:
+            self._submit(Path(p).name, path=str(p))
+
+    def add_image(self, image: np.ndarray, label: str | None = None) -> int | None:
+        self._paste_count += 1
+        return self._submit(label or f"pasted image {self._paste_count}", image=image)
+
+    def paste_from_clipboard(self) -> None:
+        md = QGuiApplication.clipboard().mimeData()
+        if md is not None and md.hasImage():
+            img = QGuiApplication.clipboard().image()
+            if not img.isNull():
+                self.add_image(rgb_from_qimage(img))
+                return
+        if md is not None and md.hasUrls():
+            files = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
+            if files:
+                self.add_files(files)
+                return
+        self.notifier.warning("The clipboard holds no image or image file to paste.")
+
+    def _submit(self, label: str, path: str | None = None, image: np.ndarray | None = None):
+        if self.sources_panel.count() >= MAX_SOURCES:
+            self.notifier.warning(f"At most {MAX_SOURCES} source photos; {label} was not added.")
+            return None
+        job_id = self._next_id
+        self._next_id += 1
+        self.sources_panel.add_pending(job_id, label)
+        job = SourceJob(job_id, label, self.image_size or 0, path=path, image=image)
+        if self.image_size is None:
+            self._waiting.append(job)
+        else:
+            self.detect.submit(job)
+        return job_id
+
+    def _detected(self, src: LoadedSource) -> None:
+        if src.job_id not in self.sources_panel.ids(include_pending=True):
+            return   # removed while it was being detected
+        self.sources[src.job_id] = src
+        note = "; ".join(src.notes)
+        short = f"{src.n_faces} faces: largest used" if src.n_faces > 1 else ""
+        self.sources_panel.set_loaded(src.job_id, src.label,
+                                      thumbnail(src.crop.image, src.crop.points), short)
+        for n in src.notes:
+            self.notifier.info(n)
+        if not note:
+            self.statusBar().showMessage(f"Added {src.label}", 3000)
+        if self.target is None:
+            self.set_target(src, ask=False)
+        self._sources_changed()
+        self.sourceAdded.emit(src.job_id)
+
+    def _detect_failed(self, job_id: int, label: str, msg: str) -> None:
+        self.sources_panel.remove(job_id)
+        self.notifier.error(msg if label in msg else f"{label}: {msg}")
+        self.sourceFailed.emit(job_id, msg)
+
+    def remove_sources(self, ids: list[int]) -> None:
+        for i in ids:
+            self.detect.cancel(i)
+            self.sources.pop(i, None)
+            self.sources_panel.remove(i)
+        self._sources_changed()
+
+    def source_ids(self) -> list[int]:
+        return [i for i in self.sources_panel.ids() if i in self.sources]
+
+    def _sources_changed(self) -> None:
+        ids = self.source_ids()
+        if self.model_info is None:
+            return
+        srcs = [self.sources[i] for i in ids]
+        self.preview.set_sources(ids, [s.crop.image for s in srcs], [s.crop.points for s in srcs])
+        if not ids:
+            self.preview_pane.set_image(None)
+            self.preview_pane.set_message("Add a source photo to start.")
+            self.sources_panel.strip.set_maps([])
+            return
+        self.request_preview()
+
+    # ------------------------------------------------------------------ target and edits
+    def set_target(self, src: LoadedSource, ask: bool = True) -> None:
+        """Edit this source's face: its crop is the background, its landmarks the new base."""
+        if ask and not self._may_discard("Editing another face discards the current edits."):
+            return
+        self.target = src
+        self.editor.set_image(src.crop.image)
+        self.doc.start(src.crop.points)
+        self._paste_back_toggled(self.paste_back_box.isChecked())
+        self.statusBar().showMessage(f"Editing the face from {src.label}", 4000)
+
+    def _set_part_mode(self, on: bool) -> None:
+        self.editor.part_mode = on
+
+    def symmetrize(self) -> None:
+        st = self.doc.state
+        if st is not None:
+            try:
+                self.doc.replace(EditState.of(le.symmetrize(st.base), st.params), "Symmetrize")
+            except ValueError as e:
+                self.notifier.warning(f"Cannot symmetrize: {e}")
+
+    def _sync_sliders(self) -> None:
+        st = self.doc.state
+        self.sliders.set_params(st.params if st else le.EditParams())
+
+    def _points_changed(self) -> None:
+        pts = self.doc.shown_points()
+        self.editor.set_points(pts)
+        if pts is not None and self.image_size:
+            from caingan.landmark_image import draw_landmarks
+            self.landmark_pane.set_image(draw_landmarks(pts, self.image_size))
+        self._update_title()
+        self.request_preview()
+
+    def request_preview(self, points: np.ndarray | None = None) -> None:
+        """Ask the worker for a render of the shown landmarks (or of `points`); never waits."""
+        pts = self.doc.shown_points() if points is None else points
+        if pts is None or self.model_info is None or not self.source_ids():
+            return
+        self._request_id += 1
+        self.preview.request(self._request_id, pts)
+
+    def _paste_back_toggled(self, on: bool) -> None:
+        if on and self.target is not None:
+            self.preview.set_paste_back(self.target.original, self.target.crop)
+        else:
+            self.preview.set_paste_back(None)
+        self.request_preview()
+
+    def _rendered(self, result: PreviewResult) -> None:
+        if self.last_result is not None and result.request_id < self.last_result.request_id:
+            return
+        self.last_result = result
+        if set(result.source_ids) == set(self.source_ids()) and self.source_ids():
+            self.preview_pane.set_message("")
+        self.preview_pane.set_image(result.display)
+        self.sources_panel.strip.set_maps(result.heatmaps)
+        ms = (time.perf_counter() - result.t_request) * 1000
+        self.latency_label.setText(f"Preview: {ms:.0f} ms")
+        self.latency_label.setToolTip(f"From the landmark change: {ms:.1f} ms; "
+                                      f"model and paste-back: {result.render_ms:.1f} ms")
+        self.previewShown.emit(result)
+
+    # ------------------------------------------------------------------ files
+    def save_result_dialog(self) -> None:
+        if self.last_result is None:
+            self.notifier.warning("There is no result to save yet.")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save result", "result.png",
+                                              "PNG image (*.png);;JPEG image (*.jpg *.jpeg)")
+        if path:
+            self.save_result(path)
+
+    def save_result(self, path: str | Path) -> bool:
+        from caingan.images import save_image
+        r = self.last_result
+        if r is None:
+            self.notifier.warning("There is no result to save yet.")
+            return False
+        path = Path(path)
+        if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            path = path.with_suffix(".png")
+        image = r.pasted if (r.pasted is not None and self.paste_back_box.isChecked()) else r.image
+        try:
+            save_image(path, image)
+        except (CainGANError, OSError, ValueError) as e:
+            self.notifier.error(f"Could not save {path}: {e}")
+            return False
+        self.doc.mark_saved()
+        self.notifier.info(f"Saved {path}")
+        return True
+
+    def save_landmarks_dialog(self) -> bool:
+        if not self.doc.active:
+            self.notifier.warning("No landmarks to save: add a source photo first.")
+            return False
+        path, _ = QFileDialog.getSaveFileName(self, "Save landmarks", "landmarks.json",
+                                              "Landmarks (*.json)")
+        return bool(path) and self.save_landmarks(path)
+
+    def save_landmarks(self, path: str | Path) -> bool:
+        st = self.doc.state
+        if st is None:
+            return False
+        path = Path(path)
+        if path.suffix.lower() != ".json":
+            path = path.with_suffix(".json")
+        try:
+            le.save_landmarks(path, self.doc.shown_points(), self.image_size, base=st.base,
+                              params=st.params)
+        except CainGANError as e:
+            self.notifier.error(str(e))
+            return False
+        self.doc.mark_saved()
+        self.notifier.info(f"Saved landmarks to {path}")
+        return True
+
+    def open_landmarks_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open landmarks", "",
+                                              "Landmarks (*.json);;All files (*)")
+        if path:
+            self.open_landmarks(path)
+
+    def open_landmarks(self, path: str | Path) -> bool:
+        """Apply a saved pose to the current target (one undoable step)."""
+        if not self.doc.active:
+            self.notifier.warning("Add a source photo before opening landmarks.")
+            return False
+        try:
+            lf = le.load_pose_file(path)
+        except CainGANError as e:
+            self.notifier.error(str(e))
+            return False
+        if lf.image_size != self.image_size:
+            lf = lf.scaled_to(self.image_size)
+        if lf.base is not None and lf.params is not None:
+            state = EditState.of(lf.base, lf.params)
+        else:
+            state = EditState.of(lf.points)
+        self.doc.replace(state, "Open landmarks")
+        self.notifier.info(f"Opened landmarks from {path}")
+        return True
+
+    # ------------------------------------------------------------------ messages, drops, quit
+    def _show_message(self, msg) -> None:
+        self.banner.show_message(msg)
+        self.statusBar().showMessage(msg.text, 10000)
+
+    def show_messages(self) -> None:
+        MessagesDialog(self.notifier, self).exec()
+
+    def _update_title(self, *_):
+        self.setWindowTitle("CainGAN Pose Editor" + (" *" if self.doc.is_dirty() else ""))
+
+    def dragEnterEvent(self, e) -> None:  # noqa: N802
+        if e.mimeData().hasUrls():
+            e.acceptProposedAction()
+
+    def dropEvent(self, e) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in e.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            e.acceptProposedAction()
+            self.add_files(paths)
+
+    def _may_discard(self, why: str) -> bool:
+        """True when there is nothing unsaved or the user agrees to drop it (or saved it)."""
+        if not self.confirm_discard or not self.doc.is_dirty():
+            return True
+        box = QMessageBox(QMessageBox.Icon.Question, "Unsaved edits",
+                          f"{why}\nSave the landmarks first?",
+                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                          | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        answer = box.exec()
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save_landmarks_dialog()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def closeEvent(self, e) -> None:  # noqa: N802
+        if not self._may_discard("The landmark edits are not saved."):
+            e.ignore()
+            return
+        self.shutdown()
+        super().closeEvent(e)
+
+    def shutdown(self) -> None:
+        """Stop the worker threads (waits for a render in progress)."""
+        for t in self._threads:
+            t.stop()
+
+
+def _fallback_image_size() -> int:
+    from caingan.config import ModelConfig
+    return ModelConfig.small().image_size

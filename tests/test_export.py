@@ -1,0 +1,299 @@
+"""Keyframe interpolation, landmark files, and the resumable batch exporter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from caingan.keyframes import (Keyframe, KeyframeTrack, LandmarkFileError, interpolate,
+                               keyframes_from_durations, load_keyframes, load_sequence,
+                               save_keyframes, save_sequence, scale_points)
+
+
+def _pose(v: float) -> np.ndarray:
+    return np.full((68, 2), v, np.float32)
+
+
+# -- keyframes ----------------------------------------------------------------------------------
+
+def test_linear_and_smoothstep_interpolation():
+    keys = [Keyframe(0, _pose(0)), Keyframe(10, _pose(100)), Keyframe(15, _pose(50))]
+    lin = np.stack(list(interpolate(keys, "linear")))
+    assert lin.shape == (16, 68, 2)
+    np.testing.assert_allclose(lin[:, 0, 0], [*np.arange(0, 101, 10), 90, 80, 70, 60, 50])
+    sm = np.stack(list(interpolate(keys, "smoothstep")))
+    np.testing.assert_allclose(sm[[0, 5, 10, 15], 0, 0], [0, 50, 100, 50])
+    # smoothstep eases in: slower than linear at the start of a segment, same at the midpoint.
+    assert sm[1, 0, 0] < lin[1, 0, 0] and sm[9, 0, 0] > lin[9, 0, 0]
+    steps = np.diff(sm[:11, 0, 0])
+    assert steps[0] < steps[4] and steps[-1] < steps[5]
+
+
+def test_interpolation_holds_outside_and_extends():
+    keys = [Keyframe(3, _pose(10)), Keyframe(5, _pose(30))]
+    out = np.stack(list(interpolate(keys, "linear", n_frames=8)))[:, 0, 0]
+    np.testing.assert_allclose(out, [10, 10, 10, 10, 20, 30, 30, 30])
+    with pytest.raises(ValueError):
+        list(interpolate(keys, "cubic"))
+    with pytest.raises(ValueError):
+        list(interpolate([Keyframe(1, _pose(0)), Keyframe(1, _pose(1))]))
+
+
+def test_keyframes_from_durations():
+    keys = keyframes_from_durations([_pose(0), _pose(1), _pose(2)], [4, 6])
+    assert [k.frame for k in keys] == [0, 4, 10]
+    with pytest.raises(ValueError):
+        keyframes_from_durations([_pose(0), _pose(1)], [0])
+
+
+def test_keyframe_and_sequence_files_round_trip(tmp_path):
+    a, b = _pose(5), _pose(9)
+    a[60] = np.nan  # a hidden landmark survives as null
+    track = KeyframeTrack([Keyframe(7, b), Keyframe(0, a)], "linear", image_size=128, fps=24)
+    save_keyframes(tmp_path / "k.json", track)
+    doc = json.loads((tmp_path / "k.json").read_text())
+    assert doc["format"] == "caingan-keyframes" and doc["keyframes"][0]["points"][60] == [None, None]
+    back = load_keyframes(tmp_path / "k.json")
+    assert [k.frame for k in back.keyframes] == [0, 7] and back.n_frames == 8
+    assert back.interpolation == "linear" and back.image_size == 128 and back.fps == 24
+    np.testing.assert_array_equal(back.keyframes[0].points, a)
+
+    def gen():  # streamed, not a list
+        for p in back.frames():
+            yield p
+
+    assert save_sequence(tmp_path / "s.json", gen(), image_size=128, fps=24) == 8
+    seq = load_sequence(tmp_path / "s.json")
+    assert len(seq) == 8 and seq.fps == 24
+    np.testing.assert_allclose(seq.frames[4, 0], (a[0] * 3 + b[0] * 4) / 7, atol=1e-3)
+    np.testing.assert_allclose(scale_points(seq.frames[0], 128, 64), seq.frames[0] / 2)
+
+
+def test_landmark_file_errors(tmp_path):
+    with pytest.raises(LandmarkFileError, match="no such file"):
+        load_sequence(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(LandmarkFileError, match="not a readable JSON"):
+        load_keyframes(tmp_path / "bad.json")
+    save_keyframes(tmp_path / "k.json", KeyframeTrack([Keyframe(0, _pose(1))]))
+    with pytest.raises(LandmarkFileError, match="expected format"):
+        load_sequence(tmp_path / "k.json")
+    (tmp_path / "short.json").write_text(json.dumps(
+        {"format": "caingan-landmark-sequence", "version": 1, "frames": [[[1, 2]] * 5]}))
+    with pytest.raises(LandmarkFileError, match="68"):
+        load_sequence(tmp_path / "short.json")
+
+
+# -- exporter with a tiny random CainGAN --------------------------------------------------------
+
+import errno  # noqa: E402
+import os  # noqa: E402
+
+import caingan.export as export_mod  # noqa: E402
+from caingan.errors import ExportError  # noqa: E402
+from caingan.export import FRAME_NAME, MANIFEST_NAME, export_frames, frame_valid, target_hash  # noqa: E402
+
+S = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    import torch
+
+    from caingan.checkpoint import save_model
+    from caingan.config import ModelConfig
+    from caingan.model import CainGAN
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(S)
+    return save_model(tmp_path_factory.mktemp("w") / "tiny.safetensors", CainGAN(cfg), cfg, {})
+
+
+class Counting:
+    """The real Reenactor, counting generated frames (resume must not recompute done ones)."""
+
+    def __init__(self, weights, fail_on_call: int | None = None, exc=KeyboardInterrupt):
+        from caingan.inference import Reenactor
+
+        self.r = Reenactor.from_checkpoint(weights, device="cpu")
+        self.model, self.config, self.image_size = self.r.model, self.r.config, self.r.image_size
+        self.frames = self.calls = 0
+        self.fail_on_call, self.exc = fail_on_call, exc
+
+    def set_sources(self, images, points):
+        self.r.set_sources(images, points)
+
+    def generate_batch(self, points):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise self.exc("killed")
+        self.frames += len(points)
+        return self.r.generate_batch(points)
+
+
+def _sources():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)
+    pts = (rng.random((68, 2)) * 0.6 + 0.2).astype(np.float32) * S
+    return [img], pts[None]
+
+
+def _targets(n):
+    """A generator (never a list): the exporter must stream."""
+    base = _sources()[1][0]
+    for i in range(n):
+        yield base + np.float32(i * 0.7)
+
+
+def _frames(d):
+    return sorted(p.name for p in d.glob("frame_*.png"))
+
+
+def test_export_n_frames_gives_n_files_and_videos(tiny_weights, tmp_path):
+    import cv2
+    from PIL import Image
+
+    r = Counting(tiny_weights)
+    seen = []
+    res = export_frames(r, _sources(), _targets(11), tmp_path / "o", formats={"png", "mp4", "gif"},
+                        batch_size=4, fps=20, total=11, progress=lambda d, t: seen.append((d, t)))
+    out = tmp_path / "o"
+    assert _frames(out) == [FRAME_NAME.format(i) for i in range(11)]
+    assert res.frames == res.generated == r.frames == 11 and r.calls == 3 and not res.cancelled
+    assert seen == [(4, 11), (8, 11), (11, 11)]
+    with Image.open(out / "frame_000000.png") as im:
+        assert im.size == (S, S)
+    cap = cv2.VideoCapture(str(res.outputs["mp4"]))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 11
+    ok, frame = cap.read()
+    assert ok and frame.shape == (S, S, 3)
+    cap.release()
+    with Image.open(res.outputs["gif"]) as gif:
+        assert gif.n_frames == 11 and gif.size == (S, S)
+        gif.seek(10)
+        last = np.asarray(gif.convert("RGB")).astype(int)
+    png = np.asarray(Image.open(out / "frame_000010.png")).astype(int)
+    assert np.abs(last - png).mean() < 12  # adaptive palette: close to the PNG
+    man = json.loads((out / MANIFEST_NAME).read_text())
+    assert man["status"] == "complete" and man["frames"] == 11
+    # Same job again: nothing regenerated.
+    r2 = Counting(tiny_weights)
+    again = export_frames(r2, _sources(), _targets(11), out, formats={"png", "mp4", "gif"},
+                          batch_size=4, fps=20)
+    assert r2.frames == 0 and again.reused == 11 and again.frames == 11
+
+
+def test_cancel_then_resume_without_recomputing(tiny_weights, tmp_path):
+    out = tmp_path / "o"
+    r = Counting(tiny_weights)
+    state = {"done": 0}
+    res = export_frames(r, _sources(), _targets(10), out, batch_size=3,
+                        progress=lambda d, t: state.update(done=d), cancel=lambda: state["done"] >= 6)
+    assert res.cancelled and res.frames == 6 and _frames(out) == [FRAME_NAME.format(i) for i in range(6)]
+    assert json.loads((out / MANIFEST_NAME).read_text())["status"] == "cancelled"
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("frame_*.png")}
+    r2 = Counting(tiny_weights)
+    res2 = export_frames(r2, _sources(), _targets(10), out, batch_size=3)
+    assert not res2.cancelled and res2.frames == 10
+    assert r2.frames == 4 and res2.reused == 6 and res2.generated == 4
+    assert len(_frames(out)) == 10
+    assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in mtimes.items())
+
+
+def test_killed_mid_way_leaves_complete_frames_and_resumes(tiny_weights, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "o"
+    r = Counting(tiny_weights, fail_on_call=3)      # dies during the third batch
+    with pytest.raises(KeyboardInterrupt):
+        export_frames(r, _sources(), _targets(9), out, batch_size=2, formats={"png", "gif"})
+    names = _frames(out)
+    assert names == [FRAME_NAME.format(i) for i in range(4)]
+    assert not [p for p in out.iterdir() if "tmp" in p.name]
+    for n in names:
+        Image.open(out / n).verify()
+    # A frame damaged afterwards (or made for another target) is redone, not trusted.
+    (out / names[1]).write_bytes((out / names[1]).read_bytes()[:100])
+    assert not frame_valid(out / names[1], target_hash(list(_targets(2))[1]))
+    r2 = Counting(tiny_weights)
+    res = export_frames(r2, _sources(), _targets(9), out, batch_size=2, formats={"png", "gif"})
+    assert res.frames == 9 and r2.frames == 9 - 3 and res.reused == 3
+    with Image.open(out / "video.gif") as gif:
+        assert gif.n_frames == 9
+
+
+def test_different_job_is_refused_unless_overwrite(tiny_weights, tmp_path):
+    out = tmp_path / "o"
+    export_frames(Counting(tiny_weights), _sources(), _targets(3), out)
+    imgs, pts = _sources()
+    other = ([255 - imgs[0]], pts)
+    with pytest.raises(ExportError, match="different inputs"):
+        export_frames(Counting(tiny_weights), other, _targets(3), out)
+    r = Counting(tiny_weights)
+    res = export_frames(r, other, _targets(2), out, overwrite=True)
+    assert res.generated == 2 and r.frames == 2 and len(_frames(out)) == 2
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "frame_000000.png").write_bytes(b"x")
+    with pytest.raises(ExportError, match="unknown export"):
+        export_frames(Counting(tiny_weights), _sources(), _targets(2), stray)
+
+
+def test_only_mp4_removes_the_png_store_when_done(tiny_weights, tmp_path):
+    res = export_frames(Counting(tiny_weights), _sources(), _targets(4), tmp_path / "o",
+                        formats={"mp4"})
+    assert _frames(tmp_path / "o") == [] and res.outputs["mp4"].is_file()
+    r = Counting(tiny_weights)
+    export_frames(r, _sources(), _targets(4), tmp_path / "o", formats={"mp4"})
+    assert r.frames == 0  # complete job: nothing to redo
+
+
+def test_unwritable_folder_is_export_error(tiny_weights, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ExportError, match="cannot create output folder"):
+        export_frames(Counting(tiny_weights), _sources(), _targets(2), blocker / "out")
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            with pytest.raises(ExportError, match="not writable"):
+                export_frames(Counting(tiny_weights), _sources(), _targets(2), ro)
+        finally:
+            ro.chmod(0o700)
+
+
+def test_disk_full_keeps_done_frames(tiny_weights, tmp_path, monkeypatch):
+    real = export_mod.write_frame_png
+    calls = {"n": 0}
+
+    def filling_disk(path, image, thash):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, image, thash)
+
+    monkeypatch.setattr(export_mod, "write_frame_png", filling_disk)
+    out = tmp_path / "o"
+    with pytest.raises(ExportError, match="disk is full.*5 frames"):
+        export_frames(Counting(tiny_weights), _sources(), _targets(8), out, batch_size=4)
+    assert _frames(out) == [FRAME_NAME.format(i) for i in range(5)]
+    monkeypatch.setattr(export_mod, "write_frame_png", real)
+    r = Counting(tiny_weights)
+    res = export_frames(r, _sources(), _targets(8), out, batch_size=4)
+    assert res.frames == 8 and r.frames == 3
+
+
+def test_missed_driving_frames_are_counted(tiny_weights, tmp_path):
+    from caingan.retarget import Retargeter
+
+    src_pts = _sources()[1][0]
+    rt = Retargeter(src_pts, smoothing=False)
+    driver = [src_pts * 2, None, src_pts * 2 + 1, None, None]
+    res = export_frames(Counting(tiny_weights), _sources(), (rt.update(d) for d in driver),
+                        tmp_path / "o")
+    assert res.frames == 5 and res.missed == 3
+    assert json.loads((tmp_path / "o" / MANIFEST_NAME).read_text())["missed"] == 3

@@ -1,0 +1,310 @@
+"""Videos → per-clip .npz caches of face crops + landmarks (`python -m train.prepare`).
+
+Landmarks are found once here, not per training step: the detector is the slow part. Each clip
+becomes one compressed .npz written atomically (temp + os.replace), so an interrupted run leaves
+only complete files and a re-run picks up where it stopped. index.json lists every clip, its split
+and group, frame counts, frames without a face, and clips skipped for having too few faces.
+
+npz keys: frames (N,S,S,3) uint8 RGB, points (N,68,2) float32 crop pixels, frame_index (N,),
+split, identity_group, clip (path relative to the data dir), fps, source_frames, missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from caingan.errors import CainGANError
+
+log = logging.getLogger("caingan.prepare")
+
+MIN_FRAMES = 9          # K=8 sources + 1 target
+CACHE_VERSION = 1
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+REQUIRED_KEYS = ("frames", "points", "frame_index", "split", "identity_group", "clip")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CAINGAN_CACHE") or Path.home() / ".cache" / "caingan")
+
+
+def default_out(size: int) -> Path:
+    return cache_root() / "data" / f"s{size}"
+
+
+def cache_name(rel_path: str) -> str:
+    """npz file name of a clip: its relative path flattened (the lead's stop-gap naming)."""
+    return rel_path.replace("\\", "/").replace("/", "__").rsplit(".", 1)[0] + ".npz"
+
+
+# ---------------------------------------------------------------------------------------------
+# Clip lists
+# ---------------------------------------------------------------------------------------------
+def clips_from_csv(data: Path) -> list[dict]:
+    if not data.is_dir():
+        raise CainGANError(f"data folder {data} not found")
+    csv_path = data / "clips.csv"
+    if not csv_path.is_file():
+        raise CainGANError(f"{csv_path} not found (the data folder needs a clips.csv with columns "
+                           f"path, split, identity_group)")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"path", "split", "identity_group"}
+    if not rows or not need <= set(rows[0]):
+        raise CainGANError(f"{csv_path}: needs a header with {', '.join(sorted(need))} and at least one row")
+    return [{"rel": r["path"], "source": str(data / r["path"]), "split": r["split"].strip(),
+             "identity_group": r["identity_group"].strip()} for r in rows]
+
+
+def clips_from_voxceleb(root: Path, split: str = "train") -> list[dict]:
+    """VoxCeleb layout id*/video_id/*.mp4; identity = id folder; dev/test folders set the split."""
+    if not root.is_dir():
+        raise CainGANError(f"VoxCeleb folder {root} not found")
+    clips = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXT and p.is_file()):
+        rel = path.relative_to(root)
+        parts = rel.parts
+        if len(parts) < 3:
+            continue
+        ident = parts[-3]
+        clip_split = split
+        for part in parts[:-3]:
+            if part.lower() in ("dev", "train"):
+                clip_split = "train"
+            elif part.lower() == "test":
+                clip_split = "test"
+        clips.append({"rel": rel.as_posix(), "source": str(path), "split": clip_split,
+                      "identity_group": ident})
+    if not clips:
+        raise CainGANError(f"no videos found under {root} (expected id*/video_id/*.mp4)")
+    return clips
+
+
+# ---------------------------------------------------------------------------------------------
+# One clip
+# ---------------------------------------------------------------------------------------------
+def _frames(reader, every: int, max_frames: int | None):
+    every = max(1, every)
+    taken = 0
+    for i, frame in enumerate(reader):
+        if i % every:
+            continue
+        yield i, frame
+        taken += 1
+        if max_frames and taken >= max_frames:
+            return
+
+
+def process_clip(clip: dict, size: int, every: int = 1, max_frames: int | None = None,
+                 detector=None, redetect_every: int = 10) -> dict:
+    """Track, crop and stack one clip: arrays + metadata (nothing written)."""
+    from caingan.crop import crop_matrix, warp_crop
+    from caingan.landmarks import LandmarkDetector
+    from caingan.video import VideoReader
+
+    detector = detector or LandmarkDetector("dlib")
+    frames, points, index = [], [], []
+    seen = 0
+    with VideoReader(clip["source"]) as reader:
+        fps = reader.fps
+        items = list(_frames(reader, every, max_frames))
+    seen = len(items)
+    dets = detector.track((f for _, f in items), redetect_every=redetect_every)
+    for (i, frame), det in zip(items, dets):
+        if det is None:
+            continue
+        m = crop_matrix(det.points, size)
+        frames.append(warp_crop(frame, m, size))
+        points.append((det.points @ m[:, :2].T + m[:, 2]).astype(np.float32))
+        index.append(i)
+    n = len(frames)
+    return {
+        "frames": np.stack(frames) if n else np.zeros((0, size, size, 3), np.uint8),
+        "points": np.stack(points).astype(np.float32) if n else np.zeros((0, 68, 2), np.float32),
+        "frame_index": np.asarray(index, np.int64),
+        "split": clip["split"], "identity_group": clip["identity_group"], "clip": clip["rel"],
+        "fps": float(fps), "source_frames": seen, "missing": seen - n,
+    }
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """Atomic: a temp file beside the target (not *.npz, so no reader globs it) + os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_cached(path: Path) -> dict | None:
+    """Metadata of a complete cache file, or None when absent / unreadable (then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            if not all(k in z.files for k in REQUIRED_KEYS):
+                return None
+            n = int(z["points"].shape[0])
+            if z["frame_index"].shape[0] != n:
+                return None
+            return {"frames": n, "split": str(z["split"]), "identity_group": str(z["identity_group"]),
+                    "clip": str(z["clip"]),
+                    "missing": int(z["missing"]) if "missing" in z.files else None,
+                    "source_frames": int(z["source_frames"]) if "source_frames" in z.files else None,
+                    "size": int(z["frames"].shape[1]) if z["frames"].ndim == 4 else None}
+    except Exception:  # noqa: BLE001 — truncated zip, bad header...: rebuild it
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole cache
+# ---------------------------------------------------------------------------------------------
+_WORKER_DETECTOR = None
+
+
+def _worker_init():
+    global _WORKER_DETECTOR
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from caingan.landmarks import LandmarkDetector
+    _WORKER_DETECTOR = LandmarkDetector("dlib")
+
+
+def _build(job):
+    clip, out, size, every, max_frames = job
+    t0 = time.perf_counter()
+    try:
+        arrays = process_clip(clip, size, every, max_frames, detector=_WORKER_DETECTOR)
+    except CainGANError as e:
+        return clip, {"status": "failed", "reason": str(e)}
+    n = len(arrays["frames"])
+    rec = {"frames": n, "missing": int(arrays["missing"]), "source_frames": int(arrays["source_frames"]),
+           "seconds": round(time.perf_counter() - t0, 2)}
+    if n < MIN_FRAMES:
+        rec.update(status="skipped", reason=f"a face in only {n} of {arrays['source_frames']} frames "
+                                            f"(need {MIN_FRAMES})")
+        return clip, rec
+    write_npz(out / cache_name(clip["rel"]), arrays)
+    rec["status"] = "ok"
+    return clip, rec
+
+
+def _write_index(out: Path, meta: dict, records: dict) -> None:
+    doc = dict(meta, clips=[records[k] for k in sorted(records)])
+    tmp = out / "index.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, out / "index.json")
+
+
+def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames: int | None = None,
+            workers: int = 1, progress: bool = True) -> dict:
+    """Build (or complete) the cache; returns {"built": [...], "reused": [...], "skipped": [...],
+    "failed": [...]} of clip paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"version": CACHE_VERSION, "size": size, "every": every, "max_frames": max_frames}
+    old = {}
+    try:
+        prev = json.loads((out / "index.json").read_text())
+        same = all(prev.get(k) == v for k, v in meta.items())
+        old = {c["clip"]: c for c in prev.get("clips", [])} if same else {}
+    except (OSError, ValueError):
+        pass
+    records, summary, jobs = {}, {"built": [], "reused": [], "skipped": [], "failed": []}, []
+    for clip in clips:
+        base = {"clip": clip["rel"], "file": cache_name(clip["rel"]), "split": clip["split"],
+                "identity_group": clip["identity_group"]}
+        cached = read_cached(out / base["file"])
+        if cached is not None and cached.get("size") in (None, size):
+            records[clip["rel"]] = dict(base, status="ok", frames=cached["frames"],
+                                        missing=cached["missing"], source_frames=cached["source_frames"])
+            summary["reused"].append(clip["rel"])
+        elif old.get(clip["rel"], {}).get("status") == "skipped":
+            records[clip["rel"]] = old[clip["rel"]]
+            summary["skipped"].append(clip["rel"])
+        else:
+            jobs.append((clip, out, size, every, max_frames))
+    if jobs:
+        from tqdm import tqdm
+        bar = tqdm(total=len(jobs), desc=f"caching s{size}", unit="clip", disable=not progress)
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            pool = ProcessPoolExecutor(workers, initializer=_worker_init)
+            results = pool.map(_build, jobs)
+        else:
+            if _WORKER_DETECTOR is None:
+                _worker_init()
+            pool, results = None, map(_build, jobs)
+        try:
+            for clip, rec in results:
+                base = {"clip": clip["rel"], "file": cache_name(clip["rel"]), "split": clip["split"],
+                        "identity_group": clip["identity_group"]}
+                records[clip["rel"]] = dict(base, **rec)
+                status = rec["status"]
+                if status == "ok":
+                    summary["built"].append(clip["rel"])
+                else:
+                    summary["skipped" if status == "skipped" else "failed"].append(clip["rel"])
+                    msg = f"{clip['rel']}: {status}: {rec['reason']}"
+                    log.warning(msg) if not progress else bar.write("warning: " + msg)
+                bar.set_postfix_str(f"{clip['rel'][-30:]} {rec.get('frames', 0)} fr")
+                bar.update(1)
+                _write_index(out, meta, records)  # after each clip: an interrupted run keeps its log
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.shutdown()
+    _write_index(out, meta, records)
+    return summary
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="caingan-prepare", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="folder with clips.csv (path, split, identity_group, ...)")
+    src.add_argument("--voxceleb", help="VoxCeleb-style tree id*/video_id/*.mp4")
+    p.add_argument("--split", default="train", help="split for --voxceleb clips outside dev/test folders")
+    p.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
+    p.add_argument("--out", help="cache folder (default $CAINGAN_CACHE or ~/.cache/caingan, "
+                                 "then data/s<size>)")
+    p.add_argument("--every", type=int, default=1, help="keep every N-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.size < 16:
+            raise CainGANError(f"--size {args.size} is too small (16 or more)")
+        clips = (clips_from_csv(Path(args.data)) if args.data
+                 else clips_from_voxceleb(Path(args.voxceleb), args.split))
+        out = Path(args.out) if args.out else default_out(args.size)
+        t0 = time.perf_counter()
+        s = prepare(clips, out, args.size, args.every, args.max_frames, args.workers,
+                    progress=not args.quiet)
+    except CainGANError as e:
+        print(f"caingan-prepare: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("caingan-prepare: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"cache {out}: {len(s['built'])} built, {len(s['reused'])} reused, "
+          f"{len(s['skipped'])} skipped, {len(s['failed'])} failed "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
