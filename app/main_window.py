@@ -69,14 +69,18 @@ class MainWindow(QMainWindow):
         self._next_id = 1
         self._paste_count = 0
         self._request_id = 0
+        self._loader = loader or default_loader
+        self._detector_factory = detector_factory or default_detector_factory
+        self.reenact_window = None               # opened from File ▸ Reenact… (app/reenact_view)
+        self.export_dialog = None                # opened from File ▸ Export frames… (app/export_dialog)
 
         self.notifier = Notifier(self)
         self.doc = EditDocument(self)
         self._build_ui()
         self._build_actions()
 
-        self.preview = PreviewWorker(loader or default_loader)
-        self.detect = DetectWorker(detector_factory or default_detector_factory)
+        self.preview = PreviewWorker(self._loader)
+        self.detect = DetectWorker(self._detector_factory)
         self._threads = [WorkerThread(self.preview, "preview"), WorkerThread(self.detect, "detect")]
         self._connect()
 
@@ -167,6 +171,10 @@ class MainWindow(QMainWindow):
         self.open_lm_action = act("Open landmarks…", self.open_landmarks_dialog, "Ctrl+Shift+O")
         self.save_lm_action = act("Save landmarks…", self.save_landmarks_dialog, "Ctrl+S")
         self.save_result_action = act("Save result…", self.save_result_dialog, "Ctrl+Shift+S")
+        self.reenact_action = act("Reenact from camera or video…", self.open_reenact,
+                                  tip="Drive the face with a webcam or a video, live")
+        self.export_action = act("Export frames…", self.open_export_dialog, "Ctrl+E",
+                                 tip="Render a driving video, landmark file or keyframes to files")
         self.quit_action = act("Quit", self.close, "Ctrl+Q")
         self.reset_action = act("Reset edits", self.doc.reset, "Ctrl+R",
                                 tip="Back to the detected landmarks, sliders at 0")
@@ -189,7 +197,8 @@ class MainWindow(QMainWindow):
 
         m = self.menuBar().addMenu("&File")
         for a in (self.add_action, self.paste_action, None, self.open_lm_action,
-                  self.save_lm_action, self.save_result_action, None, self.quit_action):
+                  self.save_lm_action, self.save_result_action, None, self.reenact_action,
+                  self.export_action, None, self.quit_action):
             m.addSeparator() if a is None else m.addAction(a)
         m = self.menuBar().addMenu("&Edit")
         for a in (self.undo_action, self.redo_action, None, self.reset_action,
@@ -509,6 +518,32 @@ class MainWindow(QMainWindow):
         self.notifier.info(f"Opened landmarks from {path}")
         return True
 
+    # ------------------------------------------------------------------ reenactment and export
+    def open_reenact(self):
+        """The live reenactment window (one per editor), driven by a camera or a video file."""
+        from .reenact_view import ReenactWindow, sources_from_window
+        if self.reenact_window is None:
+            win = ReenactWindow(self.weights, self.device, parent=self, loader=self._loader,
+                                detector_factory=self._detector_factory,
+                                sources_provider=lambda: sources_from_window(self))
+            self.sourceAdded.connect(lambda _i: win.sources_changed())
+            self.sources_panel.orderChanged.connect(lambda _ids: win.sources_changed())
+            self.sources_panel.removeRequested.connect(lambda _ids: win.sources_changed())
+            self.sources_panel.targetRequested.connect(lambda _i: win.sources_changed())
+            self.reenact_window = win
+        self.reenact_window.show()
+        self.reenact_window.raise_()
+        return self.reenact_window
+
+    def open_export_dialog(self):
+        """The batch export dialog (kept, with its keyframes, for the editor's lifetime)."""
+        from .export_dialog import ExportDialog
+        if self.export_dialog is None:
+            self.export_dialog = ExportDialog(self)
+        self.export_dialog.show()
+        self.export_dialog.raise_()
+        return self.export_dialog
+
     # ------------------------------------------------------------------ messages, drops, quit
     def _show_message(self, msg) -> None:
         self.banner.show_message(msg)
@@ -553,6 +588,9 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Stop the worker threads (waits for a render in progress)."""
+        for extra in (self.reenact_window, self.export_dialog):
+            if extra is not None:
+                extra.shutdown()
         for t in self._threads:
             t.stop()
 

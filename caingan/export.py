@@ -7,6 +7,11 @@ cancelled export leaves only complete frames, re-running the same job regenerate
 missing, and a different job pointed at the same folder is refused instead of mixing frames.
 MP4 and GIF are assembled from the PNGs at the end, one frame at a time, so memory stays flat
 in the number of frames; PNGs not asked for are removed once those are complete.
+
+The command line (`caingan-export`, `python -m caingan.export`, see `build_parser`) and the app's
+export dialog build their inputs with `load_sources` and `video_driving` / `landmark_driving` /
+`keyframe_track_driving`; a driving video is decoded and tracked frame by frame while the
+exporter consumes the targets.
 """
 
 from __future__ import annotations
@@ -519,14 +524,365 @@ def _assemble(out_dir: Path, n: int, formats: set[str], fps: float,
         raise
 
 
-# -- inputs for the CLI ---------------------------------------------------------------------
+# -- inputs: sources and driving (shared by the CLI and the app's export dialog) -------------
 
-def cli_main():  # placeholder replaced below
-    raise NotImplementedError
+MAX_SOURCES = 16
+
+
+@dataclass
+class SourceSet:
+    """K source crops at the model size. The first source is the target person: driving motion
+    is retargeted onto its points and --paste-back pastes into its photo."""
+
+    images: list[np.ndarray]          # K × (S, S, 3) uint8
+    points: np.ndarray                # (K, 68, 2) float32, crop pixels
+    labels: list[str]
+    target_points: np.ndarray         # (68, 2): the target person's points
+    paste: tuple | None = None        # (original photo, FaceCrop) of the target person
+
+
+def load_sources(paths: Sequence, detector, image_size: int) -> SourceSet:
+    """Load, detect and crop each photo; CainGANError names the photo that failed."""
+    from .crop import crop_face
+    from .images import load_image
+
+    paths = [Path(p) for p in paths]
+    if not 1 <= len(paths) <= MAX_SOURCES:
+        raise CainGANError(f"need 1 to {MAX_SOURCES} source photos, got {len(paths)}")
+    images, points, paste = [], [], None
+    for path in paths:
+        original = load_image(path)
+        try:
+            det = detector.detect(original, name=path.name)
+        except NoFaceError as e:
+            raise NoFaceError(f"source {path}: {e}") from None
+        crop = crop_face(original, det.points, image_size)
+        images.append(crop.image)
+        points.append(crop.points)
+        if paste is None:
+            paste = (original, crop)
+    pts = np.stack(points).astype(np.float32)
+    return SourceSet(images, pts, [p.name for p in paths], pts[0].copy(), paste)
+
+
+@dataclass
+class Driving:
+    """Target poses for an export, produced lazily (a long video is never held in memory)."""
+
+    targets: Iterable             # (68, 2) arrays or RetargetResult, consumed once
+    total: int | None             # number of frames when known
+    fps: float | None             # the input's frame rate when it has one
+    job: dict                     # what identifies the input (folded into the manifest's hash)
+    description: str
+
+
+def _limit(n: int | None, max_frames: int | None) -> int | None:
+    if max_frames is None or max_frames <= 0:
+        return n
+    return max_frames if n is None or n <= 0 else min(n, max_frames)
+
+
+def video_driving(path, detector, target_points, *, neutral_frame: int = 0,
+                  max_frames: int | None = None, smoothing: bool = True,
+                  redetect_every: int = 15) -> Driving:
+    """Targets from a driving video: landmarks tracked per frame, motion relative to the neutral
+    frame (default the first frame with a face) retargeted onto `target_points`.
+
+    The video is decoded frame by frame while the exporter consumes the targets. Frames without
+    a face repeat the last good target (RetargetResult.skipped; counted as 'missed').
+    """
+    from .reenact import FaceTracker
+    from .retarget import Retargeter
+    from .video import VideoReader
+
+    path = Path(path)
+    probe = VideoReader(path)          # VideoLoadError for a missing or undecodable file
+    fps, count = probe.fps, probe.frame_count
+    neutral_points = None
+    try:
+        if neutral_frame:
+            if neutral_frame < 0:
+                raise CainGANError(f"--neutral-frame must be >= 0, got {neutral_frame}")
+            frame = probe.read(neutral_frame)
+            try:
+                neutral_points = detector.detect(frame).points
+            except NoFaceError:
+                raise NoFaceError(f"{path}: no face in the neutral frame {neutral_frame}; "
+                                  f"choose another --neutral-frame") from None
+    finally:
+        probe.close()
+    total = _limit(count or None, max_frames)
+    limit = max_frames if max_frames and max_frames > 0 else None
+
+    def targets():
+        rt = Retargeter(target_points, smoothing=smoothing, fps=fps)
+        if neutral_points is not None:
+            rt.set_neutral(neutral_points, frame=neutral_frame)
+        tracker = FaceTracker(detector, redetect_every=redetect_every)
+        reader = VideoReader(path)
+        try:
+            for i, frame in enumerate(reader):
+                if limit is not None and i >= limit:
+                    return
+                det = tracker(frame)
+                yield rt.update(None if det is None else det.points, i / fps)
+        finally:
+            reader.close()
+
+    job = {"driving": "video", "name": path.name, "sha256": file_hash(path),
+           "neutral_frame": int(neutral_frame), "max_frames": limit, "smoothing": smoothing,
+           "redetect_every": int(redetect_every)}
+    return Driving(targets(), total, fps, job, f"video {path.name}")
+
+
+def _read_json_doc(path: Path) -> dict:
+    from .keyframes import LandmarkFileError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise LandmarkFileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LandmarkFileError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(doc, dict):
+        raise LandmarkFileError(f"{path}: expected a JSON object, found {type(doc).__name__}")
+    return doc
+
+
+def landmark_driving(path, image_size: int, *, max_frames: int | None = None,
+                     keyframes_only: bool = False) -> Driving:
+    """Targets from a landmark file, scaled from its `image_size` to the model's crop size.
+
+    Accepted (points are absolute target poses in an image_size² source crop):
+    * a landmark sequence (caingan.keyframes): ``{"format": "caingan-landmark-sequence",
+      "image_size": S, "fps": 25, "frames": [[[x, y] × 68], ...]}``; the "format" key may be
+      left out of a hand-written file that has "frames";
+    * a keyframe file (caingan.keyframes): interpolated to one pose per frame;
+    * the editor's single-pose file (caingan.landmark_edit.save_landmarks): one frame.
+    A file without image_size is taken to be in the model's crop pixels already.
+    """
+    from . import keyframes as kf
+    from .landmark_edit import load_pose_file
+
+    path = Path(path)
+    doc = _read_json_doc(path)
+    fmt = doc.get("format")
+    fps = None
+    if keyframes_only and fmt != kf.KEYFRAMES_FORMAT:
+        raise kf.LandmarkFileError(f"{path}: expected a keyframe file (format "
+                                   f"{kf.KEYFRAMES_FORMAT!r}), found {fmt!r}")
+    if fmt == kf.KEYFRAMES_FORMAT:
+        track = kf.load_keyframes(path)
+        n = _limit(track.n_frames, max_frames)
+        size, fps, what = track.image_size, track.fps, f"{len(track.keyframes)} keyframes"
+        frames: Iterable = track.frames(n)
+    elif fmt == kf.SEQUENCE_FORMAT or (fmt is None and "frames" in doc):
+        if fmt is None:
+            raw = doc.get("frames")
+            if not isinstance(raw, list) or not raw:
+                raise kf.LandmarkFileError(f"{path}: 'frames' must be a non-empty list")
+            seq = kf.LandmarkSequence(np.stack([kf._points(p, f"{path} frame {i}")
+                                                for i, p in enumerate(raw)]),
+                                      doc.get("image_size"), doc.get("fps"))
+        else:
+            seq = kf.load_sequence(path)
+        n = _limit(len(seq), max_frames)
+        size, fps, what = seq.image_size, seq.fps, "landmark sequence"
+        frames = seq.frames[:n]
+    else:
+        lf = load_pose_file(path)
+        n, size, what = 1, lf.image_size, "single pose"
+        frames = [lf.points]
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise kf.LandmarkFileError(f"{path}: 'image_size' must be a positive integer, got {size!r}")
+    targets = (kf.scale_points(np.asarray(p, np.float32), size, image_size) for p in frames)
+    job = {"driving": "landmarks", "name": path.name, "sha256": file_hash(path),
+           "max_frames": n, "image_size": image_size}
+    return Driving(targets, n, fps if fps and fps > 0 else None, job, f"{what} {path.name}")
+
+
+def keyframe_track_driving(track, image_size: int, *, max_frames: int | None = None) -> Driving:
+    """Targets from an in-memory caingan.keyframes.KeyframeTrack (the editor's keyframes)."""
+    from .keyframes import scale_points
+
+    n = _limit(track.n_frames, max_frames)
+    targets = (scale_points(p, track.image_size, image_size) for p in track.frames(n))
+    h = hashlib.sha256()
+    for k in sorted(track.keyframes, key=lambda k: k.frame):
+        h.update(str(k.frame).encode())
+        h.update(np.asarray(k.points, np.float32).tobytes())
+    job = {"driving": "keyframes", "keys": h.hexdigest(), "interpolation": track.interpolation,
+           "max_frames": n, "image_size": image_size}
+    return Driving(targets, n, track.fps, job, f"{len(track.keyframes)} keyframes")
+
+
+# -- the command line -----------------------------------------------------------------------
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="caingan-export",
+        description="Render many target poses of the source face(s) to a PNG sequence, MP4 "
+                    "and/or GIF. Resumable: re-running the same command continues an "
+                    "interrupted export and regenerates only missing frames.",
+        epilog="Landmark files: a caingan-landmark-sequence ({\"format\": "
+               "\"caingan-landmark-sequence\", \"image_size\": S, \"fps\": 25, \"frames\": "
+               "[[[x, y] x 68], ...]}, points in an S x S source crop), the editor's saved pose "
+               "(one frame) or a caingan-keyframes file. Exit status: 0 done, 2 error, "
+               "130 interrupted (frames so far are kept).")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS),
+                   help="model checkpoint (default: the bundled %(default)s)")
+    p.add_argument("--source", action="append", required=True, metavar="PHOTO",
+                   help="source photo (repeat for 1-16 photos of one person; the first is the "
+                        "target person for driving videos and --paste-back)")
+    drv = p.add_mutually_exclusive_group(required=True)
+    drv.add_argument("--driving", metavar="VIDEO",
+                     help="driving video: its facial motion is transferred to the source")
+    drv.add_argument("--landmarks", metavar="JSON",
+                     help="landmark sequence (or single pose) to render, one frame per pose")
+    drv.add_argument("--keyframes", metavar="JSON",
+                     help="keyframe file (caingan.keyframes), interpolated frame by frame")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--formats", default="png,mp4",
+                   help="comma-separated subset of png,mp4,gif (default: %(default)s)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the MP4/GIF (default: the input's, else 25)")
+    p.add_argument("--paste-back", action="store_true",
+                   help="paste each generated face back into the first source photo")
+    p.add_argument("--neutral-frame", type=int, default=0, metavar="N",
+                   help="driving video frame whose pose counts as neutral (default: 0, the "
+                        "first frame with a face)")
+    p.add_argument("--batch", type=int, default=8, help="frames per model call (default: 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--detector", default="dlib", choices=["dlib", "fa", "auto"],
+                   help="landmark detector backend (default: %(default)s)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="export at most N frames")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an export of different inputs found in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _formats(text: str) -> list[str]:
+    got = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    bad = [f for f in got if f not in FORMATS]
+    if bad or not got:
+        raise CainGANError(f"--formats: unknown {', '.join(bad) or '(empty)'}; "
+                           f"use a comma-separated subset of {','.join(FORMATS)}")
+    return got
+
+
+def _describe_outputs(res: ExportResult) -> str:
+    parts = []
+    if "png" in res.outputs and res.frames:
+        parts.append(f"{FRAME_NAME.format(0)} … {FRAME_NAME.format(res.frames - 1)}")
+    parts += [p.name for k, p in res.outputs.items() if k != "png"]
+    return ", ".join(parts) or "nothing"
+
+
+def _run(args, cancel_flag: dict) -> int:
+    from .inference import Reenactor
+    from .landmarks import LandmarkDetector
+
+    formats = _formats(args.formats)
+    if args.batch < 1:
+        raise CainGANError(f"--batch must be >= 1, got {args.batch}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CainGANError(f"--max-frames must be >= 1, got {args.max_frames}")
+    for s in args.source:
+        if not Path(s).is_file():
+            raise CainGANError(f"source photo {s}: file not found")
+    reenactor = Reenactor.from_checkpoint(args.weights, device=args.device)
+    size = reenactor.image_size
+    detector = LandmarkDetector(args.detector)
+    sources = load_sources(args.source, detector, size)
+    if args.driving:
+        driving = video_driving(args.driving, detector, sources.target_points,
+                                neutral_frame=args.neutral_frame, max_frames=args.max_frames)
+    elif args.landmarks:
+        driving = landmark_driving(args.landmarks, size, max_frames=args.max_frames)
+    else:
+        driving = landmark_driving(args.keyframes, size, max_frames=args.max_frames,
+                                   keyframes_only=True)
+    fps = args.fps or driving.fps or 25.0
+    if fps <= 0:
+        raise CainGANError(f"--fps must be > 0, got {fps}")
+    out = Path(args.out)
+
+    from tqdm import tqdm
+
+    bars: list = []          # made at the first progress report: an error prints no empty bar
+
+    def progress(done, total):
+        if not bars:
+            bars.append(tqdm(total=total, unit="frame", desc="caingan-export",
+                             disable=args.quiet, file=sys.stderr, dynamic_ncols=True))
+        bar = bars[0]
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        res = export_frames(reenactor, (sources.images, sources.points), driving.targets, out,
+                            formats=formats, batch_size=args.batch,
+                            paste_back=sources.paste if args.paste_back else None, fps=fps,
+                            total=driving.total, progress=progress,
+                            cancel=lambda: cancel_flag["stop"], job=driving.job,
+                            overwrite=args.overwrite)
+    finally:
+        for bar in bars:
+            bar.close()
+    if res.cancelled:
+        _interrupted_message(out, res.frames)
+        return EXIT_INTERRUPTED
+    missed = f"; no face in {res.missed} driving frames (last pose held)" if res.missed else ""
+    print(f"caingan-export: {res.frames} frames from {driving.description} in {out} "
+          f"({res.generated} generated, {res.reused} reused from an earlier run{missed}); "
+          f"wrote {_describe_outputs(res)}", flush=True)
+    return 0
+
+
+def _interrupted_message(out: Path, frames: int | None = None) -> None:
+    if frames is None:
+        frames = _count_frames(out) if out.is_dir() else 0
+    print(f"\ncaingan-export: interrupted; the {frames} frames written so far are kept in {out}. "
+          f"Run the same command again to resume.", file=sys.stderr, flush=True)
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """`caingan-export` / `python -m caingan.export`; returns the exit status."""
+    import signal
+    import threading
+
+    args = build_parser().parse_args(argv)
+    cancel_flag = {"stop": False}
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigint(signum, frame):
+            if cancel_flag["stop"]:          # a second Ctrl+C: stop right now
+                raise KeyboardInterrupt
+            cancel_flag["stop"] = True       # first: finish the batch being written, then stop
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return _run(args, cancel_flag)
+    except CainGANError as e:
+        print(f"caingan-export: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _interrupted_message(Path(args.out))
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli_main()
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

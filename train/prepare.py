@@ -211,19 +211,22 @@ def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"version": CACHE_VERSION, "size": size, "every": every, "max_frames": max_frames}
-    old = {}
+    old, stale = {}, False
     try:
         prev = json.loads((out / "index.json").read_text())
         same = all(prev.get(k) == v for k, v in meta.items())
         old = {c["clip"]: c for c in prev.get("clips", [])} if same else {}
-    except (OSError, ValueError):
+        # Built with other settings (--every, --max-frames...): its npz files would silently keep
+        # the old frame selection under an index that claims the new one, so rebuild them.
+        stale = not same
+    except (OSError, ValueError, AttributeError):
         pass
     records, summary, jobs = {}, {"built": [], "reused": [], "skipped": [], "failed": []}, []
     for clip in clips:
         base = {"clip": clip["rel"], "file": cache_name(clip["rel"]), "split": clip["split"],
                 "identity_group": clip["identity_group"]}
         cached = read_cached(out / base["file"])
-        if cached is not None and cached.get("size") in (None, size):
+        if cached is not None and cached.get("size") in (None, size) and not stale:
             records[clip["rel"]] = dict(base, status="ok", frames=cached["frames"],
                                         missing=cached["missing"], source_frames=cached["source_frames"])
             summary["reused"].append(clip["rel"])

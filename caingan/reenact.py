@@ -1,0 +1,249 @@
+"""Per-frame reenactment shared by the live window, the exporter and the benchmark.
+
+    driving frame ──FaceTracker──▶ driver landmarks ──Retargeter──▶ target ──Reenactor──▶ face
+
+`ReenactPipeline.step(frame)` does the three stages for one frame; `ReenactPipeline.retarget`
+stops before the model (the exporter batches the generation itself). Nothing here knows about Qt
+or threads: the app runs it in a worker thread, the CLI in a loop.
+
+Frames where no face is found are *skipped*: the retargeter repeats the last good target and the
+pipeline repeats the last generated face without running the model again. Before the first face
+there is nothing to show and `step` returns None.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .landmarks import FaceDetection, box_from_points
+from .retarget import RetargetResult, Retargeter
+
+ROI_SCALE = 1.8        # verification window around the previous face, in face boxes
+ROI_SIDE = 200         # the window is resized to this side (face ≈ 110 px: HOG finds it at once)
+
+
+class FaceTracker:
+    """68 driver points per video frame, cheap between full detections.
+
+    The first frame, every `redetect_every`-th frame and any frame after a miss run the full
+    detector. Other frames only confirm that a face is still near the previous one (the HOG
+    detector on a small window around it, ~2 ms instead of ~15 ms) and then fit the landmarks on a
+    box derived from the previous points, which also jitters less than detector boxes. A frame
+    without a face (the person left, a blank frame) therefore becomes a miss, not landmarks
+    fitted to the background.
+    """
+
+    def __init__(self, detector, redetect_every: int = 15, verify: bool = True):
+        self.detector = detector
+        self.redetect_every = max(1, int(redetect_every))
+        self.verify = verify
+        self.reset()
+
+    def reset(self) -> None:
+        self._prev: np.ndarray | None = None
+        self._count = 0
+        self.full_detections = 0
+
+    def __call__(self, image: np.ndarray) -> FaceDetection | None:
+        i = self._count
+        self._count += 1
+        det = None
+        if self._prev is not None and i % self.redetect_every:
+            det = self._track(image, self._prev)
+        if det is None:
+            det = self._detect(image)
+        self._prev = None if det is None else det.points
+        return det
+
+    def _detect(self, image) -> FaceDetection | None:
+        from .errors import NoFaceError
+
+        self.full_detections += 1
+        try:
+            return self.detector.detect(image)
+        except NoFaceError:
+            return None
+
+    def _track(self, image: np.ndarray, prev: np.ndarray) -> FaceDetection | None:
+        h, w = image.shape[:2]
+        box = box_from_points(prev)
+        if not (box[2] > 0 and box[3] > 0 and box[0] < w and box[1] < h):
+            return None
+        if self.verify and not self._face_near(image, box):
+            return None
+        return self.detector.refine(image, prev)
+
+    def _face_near(self, image: np.ndarray, box) -> bool:
+        import cv2
+
+        x0, y0, x1, y1 = box
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        half = max(x1 - x0, y1 - y0) * ROI_SCALE / 2
+        h, w = image.shape[:2]
+        l, t = int(max(0, cx - half)), int(max(0, cy - half))
+        r, b = int(min(w, cx + half)), int(min(h, cy + half))
+        if r - l < 8 or b - t < 8:
+            return False
+        roi = np.ascontiguousarray(image[t:b, l:r, :3])
+        impl = getattr(self.detector, "_impl", None)
+        hog = getattr(impl, "_detector", None) if getattr(self.detector, "backend", "") == "dlib" else None
+        if hog is None:
+            # Other backends: their own detector on the window (slower, same answer).
+            return bool(self.detector.detect_all(roi))
+        s = ROI_SIDE / max(roi.shape[:2])
+        small = cv2.resize(roi, (max(1, round(roi.shape[1] * s)), max(1, round(roi.shape[0] * s))),
+                           interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        return len(hog(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), 0)) > 0
+
+
+@dataclass
+class ReenactResult:
+    index: int                       # how many frames the pipeline has seen before this one
+    timestamp: float                 # the driving frame's time (s)
+    target: np.ndarray               # (68, 2) target points in the model's crop pixels
+    image: np.ndarray                # (S, S, 3) generated face (the last one when skipped)
+    weights: np.ndarray | None       # (K, S, S) source responsibilities
+    skipped: bool                    # no face in this frame: last target and face repeated
+    driver: np.ndarray | None        # (68, 2) driver points in frame pixels (None when skipped)
+    neutral_frame: int | None
+    pasted: np.ndarray | None = None  # the face pasted back into the target photo, when enabled
+    timings: dict = field(default_factory=dict)   # ms per stage: detect, retarget, generate
+
+
+class ReenactPipeline:
+    """detect → retarget → generate for one driving frame at a time (a live loop or a file)."""
+
+    def __init__(self, reenactor, detector, retargeter: Retargeter, *,
+                 tracker: FaceTracker | None = None, paste_back=None):
+        """`reenactor` must already have its sources set (Reenactor.set_sources); `retargeter`
+        holds the target person's points; `paste_back` is None or (original photo, FaceCrop)."""
+        self.reenactor = reenactor
+        self.detector = detector
+        self.retargeter = retargeter
+        self.tracker = tracker or FaceTracker(detector)
+        self.paste_back = paste_back
+        self.frames = 0
+        self.skipped = 0
+        self._last: ReenactResult | None = None
+
+    # -- configuration (call between frames, from the thread that runs step)
+    def set_sources(self, images, points, target_points) -> None:
+        """New source photos and/or target person: the neutral is kept, the motion restarts."""
+        self.reenactor.set_sources(images, points)
+        old = self.retargeter
+        neutral, f = old.neutral, old.filter
+        self.retargeter = Retargeter(target_points, smoothing=old.smoothing,
+                                     min_cutoff=f.min_cutoff, beta=f.beta, d_cutoff=f.d_cutoff,
+                                     head_motion=old.head_motion,
+                                     expression_gain=old.expression_gain, fps=old.fps)
+        if neutral is not None:
+            self.retargeter.set_neutral(neutral)
+        self._last = None
+
+    def mark_neutral(self) -> None:
+        """The next frame with a face becomes the neutral pose."""
+        self.retargeter.mark_neutral()
+
+    def reset(self) -> None:
+        """A new driver (another camera or video): forget neutral, tracking and smoothing."""
+        self.retargeter.reset()
+        self.tracker.reset()
+        self._last = None
+
+    # -- per frame
+    def retarget(self, frame: np.ndarray, timestamp: float | None = None
+                 ) -> tuple[RetargetResult, FaceDetection | None, dict]:
+        t0 = time.perf_counter()
+        det = self.tracker(frame)
+        t1 = time.perf_counter()
+        res = self.retargeter.update(None if det is None else det.points, timestamp)
+        t2 = time.perf_counter()
+        return res, det, {"detect": (t1 - t0) * 1000, "retarget": (t2 - t1) * 1000}
+
+    def step(self, frame: np.ndarray, timestamp: float | None = None) -> ReenactResult | None:
+        """One driving frame (H, W, 3) RGB → the generated face, or None before the first face."""
+        index = self.frames
+        self.frames += 1
+        t = index / self.retargeter.fps if timestamp is None else float(timestamp)
+        res, det, timings = self.retarget(frame, t)
+        if res.skipped:
+            self.skipped += 1
+            last = self._last
+            if last is None:
+                return None
+            return ReenactResult(index, t, res.points, last.image, last.weights, True, None,
+                                 res.neutral_frame, last.pasted, timings)
+        t0 = time.perf_counter()
+        gen = self.reenactor.generate(res.points)
+        image = np.asarray(gen.image)
+        pasted = None
+        if self.paste_back is not None:
+            from .crop import paste_back
+
+            original, crop = self.paste_back
+            pasted = paste_back(original, image, crop)
+        timings["generate"] = (time.perf_counter() - t0) * 1000
+        out = ReenactResult(index, t, res.points, image, np.asarray(gen.weights), False,
+                            det.points, res.neutral_frame, pasted, timings)
+        self._last = out
+        return out
+
+
+class TimedRecorder:
+    """An MP4 of frames arriving at irregular times, played back in real time.
+
+    A live loop delivers a face whenever the model finishes (8–30 per second); the file has a
+    fixed `fps`, so each face fills the frame slots up to the next face's time (slow stretches
+    repeat frames instead of playing too fast). Written under a temporary name and moved into
+    place by close() (caingan.export.Mp4Writer): an interrupted recording leaves no broken file.
+    """
+
+    def __init__(self, path, fps: float = 25.0):
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".mp4":
+            self.path = self.path.with_suffix(".mp4")
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self._writer = None
+        self._t0: float | None = None
+        self._last: np.ndarray | None = None
+        self.frames = 0
+
+    def add(self, image: np.ndarray, timestamp: float) -> None:
+        from .export import Mp4Writer
+
+        image = np.ascontiguousarray(image)
+        if self._writer is None:
+            self._writer = Mp4Writer(self.path, self.fps, (image.shape[1], image.shape[0]))
+            self._t0 = timestamp
+        elif (image.shape[1], image.shape[0]) != self._writer.size:
+            import cv2
+            image = cv2.resize(image, self._writer.size, interpolation=cv2.INTER_AREA)
+        slot = int(round((timestamp - self._t0) * self.fps))
+        if self._last is not None:
+            while self.frames < slot:          # hold the previous face until this one's time
+                self._writer.add(self._last)
+                self.frames += 1
+        if self.frames <= slot or self.frames == 0:
+            self._writer.add(image)
+            self.frames += 1
+        self._last = image
+
+    def close(self) -> Path | None:
+        """Finish the file; None when no frame was recorded (nothing is written)."""
+        w, self._writer = self._writer, None
+        if w is None:
+            return None
+        w.close()
+        return self.path
+
+    def abort(self) -> None:
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.abort()
+
+
+__all__ = ["FaceTracker", "ReenactPipeline", "ReenactResult", "TimedRecorder"]

@@ -1,0 +1,174 @@
+"""The live reenactment window: a real clip plays like a webcam and drives the editor's face."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from .conftest import add_photo, wait_model
+
+REAL, BLANK = 14, 12          # frames of the real clip, then blank frames, then real again
+
+
+@pytest.fixture(scope="module")
+def mixed_clip(tmp_path_factory, shared_data, clip_rows) -> Path:
+    """A short MP4 of real talking-head frames with a run of blank (faceless) frames inside."""
+    import cv2
+
+    from caingan.video import VideoReader
+
+    row = next(r for r in clip_rows if r["split"] == "test")
+    with VideoReader(shared_data / row["path"]) as reader:
+        real = [f for _, f in zip(range(2 * REAL), reader)]
+    h, w = real[0].shape[:2]
+    path = tmp_path_factory.mktemp("clips") / "with_blank.mp4"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+    assert out.isOpened()
+    frames = real[:REAL] + [np.full((h, w, 3), 40, np.uint8)] * BLANK + real[REAL:]
+    for f in frames:
+        out.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    out.release()
+    return path
+
+
+def _errors(rv) -> list[str]:
+    return [rv.message()] if "c0392b" in rv.message_label.styleSheet() and rv.message() else []
+
+
+@pytest.fixture
+def live(qtbot, make_window, good_photo):
+    """The editor with one photo and its reenactment window."""
+    w = make_window()
+    wait_model(qtbot, w)
+    add_photo(qtbot, w, good_photo)
+    w.reenact_action.trigger()                  # File ▸ Reenact from camera or video…
+    rv = w.reenact_window
+    assert rv is not None and rv.isVisible()
+    shown, failed = [], []
+    rv.frameShown.connect(shown.append)
+    rv.worker.failed.connect(failed.append, Qt.ConnectionType.QueuedConnection)
+    return w, rv, shown, failed
+
+
+def test_video_as_camera_drives_the_face_skips_faceless_frames_and_stops(
+        qtbot, live, mixed_clip):
+    w, rv, shown, failed = live
+    rv.open_video(mixed_clip)            # plays at its own fps, looping, late frames dropped
+
+    def seen_blank_then_face_again():
+        skipped = [i for i, f in enumerate(shown) if f.result is not None and f.result.skipped]
+        return bool(skipped) and any(not f.result.skipped for f in shown[skipped[0]:]
+                                     if f.result is not None)
+
+    qtbot.waitUntil(seen_blank_then_face_again, timeout=60000)
+    assert failed == [] and _errors(rv) == []
+    s = w.image_size
+    good = [f for f in shown if f.result is not None and not f.result.skipped]
+    assert len(good) >= 5
+    assert good[-1].face.shape == (s, s, 3) and good[-1].landmarks.shape == (s, s, 3)
+    assert rv.face_pane.image() is not None and rv.landmark_pane.image() is not None
+    assert rv.frame_pane.image() is not None and rv.frame_pane.image().ndim == 3
+    # The driver's motion moves the target: not every frame renders the same pose.
+    assert len({f.result.target.tobytes() for f in good}) > 1
+
+    # A faceless frame repeats the last good target and face; no model call, no error.
+    i = next(i for i, f in enumerate(shown) if f.result is not None and f.result.skipped)
+    before = [f for f in shown[:i] if f.result is not None and not f.result.skipped]
+    blank = shown[i]
+    assert blank.result.driver is None
+    np.testing.assert_array_equal(blank.result.target, before[-1].result.target)
+    np.testing.assert_array_equal(blank.face, before[-1].face)
+    assert blank.skipped >= 1 and "no face" in rv.stats_label.text()
+
+    assert re.fullmatch(r"\d+\.\d fps", rv.fps_label.text()), rv.fps_label.text()
+    assert float(rv.fps_label.text().split()[0]) > 0
+    assert not rv.start_button.isEnabled() and rv.stop_button.isEnabled()
+
+    with qtbot.waitSignal(rv.sessionStopped, timeout=10000):
+        rv.stop_button.click()
+    assert rv.start_button.isEnabled() and not rv.stop_button.isEnabled()
+    n = len(shown)
+    qtbot.wait(400)
+    assert len(shown) == n                 # nothing arrives after Stop
+    assert failed == []
+
+
+def test_set_neutral_and_record_to_mp4(qtbot, live, mixed_clip, tmp_path):
+    import cv2
+
+    w, rv, shown, failed = live
+    rv.open_video(mixed_clip)
+    qtbot.waitUntil(lambda: any(f.result is not None for f in shown), timeout=60000)
+    first_neutral = next(f.result.neutral_frame for f in shown if f.result is not None)
+
+    rv.neutral_button.click()
+    qtbot.waitUntil(lambda: shown[-1].result is not None
+                    and (shown[-1].result.neutral_frame or 0) > (first_neutral or 0),
+                    timeout=30000)
+
+    rec = tmp_path / "rec.mp4"
+    rv.start_recording(rec)
+    qtbot.waitUntil(lambda: rv.record_button.text() == "Stop recording", timeout=10000)
+    n = len(shown)
+    qtbot.waitUntil(lambda: len(shown) >= n + 8, timeout=30000)
+    assert not rec.exists()                # written under a temporary name until finished
+    with qtbot.waitSignal(rv.recordingSaved, timeout=10000) as blocker:
+        rv.stop_recording()
+    path, frames = blocker.args
+    assert Path(path) == rec and frames >= 8
+    cap = cv2.VideoCapture(str(rec))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+    ok, bgr = cap.read()
+    assert ok and bgr.shape == (w.image_size, w.image_size, 3)
+    cap.release()
+    assert [p.name for p in tmp_path.iterdir()] == ["rec.mp4"]
+    assert rv.record_button.text() == "Record…" and failed == []
+    with qtbot.waitSignal(rv.sessionStopped, timeout=10000):
+        rv.stop()
+
+
+def test_no_camera_is_a_message_not_a_crash(qtbot, tiny_weights, detector):
+    from app.reenact_view import ReenactWindow
+
+    rv = ReenactWindow(tiny_weights, "cpu", camera_lister=lambda: [],
+                       detector_factory=lambda: detector, sources_provider=lambda: None)
+    qtbot.addWidget(rv)
+    rv.show()
+    try:
+        qtbot.waitUntil(lambda: rv.cameras is not None, timeout=10000)
+        assert "No camera found" in rv.message()
+        assert rv.input_box.currentData() is None
+        assert rv.start() is False and "No input" in rv.message()
+        assert rv.start_button.isEnabled() and not rv.worker.running
+    finally:
+        rv.shutdown()
+
+
+def test_broken_video_and_missing_sources_are_shown_in_the_window(
+        qtbot, tiny_weights, detector, tmp_path, good_photo):
+    from app.reenact_view import ReenactSources, ReenactWindow
+    from caingan.landmark_edit import mean_face
+
+    s = 64
+    sources = ReenactSources([np.full((s, s, 3), 120, np.uint8)], [mean_face(s)], mean_face(s))
+    provided = {"value": None}
+    rv = ReenactWindow(tiny_weights, "cpu", camera_lister=lambda: [],
+                       detector_factory=lambda: detector, sources_provider=lambda: provided["value"])
+    qtbot.addWidget(rv)
+    rv.show()
+    try:
+        broken = tmp_path / "broken.mp4"
+        broken.write_bytes(b"not a video at all" * 50)
+        rv.open_video(broken)
+        assert "Add a source photo" in rv.message()        # refused before anything runs
+        provided["value"] = sources
+        with qtbot.waitSignal(rv.sessionStopped, timeout=20000):
+            assert rv.start()
+        assert "broken.mp4" in rv.message() and _errors(rv)
+        assert rv.start_button.isEnabled() and not rv.worker.running
+    finally:
+        rv.shutdown()

@@ -1,0 +1,141 @@
+"""Face crops on real stills: the crop/original mapping is exact and paste_back is seamless."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from caingan.crop import DEFAULT_MARGIN, crop_face, crop_matrix, paste_back
+from caingan.images import load_image
+from caingan.landmarks import LandmarkDetector
+
+
+@pytest.fixture(scope="module")
+def photo_and_points(stills):
+    """A real still inside a larger, photo-like frame (face off-centre) and its landmarks."""
+    still = load_image(stills[5])
+    photo = cv2.copyMakeBorder(cv2.resize(still, (240, 240), interpolation=cv2.INTER_CUBIC),
+                               120, 200, 220, 180, cv2.BORDER_REFLECT)
+    det = LandmarkDetector("dlib").detect(photo)
+    return photo, det.points
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_crop_round_trip_of_points(photo_and_points, size):
+    photo, pts = photo_and_points
+    crop = crop_face(photo, pts, size)
+    assert crop.image.shape == (size, size, 3) and crop.image.dtype == np.uint8
+    assert crop.size == size and crop.source_shape == photo.shape[:2]
+    assert crop.points.shape == (68, 2)
+    np.testing.assert_allclose(crop.to_original(crop.points), pts, atol=1e-3)
+    np.testing.assert_allclose(crop.to_crop(pts), crop.points, atol=1e-3)
+
+
+def test_crop_frames_the_face(photo_and_points):
+    photo, pts = photo_and_points
+    size = 128
+    crop = crop_face(photo, pts, size)
+    p = crop.points
+    assert (p >= 0).all() and (p < size).all(), "all landmarks inside the crop"
+    extent = np.ptp(p, axis=0).max()
+    assert extent == pytest.approx(size / DEFAULT_MARGIN, rel=0.01)
+    cx = (p[:, 0].min() + p[:, 0].max()) / 2
+    assert abs(cx - size / 2) < 1.0, "face centred horizontally"
+    # forehead room: the face box sits below the centre line
+    cy = (p[:, 1].min() + p[:, 1].max()) / 2
+    assert cy > size / 2
+
+
+def test_crop_pixels_come_from_the_face(photo_and_points):
+    """Warping the crop back gives the original pixels around the face (not a shifted copy)."""
+    photo, pts = photo_and_points
+    crop = crop_face(photo, pts, 256)
+    back = cv2.warpAffine(crop.image, crop.inverse, (photo.shape[1], photo.shape[0]),
+                          flags=cv2.INTER_LINEAR)
+    x0, y0 = pts.min(0).astype(int)
+    x1, y1 = pts.max(0).astype(int)
+    region = (slice(y0, y1), slice(x0, x1))
+    diff = np.abs(back[region].astype(np.float32) - photo[region].astype(np.float32)).mean()
+    assert diff < 6, f"crop does not map back onto the face (mean abs diff {diff:.1f})"
+
+
+def test_small_crop_of_a_big_photo_is_not_aliased(stills):
+    """A strong shrink (area filter first) stays close to a clean resize of the same region."""
+    still = load_image(stills[0])
+    big = cv2.resize(still, (1200, 1200), interpolation=cv2.INTER_CUBIC)
+    det = LandmarkDetector("dlib").detect(cv2.copyMakeBorder(still, 40, 40, 40, 40,
+                                                               cv2.BORDER_REPLICATE))
+    pts = (det.points - 40 + 0.5) * 8 - 0.5
+    crop = crop_face(big, pts, 64)
+    ref = crop_face(still, det.points - 40, 64)
+    diff = np.abs(crop.image.astype(np.float32) - ref.image.astype(np.float32)).mean()
+    assert diff < 8, diff
+
+
+def test_paste_back_of_the_crop_itself_changes_little(photo_and_points):
+    photo, pts = photo_and_points
+    crop = crop_face(photo, pts, 128)
+    out = paste_back(photo, crop.image, crop)
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    x0, y0 = pts.min(0).astype(int)
+    x1, y1 = pts.max(0).astype(int)
+    inside = np.abs(out[y0:y1, x0:x1].astype(np.float32) - photo[y0:y1, x0:x1]).mean()
+    assert inside < 6, f"pasting the unchanged crop back altered the face by {inside:.1f}"
+    # far from the face nothing changes at all
+    assert np.array_equal(out[:, -20:], photo[:, -20:])
+    assert np.array_equal(out[-10:], photo[-10:])
+
+
+def test_paste_back_puts_generated_pixels_on_the_face_only(photo_and_points):
+    photo, pts = photo_and_points
+    crop = crop_face(photo, pts, 128)
+    white = np.full((128, 128, 3), 255, np.uint8)
+    out = paste_back(photo, white, crop)
+    nose = pts[30].astype(int)
+    assert (out[nose[1] - 3:nose[1] + 3, nose[0] - 3:nose[0] + 3] == 255).all()
+    assert np.array_equal(out[:, -20:], photo[:, -20:]), "outside the crop must be untouched"
+    # a generated crop at another resolution is resized, not rejected
+    out2 = paste_back(photo, np.full((64, 64, 3), 255, np.uint8), crop)
+    assert out2.shape == photo.shape
+    assert np.abs(out2.astype(int) - out.astype(int)).mean() < 1
+
+
+def test_paste_back_of_rgba_original_keeps_three_channels(photo_and_points):
+    photo, pts = photo_and_points
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    crop = crop_face(rgba[..., :3], pts, 64)
+    out = paste_back(rgba, crop.image, crop)
+    assert out.shape == photo.shape
+
+
+def test_crop_matrix_ignores_nan_points(photo_and_points):
+    _, pts = photo_and_points
+    with_nan = pts.copy()
+    with_nan[[0, 16, 8], :] = np.nan  # jaw corners and chin unknown
+    m = crop_matrix(with_nan, 128)
+    assert np.isfinite(m).all()
+    np.testing.assert_allclose(m, crop_matrix(np.delete(pts, [0, 16, 8], axis=0), 128))
+    crop = crop_face(np.zeros((400, 400, 3), np.uint8), with_nan, 128)
+    assert np.isfinite(crop.points[1:8]).all()
+
+
+def test_crop_matrix_points_far_outside_the_frame(photo_and_points):
+    photo, pts = photo_and_points
+    far = pts + np.array([5000.0, -3000.0])
+    crop = crop_face(photo, far, 64)  # replicates the border, no crash
+    assert crop.image.shape == (64, 64, 3)
+    np.testing.assert_allclose(crop.to_original(crop.points), far, rtol=1e-6, atol=1e-2)
+
+
+@pytest.mark.parametrize("points", [np.full((68, 2), np.nan), np.array([[10.0, 20.0]]),
+                                    np.array([[10.0, 20.0], [np.inf, 3.0]]),
+                                    np.zeros((0, 2))])
+def test_crop_matrix_needs_two_finite_points(points):
+    with pytest.raises(ValueError, match="two finite landmarks"):
+        crop_matrix(points, 128)
+
+
+def test_crop_matrix_all_points_equal_does_not_divide_by_zero():
+    m = crop_matrix(np.full((68, 2), 50.0), 64)
+    assert np.isfinite(m).all()

@@ -1,0 +1,211 @@
+"""`caingan-export` end to end on a real clip and real photos with a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from caingan.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY, cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+S = 64
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    import torch
+
+    from caingan.checkpoint import save_model
+    from caingan.config import ModelConfig
+    from caingan.model import CainGAN
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(S)
+    return save_model(tmp_path_factory.mktemp("w") / "tiny.safetensors", CainGAN(cfg), cfg, {})
+
+
+@pytest.fixture(scope="module")
+def clip(shared_data, clip_rows) -> Path:
+    """A real talking-head clip with enough frames to interrupt an export half-way."""
+    row = next(r for r in clip_rows if int(r["frames"]) >= 200)
+    return shared_data / row["path"]
+
+
+@pytest.fixture(scope="module")
+def photo(stills) -> Path:
+    return stills[0]
+
+
+def _frames(d: Path) -> list[str]:
+    return sorted(p.name for p in d.glob("frame_*.png"))
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = cli_main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _summary(out: str) -> tuple[int, int]:
+    m = re.search(r"\((\d+) generated, (\d+) reused", out)
+    assert m, out
+    return int(m[1]), int(m[2])
+
+
+def test_video_export_writes_n_frames_and_videos_then_resumes(weights, clip, photo, tmp_path,
+                                                             capsys):
+    import cv2
+
+    out = tmp_path / "out"
+    argv = ["--weights", weights, "--source", photo, "--driving", clip, "--max-frames", 8,
+            "--formats", "png,mp4,gif", "--fps", 10, "--batch", 3, "--out", out]
+    code, stdout, stderr = _run(capsys, *argv)
+    assert code == 0, stderr
+    assert _frames(out) == [FRAME_NAME.format(i) for i in range(8)]
+    assert _summary(stdout) == (8, 0)
+    assert "%|" in stderr and "8/8" in stderr              # the tqdm bar ran to the end
+    first = np.asarray(Image.open(out / FRAME_NAME.format(0)))
+    assert first.shape == (S, S, 3) and first.std() > 0
+    # Motion transfer: the target poses (hashes in the PNGs) are not all the same.
+    hashes = {Image.open(out / n).info[TARGET_KEY] for n in _frames(out)}
+    assert len(hashes) > 1
+    cap = cv2.VideoCapture(str(out / "video.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
+    ok, bgr = cap.read()
+    assert ok and bgr.shape == (S, S, 3)
+    assert abs(cap.get(cv2.CAP_PROP_FPS) - 10) < 0.01
+    cap.release()
+    with Image.open(out / "video.gif") as gif:
+        assert gif.n_frames == 8 and gif.size == (S, S)
+    assert json.loads((out / MANIFEST_NAME).read_text())["status"] == "complete"
+
+    mtimes = {n: (out / n).stat().st_mtime_ns for n in _frames(out)}
+    code, stdout, _ = _run(capsys, *argv)
+    assert code == 0 and _summary(stdout) == (0, 8)      # nothing recomputed
+    assert {n: (out / n).stat().st_mtime_ns for n in _frames(out)} == mtimes
+
+    # A different driving setup in the same folder is refused, not mixed in.
+    code, _, stderr = _run(capsys, *argv, "--neutral-frame", 4)
+    assert code == 2 and "--overwrite" in stderr and stderr.startswith("caingan-export: error:")
+
+
+def test_ctrl_c_keeps_frames_and_rerun_resumes(weights, clip, photo, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--weights", weights, "--source", photo, "--driving", clip, "--max-frames", 200,
+            "--batch", 2, "--formats", "png", "--out", out]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "caingan.export", *map(str, argv)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_frames(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    kept = _frames(out)
+    assert 4 <= len(kept) < 200
+    assert f"the {len(kept)} frames written so far are kept" in stderr
+    assert "again to resume" in stderr and "Traceback" not in stderr
+    assert kept == [FRAME_NAME.format(i) for i in range(len(kept))]
+    for n in kept:
+        with Image.open(out / n) as im:
+            im.verify()
+    assert not [p for p in out.iterdir() if "tmp" in p.name]
+
+    code, stdout, stderr = _run(capsys, *argv)
+    assert code == 0, stderr
+    assert _summary(stdout) == (200 - len(kept), len(kept))
+    assert len(_frames(out)) == 200
+
+
+def test_landmark_sequence_single_pose_and_keyframes(weights, photo, tmp_path, capsys):
+    from caingan.keyframes import Keyframe, KeyframeTrack, save_keyframes, save_sequence
+    from caingan.landmark_edit import mean_face, save_landmarks
+
+    base = mean_face(128.0)
+    seq = tmp_path / "seq.json"
+    save_sequence(seq, (base + np.float32(i) for i in range(5)), image_size=128, fps=12)
+    code, stdout, stderr = _run(capsys, "--weights", weights, "--source", photo,
+                                "--landmarks", seq, "--formats", "png,mp4", "--out", tmp_path / "a")
+    assert code == 0, stderr
+    assert len(_frames(tmp_path / "a")) == 5 and (tmp_path / "a" / "video.mp4").is_file()
+    # The file's 128² points are scaled to the 64² model: frame 2 is mean_face/2 + 1.
+    want = {Image.open(tmp_path / "a" / FRAME_NAME.format(i)).info[TARGET_KEY] for i in range(5)}
+    from caingan.export import target_hash
+    assert want == {target_hash((base + np.float32(i)) * 0.5) for i in range(5)}
+
+    # A hand-written sequence without "format" and the editor's single-pose file.
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"image_size": 64, "frames": [(base / 2).tolist()] * 3}))
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--landmarks", plain,
+                           "--formats", "png", "--out", tmp_path / "b")
+    assert code == 0 and len(_frames(tmp_path / "b")) == 3, stderr
+    pose = tmp_path / "pose.json"
+    save_landmarks(pose, base, 128)
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--landmarks", pose,
+                           "--formats", "png", "--out", tmp_path / "c")
+    assert code == 0 and len(_frames(tmp_path / "c")) == 1, stderr
+
+    keys = tmp_path / "keys.json"
+    save_keyframes(keys, KeyframeTrack([Keyframe(0, base), Keyframe(9, base + 6)], "linear",
+                                       image_size=128, fps=20))
+    code, stdout, stderr = _run(capsys, "--weights", weights, "--source", photo,
+                                "--keyframes", keys, "--formats", "png", "--max-frames", 6,
+                                "--out", tmp_path / "d")
+    assert code == 0 and len(_frames(tmp_path / "d")) == 6, stderr
+    # --keyframes insists on a keyframe file.
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--keyframes", seq,
+                           "--out", tmp_path / "e")
+    assert code == 2 and "keyframe" in stderr
+
+
+def test_paste_back_writes_full_photos(weights, clip, photo, tmp_path, capsys):
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--driving", clip,
+                           "--max-frames", 2, "--formats", "png", "--paste-back",
+                           "--out", tmp_path / "o")
+    assert code == 0, stderr
+    with Image.open(photo) as src, Image.open(tmp_path / "o" / FRAME_NAME.format(0)) as out:
+        assert out.size == src.size
+
+
+@pytest.mark.parametrize("case", ["missing source", "faceless source", "broken video",
+                                  "missing video", "bad landmarks", "missing weights"])
+def test_errors_are_one_line_and_exit_2(case, weights, clip, photo, tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(blank)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"format": "caingan-landmark-sequence", "frames": [[[1, 2]]]}')
+    args = {"--weights": weights, "--source": photo, "--driving": clip}
+    expect = {
+        "missing source": ({"--source": tmp_path / "nope.png"}, "nope.png"),
+        "faceless source": ({"--source": blank}, "no face"),
+        "broken video": ({"--driving": broken}, "broken.mp4"),
+        "missing video": ({"--driving": tmp_path / "gone.mp4"}, "not found"),
+        "bad landmarks": ({"--driving": None, "--landmarks": bad_json}, "68"),
+        "missing weights": ({"--weights": tmp_path / "none.safetensors"}, "none.safetensors"),
+    }[case]
+    args.update(expect[0])
+    argv = [x for k, v in args.items() if v is not None for x in (k, v)]
+    code, stdout, stderr = _run(capsys, *argv, "--out", tmp_path / "out", "--max-frames", 2)
+    assert code == 2
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("caingan-export")]
+    assert len(lines) == 1 and lines[0].startswith("caingan-export: error: "), stderr
+    assert expect[1] in lines[0] and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists() or _frames(tmp_path / "out") == []
