@@ -247,8 +247,16 @@ class MainWindow(QMainWindow):
         self.preview.failed.connect(lambda msg: self.notifier.error(f"Preview failed: {msg}"))
         self.detect.detected.connect(self._detected)
         self.detect.failed.connect(self._detect_failed)
-        self.detect.detectorReady.connect(
-            lambda text: self.detector_label.setText(f"Detector: {text}"))
+        self.detect.detectorReady.connect(self._detector_ready)
+
+    def _detector_ready(self, text: str) -> None:
+        """The backend's name in the status bar; why it fell back (long) in the tooltip."""
+        backend, _, why = text.partition(" (")
+        self.detector_label.setText(f"Detector: {backend}")
+        self.detector_label.setToolTip("Face landmark detector: " + text if why else
+                                       f"Face landmark detector: {backend}")
+        if why:
+            self.statusBar().showMessage(f"Landmarks by {backend}: {why.rstrip(')')}", 8000)
 
     # ------------------------------------------------------------------ model
     def _start_model(self) -> None:

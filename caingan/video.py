@@ -131,10 +131,12 @@ def open_camera(index: int = 0, backend: int | None = None) -> cv2.VideoCapture:
 def list_cameras(max_index: int = 4) -> list[int]:
     """Indices 0..max_index-1 that open and deliver a frame (cheap probing; may be empty)."""
     found = []
-    prev = cv2.getLogLevel() if hasattr(cv2, "getLogLevel") else None
+    # OpenCV prints an error per absent index; silence it while probing (the API moved in 4.x).
+    log_api = cv2.utils.logging if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging") else cv2
+    prev = log_api.getLogLevel() if hasattr(log_api, "getLogLevel") else None
     try:
         if prev is not None:
-            cv2.setLogLevel(0)  # silence OpenCV's "cannot open camera" spam while probing
+            log_api.setLogLevel(0)
         for i in range(int(max_index)):
             cap = cv2.VideoCapture(i)
             try:
@@ -146,7 +148,7 @@ def list_cameras(max_index: int = 4) -> list[int]:
                 cap.release()
     finally:
         if prev is not None:
-            cv2.setLogLevel(prev)
+            log_api.setLogLevel(prev)
     return found
 
 

@@ -96,6 +96,31 @@ def test_kill_9_then_same_command_resumes(tiny_cache, tmp_path):
     assert st.list_checkpoints(run)[-1][0] == last_step + 2
 
 
+def test_sigterm_to_the_process_group_saves_and_stops(tiny_cache, tmp_path):
+    """A scheduler or Ctrl+C signals every process of the job, data workers included."""
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_cache, run, max_steps=400, save_every=1000, num_workers=1)
+    cmd = [sys.executable, "-m", "train.train", *args_for(cfg)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        log = run / "log.jsonl"
+        while (not log.is_file() or len(log.read_text().splitlines()) < 3) and time.time() < deadline:
+            time.sleep(0.2)
+        assert log.is_file(), "training never logged a step"
+        assert not st.list_checkpoints(run), "no checkpoint expected before the signal"
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    saved = st.list_checkpoints(run)
+    assert saved and saved[-1][0] >= 3
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -151,7 +151,8 @@ class Trainer:
                                rank=self.dist.rank, world_size=self.dist.world_size)
         return DataLoader(self.train_set, batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=self.cfg.num_workers, drop_last=True,
-                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+                          persistent_workers=False, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=_ignore_stop_signals)
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """An endless stream of batches that knows where it is, for exact resume."""
@@ -351,6 +352,13 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return 0
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """`kill -TERM` / Ctrl+C on the process group must reach the trainer, which saves and stops;
+    a data worker dying first would crash the loader before the checkpoint is written."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # -- command line ----------------------------------------------------------------------------
