@@ -109,8 +109,9 @@ def load_avg() -> str:
 
 NOTES = """The bundled model is `ModelConfig.small()`; its budget on a 2-core CPU is ≤ 80 ms per
 generator forward and ≤ 150 ms per K=8 targeted embedding (batch 1, 128²). The Reenactor uses
-fp32 on CPU: bf16 autocast is only faster with AMX/AVX512-BF16, which this AVX2-only CPU (like most
-laptops) lacks — the bf16 rows are 6–10× *slower* here.
+fp32 on CPU: bf16 autocast only pays off with AMX (recent Xeons). On the AMD EPYC hosts of this
+project it was 6–10× *slower* than fp32 (small G 367 ms, paper G 11.6 s, measured with
+`--precisions bf16`), even where the CPU lists avx512_bf16.
 
 Tuning (fp32, 2 threads, channels-last, candidates interleaved in one process while the CPU was
 ≥ 95 % idle, 9 runs, median (min–max) ms):
@@ -123,9 +124,10 @@ Tuning (fp32, 2 threads, channels-last, candidates interleaved in one process wh
 | 0.34375 | 44 | 70 | 138 (5 runs) |
 | 0.375 | 48 | 75 | 158 (5 runs; over budget) |
 
-Chosen: width 0.3125 (channels 20/40/80/160), embed_channels 64 — the widest with ~20 % headroom
-on an idle CPU. When other jobs share the CPU the same model measured up to ~85 ms (G) and
-~146 ms (E K=8); the table above this note comes from one run and carries that noise.
+Chosen: width 0.25 (channels 16/32/64/128), embed_channels 32. Width 0.3125 fits the generator
+budget alone, but the editor's drag-to-preview target at K=1 (≤ 60 ms) pays for the K=1 embedding
+*and* the generator (44 + ~12 ms at 0.25 vs 60 + 17 ms at 0.3125), and every training step on this
+CPU costs ~1.6× more at 0.3125.
 Channels-last weights gave ~10 % on G and ~15 % on E over NCHW, so the Reenactor uses them.
 """
 

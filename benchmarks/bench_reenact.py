@@ -62,8 +62,11 @@ def training_jobs() -> int:
     for p in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             cmd = p.read_bytes().replace(b"\0", b" ")
-        except OSError:
+            state = (p.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
+        if state == "T":
+            continue               # paused (SIGSTOP) for the measurement: not competing
         if b"train.train" in cmd or b"caingan-train" in cmd:
             cmds.add(cmd)          # data-loader workers repeat their parent's command line
     return len(cmds)
@@ -251,12 +254,12 @@ def main(argv=None) -> int:
 
     busy = (f"{'A training job' if training == 1 else f'{training} training jobs'} "
             "(`train.train`) ran during the measurement, using one of the 2 cores (so the "
-            "pipeline had about one core; it ran with OMP_NUM_THREADS=1); expect higher rates "
+            "pipeline had about one core); expect higher rates "
             "on an idle machine." if training
             else "No training job was running during the measurement.")
     text = f"""{SECTION}
 
-Command: `OMP_NUM_THREADS=1 python benchmarks/bench_reenact.py` (run {dt.datetime.now():%Y-%m-%d %H:%M}).
+Command: `{' '.join(['python', *sys.argv])}` (run {dt.datetime.now():%Y-%m-%d %H:%M}).
 Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with
 {torch.get_num_threads()} thread(s), device {reenactor.device_name}, dlib landmarks. Model: {model_desc},
 {size}² crops. Driving clip: `{'../' + str(clip.relative_to(REPO.parent)) if clip.is_relative_to(REPO.parent) else clip}`
