@@ -465,8 +465,14 @@ class MainWindow(QMainWindow):
         path = Path(path)
         if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             path = path.with_suffix(".png")
-        image = r.pasted if (r.pasted is not None and self.paste_back_box.isChecked()) else r.image
         try:
+            image = r.image
+            if r.pasted is not None and self.paste_back_box.isChecked():
+                QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+                try:
+                    image = r.full_size_pasted()
+                finally:
+                    QGuiApplication.restoreOverrideCursor()
             save_image(path, image)
         except (CainGANError, OSError, ValueError) as e:
             self.notifier.error(f"Could not save {path}: {e}")

@@ -59,10 +59,22 @@ class PreviewResult:
     weights: np.ndarray           # (K, S, S) normalised responsibilities
     heatmaps: list[np.ndarray]
     source_ids: tuple             # which sources, in the order of weights
-    pasted: np.ndarray | None     # full-size photo with the face pasted back, when enabled
+    pasted: np.ndarray | None     # the photo with the face pasted back (≤ DISPLAY_MAX_SIDE), when enabled
     display: np.ndarray           # what the preview pane shows
     t_request: float              # perf_counter() when the GUI asked
     render_ms: float              # model + post-processing time in the worker
+    paste_source: tuple | None = None   # (original, crop) for the full-size paste on saving
+
+    def full_size_pasted(self) -> np.ndarray | None:
+        """The face pasted into the original photo at full resolution (computed on demand: the
+        live preview only pastes into a screen-sized copy)."""
+        if self.paste_source is None:
+            return None
+        from caingan.crop import paste_back
+        original, crop = self.paste_source
+        if original.shape[:2] == self.pasted.shape[:2]:
+            return self.pasted
+        return paste_back(original, self.image, crop)
 
 
 @dataclass
@@ -98,6 +110,7 @@ class PreviewWorker(QObject):
         self._reenactor = None
         self._source_ids: tuple = ()
         self._paste: tuple | None = None
+        self._paste_small: tuple | None = None
         self._wake.connect(self._drain)
 
     # ---------------------------------------------------------------- GUI side (any thread)
@@ -181,6 +194,13 @@ class PreviewWorker(QObject):
 
     def _do_paste(self, value) -> None:
         self._paste = value[0]
+        self._paste_small = None
+        if self._paste is not None:
+            original, crop = self._paste
+            h, w = original.shape[:2]
+            scale = min(1.0, DISPLAY_MAX_SIDE / max(h, w))
+            if scale < 1.0:   # paste into a screen-sized copy: the whole photo per render is slow
+                self._paste_small = (_fit(original, DISPLAY_MAX_SIDE), crop.for_resized_original(scale))
 
     def _do_target(self, value) -> None:
         request_id, points, t_request = value
@@ -193,12 +213,11 @@ class PreviewWorker(QObject):
         display = image
         if self._paste is not None:
             from caingan.crop import paste_back
-            original, crop = self._paste
-            pasted = paste_back(original, image, crop)
-            display = _fit(pasted, DISPLAY_MAX_SIDE)
+            original, crop = self._paste_small or self._paste
+            pasted = display = paste_back(original, image, crop)
         result = PreviewResult(request_id, points, image, weights, heatmaps(weights),
                                self._source_ids, pasted, display, t_request,
-                               (time.perf_counter() - t0) * 1000)
+                               (time.perf_counter() - t0) * 1000, self._paste)
         with self._lock:
             self._box.stats["renders"] += 1
         self.rendered.emit(result)

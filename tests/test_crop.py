@@ -139,3 +139,20 @@ def test_crop_matrix_needs_two_finite_points(points):
 def test_crop_matrix_all_points_equal_does_not_divide_by_zero():
     m = crop_matrix(np.full((68, 2), 50.0), 64)
     assert np.isfinite(m).all()
+
+
+def test_paste_into_a_resized_copy_matches_the_resized_full_paste(photo_and_points):
+    """The editor previews paste-back in a screen-sized copy of a big photo."""
+    photo, pts = photo_and_points
+    crop = crop_face(photo, pts, 128)
+    generated = 255 - crop.image                  # very different from the photo: errors show
+    full = paste_back(photo, generated, crop)
+    scale = 0.37
+    small_photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small_crop = crop.for_resized_original(scale)
+    assert small_crop.source_shape == small_photo.shape[:2]
+    np.testing.assert_allclose(small_crop.to_original(crop.points),
+                               (pts + 0.5) * scale - 0.5, atol=1e-3)
+    small = paste_back(small_photo, generated, small_crop)
+    expected = cv2.resize(full, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - expected).mean() < 6

@@ -342,6 +342,27 @@ def test_paste_back_shows_the_whole_photo(qtbot, make_window, good_photo):
         w.paste_back_box.setChecked(False)
 
 
+def test_paste_back_preview_of_a_big_photo_is_screen_sized_and_saved_full_size(
+        qtbot, make_window, good_photo, tmp_path):
+    import cv2
+
+    from caingan.images import load_image, save_image
+    photo = load_image(good_photo)
+    big = cv2.resize(photo, (photo.shape[1] * 8, photo.shape[0] * 8), interpolation=cv2.INTER_CUBIC)
+    path = save_image(tmp_path / "big.jpg", big)
+    w = make_window()
+    wait_model(qtbot, w)
+    add_photo(qtbot, w, path)
+    with qtbot.waitSignal(w.previewShown, timeout=20000,
+                          check_params_cb=lambda r: r.pasted is not None):
+        w.paste_back_box.setChecked(True)
+    assert max(w.last_result.display.shape[:2]) <= 1024 < max(big.shape[:2])
+    assert w.save_result(tmp_path / "out.png")
+    saved = load_image(tmp_path / "out.png")
+    assert saved.shape == big.shape
+    assert not errors(w)
+
+
 # ----------------------------------------------------------------------------- files
 
 def test_save_result_and_landmarks_then_open_them(qtbot, make_window, good_photo, tmp_path):
