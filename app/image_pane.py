@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QImage, QPainter, QPalette
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from .convert import qimage_from_rgb
 
@@ -72,3 +72,17 @@ class ImagePane(QWidget):
             r = self.rect().adjusted(12, 12, -12, -12)
             p.drawText(r, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), text)
         p.end()
+
+
+def titled(title_html: str, pane: QWidget, *below: QWidget) -> QWidget:
+    """A pane under a one-line bold title (fixed height, so the panes line up), then `below`."""
+    box = QWidget()
+    v = QVBoxLayout(box)
+    v.setContentsMargins(2, 2, 2, 2)
+    t = QLabel(title_html)
+    t.setFixedHeight(20)
+    v.addWidget(t)
+    v.addWidget(pane, 1)
+    for w in below:
+        v.addWidget(w)
+    return box

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QLabel, QMainWindow,
                                QMessageBox, QSplitter, QVBoxLayout, QWidget)
 
 from caingan import landmark_edit as le
@@ -24,7 +24,7 @@ from caingan.errors import CainGANError
 from .convert import rgb_from_qimage
 from .detect_worker import DetectWorker, LoadedSource, SourceJob, default_detector_factory
 from .document import EditDocument, EditState
-from .image_pane import ImagePane
+from .image_pane import ImagePane, titled
 from .landmark_view import LandmarkView
 from .notifications import Banner, MessagesDialog, Notifier
 from .preview_worker import PreviewResult, PreviewWorker, WorkerThread, default_loader
@@ -95,33 +95,15 @@ class MainWindow(QMainWindow):
 
         self.editor = LandmarkView()
         self.editor.setMinimumSize(280, 280)
-        editor_box = QWidget()
-        ev = QVBoxLayout(editor_box)
-        ev.setContentsMargins(2, 2, 2, 2)
-        hint = QLabel("<b>Target</b> — drag a point; Shift+drag moves its whole part")
-        hint.setFixedHeight(20)
-        ev.addWidget(hint)
-        ev.addWidget(self.editor, 1)
+        editor_box = titled("<b>Target</b> — drag a point; Shift+drag moves its whole part",
+                            self.editor)
 
         self.landmark_pane = ImagePane("Landmark image", min_side=160)
-        lm_box = QWidget()
-        lv = QVBoxLayout(lm_box)
-        lv.setContentsMargins(2, 2, 2, 2)
-        t = QLabel("<b>Landmark image</b> (model input)")
-        t.setFixedHeight(20)
-        lv.addWidget(t)
-        lv.addWidget(self.landmark_pane, 1)
+        lm_box = titled("<b>Landmark image</b> (model input)", self.landmark_pane)
 
         self.preview_pane = ImagePane("Starting…", min_side=220)
         self.paste_back_box = QCheckBox("Paste back into the original photo")
-        pv_box = QWidget()
-        pv = QVBoxLayout(pv_box)
-        pv.setContentsMargins(2, 2, 2, 2)
-        t = QLabel("<b>Preview</b>")
-        t.setFixedHeight(20)
-        pv.addWidget(t)
-        pv.addWidget(self.preview_pane, 1)
-        pv.addWidget(self.paste_back_box)
+        pv_box = titled("<b>Preview</b>", self.preview_pane, self.paste_back_box)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         for w, stretch in ((self.sources_panel, 0), (editor_box, 3), (lm_box, 2), (pv_box, 3)):

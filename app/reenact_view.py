@@ -24,7 +24,7 @@ from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout,
                                QLabel, QPushButton, QVBoxLayout, QWidget)
 
-from .image_pane import ImagePane
+from .image_pane import ImagePane, titled
 from .preview_worker import WorkerThread, _describe, default_loader
 
 VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v);;All files (*)"
@@ -375,17 +375,6 @@ def _landmark_image(points, size: int) -> np.ndarray:
     return draw_landmarks(points, size)
 
 
-def _titled(title: str, pane: QWidget) -> QWidget:
-    box = QWidget()
-    v = QVBoxLayout(box)
-    v.setContentsMargins(2, 2, 2, 2)
-    t = QLabel(f"<b>{title}</b>")
-    t.setFixedHeight(20)
-    v.addWidget(t)
-    v.addWidget(pane, 1)
-    return box
-
-
 class ReenactWindow(QWidget):
     """The "Reenact from camera or video" window (a separate top-level window)."""
 
@@ -461,9 +450,9 @@ class ReenactWindow(QWidget):
         self.landmark_pane = ImagePane("", min_side=200)
         self.face_pane = ImagePane("", min_side=200)
         grid = QGridLayout()
-        grid.addWidget(_titled("Driving frame", self.frame_pane), 0, 0)
-        grid.addWidget(_titled("Target landmarks (model input)", self.landmark_pane), 0, 1)
-        grid.addWidget(_titled("Generated face", self.face_pane), 0, 2)
+        grid.addWidget(titled("<b>Driving frame</b>", self.frame_pane), 0, 0)
+        grid.addWidget(titled("<b>Target landmarks (model input)</b>", self.landmark_pane), 0, 1)
+        grid.addWidget(titled("<b>Generated face</b>", self.face_pane), 0, 2)
 
         lay = QVBoxLayout(self)
         lay.addLayout(top)

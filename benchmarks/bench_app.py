@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -31,13 +30,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from report import replace_section  # noqa: E402  (benchmarks/report.py)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from app.qt_env import prepare_qt_environment  # noqa: E402
 
 prepare_qt_environment()
 
-from PySide6.QtCore import QElapsedTimer, QEvent, QPointF, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QEvent, QPointF, Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -209,17 +209,6 @@ def measure(app, w, rec: Recorder, samples: int, drag_seconds: float) -> dict:
     }
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace only the '## Editor latency' section (up to the next '## ' heading)."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Editor latency\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _m: text, old)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(REPO / "assets" / "caingan-small.safetensors"))
@@ -313,7 +302,7 @@ GUI's own work per mouse move (edit maths, landmark drawing, view update, previe
     print()
     print(text)
     if not args.no_write:
-        write_section(text, Path(args.out))
+        replace_section(Path(args.out), "## Editor latency", text)
         print(f"wrote {args.out}")
     if tmp:
         tmp.cleanup()

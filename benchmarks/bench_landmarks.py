@@ -23,10 +23,8 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,7 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from report import cpu_name, load_avg, median_ms, replace_section  # noqa: E402  (benchmarks/report.py)
 DATA = REPO.parent / "shared" / "data"
 SECTION = "## Landmarks and data cache"
 
@@ -46,35 +45,6 @@ from caingan.images import load_image  # noqa: E402
 from caingan.landmarks import LandmarkDetector  # noqa: E402
 from caingan.video import read_video  # noqa: E402
 from train.prepare import clips_from_csv, prepare  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load_avg() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "?"
-
-
-def median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def frame_from_still(still: np.ndarray, side: int) -> np.ndarray:
@@ -181,17 +151,6 @@ def _dlib_version() -> str:
         return "?"
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace only this section (up to the next '## ' heading); append it when absent."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Landmarks and data cache\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _m: text, old)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30, help="timed detections per frame size")
@@ -215,7 +174,7 @@ def main(argv=None) -> int:
     print()
     print(text)
     if not args.no_write:
-        write_section(text, Path(args.out))
+        replace_section(Path(args.out), SECTION, text)
         print("wrote", args.out)
     return 0
 

@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import re
 import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from report import cpu_name, load_avg, median_ms, replace_section  # noqa: E402  (benchmarks/report.py)
 
 from caingan.config import ModelConfig  # noqa: E402
 from caingan.inference import optimize_for_inference  # noqa: E402
@@ -34,33 +32,12 @@ from caingan.model import CainGAN, count_parameters  # noqa: E402
 SECTION = "## Model (caingan/)"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cpu_flags() -> str:
     try:
         flags = set(re.findall(r"\b(avx512_bf16|amx_bf16|avx512f|avx2)\b", Path("/proc/cpuinfo").read_text()))
     except OSError:
         return "?"
     return " ".join(sorted(flags)) or "none of avx2/avx512/amx"
-
-
-def median_ms(fn, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
 
 
 def bench_config(name: str, cfg: ModelConfig, precisions: list[str], warmup: int, repeats: int):
@@ -90,21 +67,14 @@ def bench_config(name: str, cfg: ModelConfig, precisions: list[str], warmup: int
 
         row = {"config": name, "size": s, "width": cfg.width, "embed": cfg.embed_channels,
                "params_e": n_e, "params_g": n_g, "precision": prec,
-               "g_ms": median_ms(gen, warmup, repeats),
-               "e1_ms": median_ms(emb(1), warmup, repeats),
-               "e8_ms": median_ms(emb(8), max(1, warmup - 1), repeats)}
+               "g_ms": median_ms(gen, repeats, warmup),
+               "e1_ms": median_ms(emb(1), repeats, warmup),
+               "e8_ms": median_ms(emb(8), repeats, max(1, warmup - 1))}
         rows.append(row)
         print(f"{name:>6} {s}² w={cfg.width} C_e={cfg.embed_channels} {prec}: G {row['g_ms']:.1f} ms, "
               f"E K=1 {row['e1_ms']:.1f} ms, E K=8 {row['e8_ms']:.1f} ms "
               f"(E {n_e / 1e6:.2f} M, G {n_g / 1e6:.2f} M params)", flush=True)
     return rows
-
-
-def load_avg() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "?"
 
 
 NOTES = """The bundled model is `ModelConfig.small()`; its budget on a 2-core CPU is ≤ 80 ms per
@@ -152,19 +122,7 @@ def write_section(rows, command: str, threads: int, load_before: str, load_after
                      f"{r['g_ms']:.1f} | {r['e1_ms']:.1f} | {r['e8_ms']:.1f} |")
     lines += ["", NOTES]
     section = "\n".join(lines)
-    path = REPO / "docs" / "benchmarks.md"
-    text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(SECTION))
-        end = len(text) if nxt < 0 else nxt + 1
-        text = text[:start] + section + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return replace_section(REPO / "docs" / "benchmarks.md", SECTION, section)
 
 
 def main(argv=None) -> int:

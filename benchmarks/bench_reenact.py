@@ -23,8 +23,6 @@ import argparse
 import csv
 import datetime as dt
 import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -35,25 +33,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from report import cpu_name, load_avg, replace_section  # noqa: E402  (benchmarks/report.py)
 DATA = REPO.parent / "shared" / "data"
 SECTION = "## Reenactment and export"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_avg() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "?"
 
 
 def training_jobs() -> int:
@@ -150,16 +132,6 @@ def export_rate(reenactor, sources, make_targets, n: int, repeats: int, tmp: Pat
         rates.append(res.frames / (time.perf_counter() - t))
         assert res.frames == n and res.generated == n
     return statistics.median(rates)
-
-
-def write_section(text: str, path: Path) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Reenactment and export\n.*?(?=^## |\Z)", re.S | re.M)
-    new = (pattern.sub(lambda _m: text, old) if pattern.search(old)
-           else old.rstrip("\n") + "\n\n" + text)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -292,7 +264,7 @@ Batch export (`caingan.export.export_frames`, PNG only, batch 8, {args.frames} f
 The targeted embedder runs once per (target, source) pair, so K=8 costs about 8 embedder passes per
 frame on top of one generator pass.
 """
-    write_section(text, Path(args.out))
+    replace_section(Path(args.out), SECTION, text)
     print(f"wrote {SECTION!r} in {args.out}")
     return 0
 

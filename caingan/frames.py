@@ -18,6 +18,7 @@ from typing import Iterator, Protocol, runtime_checkable
 import numpy as np
 
 from .errors import CameraError
+from .video import Closable
 
 
 @dataclass
@@ -36,21 +37,7 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
-class _Closable:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class VideoFileSource(_Closable):
+class VideoFileSource(Closable):
     """Frames of a video file via caingan.video.VideoReader.
 
     paced=False: as fast as the consumer pulls. paced=True: frame i is released at start + i/fps;
@@ -126,7 +113,7 @@ def list_cameras(*args, **kwargs):
     return _list(*args, **kwargs)
 
 
-class CameraSource(_Closable):
+class CameraSource(Closable):
     """A webcam by OpenCV index. CameraError when absent or when it stops delivering frames.
 
     A read that fails is retried until `read_timeout` seconds have passed without a frame: USB

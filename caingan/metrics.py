@@ -8,7 +8,6 @@ lazily, once per object, so importing this module is cheap.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import CainGANError, NoFaceError
+from .landmarks import dlib_model_path
 
 # --------------------------------------------------------------------------------------------
 # SSIM
@@ -57,31 +57,6 @@ def ssim_batch(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # dlib model files
 # --------------------------------------------------------------------------------------------
-def dlib_model_path(name: str) -> Path:
-    """Path of a dlib model file (e.g. 'dlib_face_recognition_resnet_model_v1.dat').
-
-    Prefers caingan.landmarks' lookup so the whole project agrees on one place; otherwise looks
-    in the face_recognition_models package without importing it (its __init__ needs
-    pkg_resources, which new setuptools no longer ship), then in Debian's libdlib-data.
-    """
-    try:
-        from .landmarks import dlib_model_path as project_lookup
-    except ImportError:  # landmarks.py is optional for the metrics
-        project_lookup = None
-    if project_lookup is not None:
-        return Path(project_lookup(name))
-    candidates = []
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(p) / "models" / name for p in spec.submodule_search_locations]
-    candidates.append(Path("/usr/share/dlib") / name)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise CainGANError(f"dlib model file {name} not found (looked in {', '.join(map(str, candidates))}); "
-                       "install face-recognition-models==0.3.0 or Debian's libdlib-data")
-
-
 # --------------------------------------------------------------------------------------------
 # CSIM
 # --------------------------------------------------------------------------------------------

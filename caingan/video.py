@@ -23,7 +23,23 @@ def _rgb(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-class VideoReader:
+class Closable:
+    """`with` support and a last-chance close() for objects holding a capture device or file."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class VideoReader(Closable):
     """Frames of a video file: iterate for RGB uint8 frames; `read(i)` seeks."""
 
     def __init__(self, path):
@@ -94,17 +110,6 @@ class VideoReader:
         if cap is not None:
             cap.release()
 
-    def __enter__(self) -> "VideoReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def read_video(path, max_frames: int | None = None) -> tuple[list[np.ndarray], float]:
