@@ -31,14 +31,14 @@ class LoadedSource:
     label: str
     path: str | None
     original: np.ndarray              # the whole photo, RGB uint8
-    crop: Any                         # caingan.crop.FaceCrop at the model's image size
-    detection: Any                    # caingan.landmarks.FaceDetection (in photo pixels)
+    crop: Any                         # caingan.face.crop.FaceCrop at the model's image size
+    detection: Any                    # caingan.face.landmarks.FaceDetection (in photo pixels)
     n_faces: int = 1
     notes: list[str] = field(default_factory=list)
 
 
 def default_detector_factory():
-    from caingan.landmarks import LandmarkDetector
+    from caingan.face.landmarks import LandmarkDetector
     return LandmarkDetector()
 
 
@@ -85,8 +85,8 @@ class DetectWorker(QObject):
             self.failed.emit(job.job_id, job.label, _describe(e))
 
     def _load(self, job: SourceJob) -> LoadedSource:
-        from caingan.crop import crop_face
-        from caingan.images import load_image
+        from caingan.face.crop import crop_face
+        from caingan.media.images import load_image
 
         if job.image is not None:
             original = np.ascontiguousarray(job.image[..., :3], dtype=np.uint8)

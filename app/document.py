@@ -1,6 +1,6 @@
 """The edit being made: base landmarks + slider values, with undo/redo.
 
-What is shown and rendered is ``apply_sliders(base, params)`` (see caingan.landmark_edit): drags
+What is shown and rendered is ``apply_sliders(base, params)`` (see caingan.face.landmark_edit): drags
 edit the base, sliders stay absolute on top of it. Every user action is one undo step: a whole
 drag, a whole slider press-to-release, consecutive keyboard steps on one slider, a reset.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from caingan import landmark_edit as le
+from caingan.face import landmark_edit as le
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """Export frames: render a driving video, a landmark file or the editor's keyframes to files.
 
-The export itself is caingan.export.export_frames (atomic PNGs, resumable, MP4/GIF assembled at
+The export itself is caingan.pipeline.export.export_frames (atomic PNGs, resumable, MP4/GIF assembled at
 the end) running in a worker thread; the dialog shows a QProgressDialog whose Cancel stops it
 between batches, keeping every frame already written. Re-running the same export continues it.
 
 The editor has no timeline, so keyframes are collected here: "Add current pose as keyframe"
 appends the editor's shown landmarks; the keyframes are spaced "frames between keyframes" apart
-and interpolated (caingan.keyframes). The dialog lives as long as the editor, keeping them.
+and interpolated (caingan.face.keyframes). The dialog lives as long as the editor, keeping them.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ExportJob:
     mode: str                         # "video" | "file" | "keyframes"
     video: str | None = None
     file: str | None = None
-    track: Any = None                 # caingan.keyframes.KeyframeTrack
+    track: Any = None                 # caingan.face.keyframes.KeyframeTrack
     out_dir: str = ""
     formats: tuple = ("png",)
     fps: float | None = None          # None: the input's frame rate, else 25
@@ -53,7 +53,7 @@ class ExportWorker(QObject):
     """Runs one export at a time in its own thread; keeps its model between exports."""
 
     progress = Signal(int, int)      # done, total (0 when unknown)
-    finished = Signal(object)        # caingan.export.ExportResult
+    finished = Signal(object)        # caingan.pipeline.export.ExportResult
     failed = Signal(str)
     _run = Signal(object)
 
@@ -76,7 +76,7 @@ class ExportWorker(QObject):
 
     @Slot(object)
     def _export(self, job: ExportJob) -> None:
-        from caingan import export as ex
+        from caingan.pipeline import export as ex
 
         try:
             key = (job.weights, job.device)
@@ -271,7 +271,7 @@ class ExportDialog(QDialog):
         self._update_keys()
 
     def keyframe_track(self):
-        from caingan.keyframes import KeyframeTrack, keyframes_from_durations
+        from caingan.face.keyframes import KeyframeTrack, keyframes_from_durations
 
         if not self.keyframe_poses:
             return None
@@ -295,7 +295,7 @@ class ExportDialog(QDialog):
             self.save_keyframes(path)
 
     def save_keyframes(self, path) -> bool:
-        from caingan.keyframes import save_keyframes
+        from caingan.face.keyframes import save_keyframes
         track = self.keyframe_track()
         if track is None:
             return False

@@ -1,7 +1,7 @@
 """The target editor: 68 draggable landmarks over the target crop (pyqtgraph).
 
 The view only reports drags (grabbed index, cursor in image pixels, part or point); the edit
-itself is computed by app.document / caingan.landmark_edit and comes back through set_points.
+itself is computed by app.document / caingan.face.landmark_edit and comes back through set_points.
 The points are one custom item painted directly (not a ScatterPlotItem/GraphItem, whose
 per-point symbol bookkeeping cost ~6 ms per mouse move), so a drag costs the GUI ~1 ms.
 """

@@ -18,7 +18,7 @@ from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QLabel, QMainWindow,
                                QMessageBox, QSplitter, QVBoxLayout, QWidget)
 
-from caingan import landmark_edit as le
+from caingan.face import landmark_edit as le
 from caingan.errors import CainGANError
 
 from .convert import rgb_from_qimage
@@ -394,7 +394,7 @@ class MainWindow(QMainWindow):
         pts = self.doc.shown_points()
         self.editor.set_points(pts)
         if pts is not None and self.image_size:
-            from caingan.landmark_image import draw_landmarks
+            from caingan.face.landmark_image import draw_landmarks
             self.landmark_pane.set_image(draw_landmarks(pts, self.image_size))
         self._update_title()
         self.request_preview()
@@ -439,7 +439,7 @@ class MainWindow(QMainWindow):
             self.save_result(path)
 
     def save_result(self, path: str | Path) -> bool:
-        from caingan.images import save_image
+        from caingan.media.images import save_image
         r = self.last_result
         if r is None:
             self.notifier.warning("There is no result to save yet.")

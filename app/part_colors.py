@@ -1,4 +1,4 @@
-"""Landmark part colours from caingan.landmark_image, in the shapes pyqtgraph/Qt want.
+"""Landmark part colours from caingan.face.landmark_image, in the shapes pyqtgraph/Qt want.
 
 The editor, thumbnails and the model's landmark image use the same colours, so what the user
 drags reads the same as what the network sees.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from caingan import landmark_image as li
+from caingan.face import landmark_image as li
 
 
 @lru_cache(maxsize=1)

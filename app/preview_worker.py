@@ -70,7 +70,7 @@ class PreviewResult:
         live preview only pastes into a screen-sized copy)."""
         if self.paste_source is None:
             return None
-        from caingan.crop import paste_back
+        from caingan.face.crop import paste_back
         original, crop = self.paste_source
         if original.shape[:2] == self.pasted.shape[:2]:
             return self.pasted
@@ -87,7 +87,7 @@ class _Mailbox:
 
 
 def default_loader(path: str, device: str):
-    from caingan.inference import Reenactor
+    from caingan.pipeline.inference import Reenactor
     return Reenactor.from_checkpoint(path, device=device)
 
 
@@ -212,7 +212,7 @@ class PreviewWorker(QObject):
         pasted = None
         display = image
         if self._paste is not None:
-            from caingan.crop import paste_back
+            from caingan.face.crop import paste_back
             original, crop = self._paste_small or self._paste
             pasted = display = paste_back(original, image, crop)
         result = PreviewResult(request_id, points, image, weights, heatmaps(weights),

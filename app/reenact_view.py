@@ -4,7 +4,7 @@
 
 The capture thread only reads frames into a one-slot mailbox (a newer frame replaces an unread
 one), so a slow model drops frames instead of queueing them and the face follows the camera
-with at most one frame of backlog. The worker runs caingan.reenact.ReenactPipeline, the same
+with at most one frame of backlog. The worker runs caingan.pipeline.reenact.ReenactPipeline, the same
 per-frame code as the exporter and the benchmark, and hands each result to the GUI through a
 second one-slot mailbox; the GUI thread only paints. Frames without a face keep the last target.
 """
@@ -63,7 +63,7 @@ class LiveFrame:
     frame: np.ndarray                 # driving frame (display size) with the driver points drawn
     landmarks: np.ndarray | None      # target landmark image (model input)
     face: np.ndarray | None           # generated face (None before the first face)
-    result: Any                       # caingan.reenact.ReenactResult or None
+    result: Any                       # caingan.pipeline.reenact.ReenactResult or None
     index: int                        # driving frame number
     processed: int                    # frames processed this session
     dropped: int                      # frames the capture replaced before they were processed
@@ -214,7 +214,7 @@ class ReenactWorker(QObject):
             if self._camera_lister is not None:
                 found = list(self._camera_lister())
             else:
-                from caingan.frames import list_cameras
+                from caingan.media.frames import list_cameras
                 found = list(list_cameras(max_index))
         except Exception as e:  # noqa: BLE001 — no camera list is a message, not a crash
             self.failed.emit(f"Could not list cameras: {_describe(e)}")
@@ -229,12 +229,12 @@ class ReenactWorker(QObject):
             if self._detector_factory is not None:
                 self._detector = self._detector_factory()
             else:
-                from caingan.landmarks import LandmarkDetector
+                from caingan.face.landmarks import LandmarkDetector
                 self._detector = LandmarkDetector("dlib")
         return self._reenactor, self._detector
 
     def _open(self, spec):
-        from caingan.frames import CameraSource, VideoFileSource
+        from caingan.media.frames import CameraSource, VideoFileSource
 
         if spec[0] == "camera":
             return CameraSource(int(spec[1]))
@@ -255,8 +255,8 @@ class ReenactWorker(QObject):
         box = _LatestFrame()
         recorder = None
         try:
-            from caingan.reenact import ReenactPipeline
-            from caingan.retarget import Retargeter
+            from caingan.pipeline.reenact import ReenactPipeline
+            from caingan.face.retarget import Retargeter
 
             reenactor, detector = self._ensure_model()
             source = self._open(spec)
@@ -339,7 +339,7 @@ class ReenactWorker(QObject):
                 self._finish_recording(recorder)
                 recorder = None
             if cmd[0] == "start":
-                from caingan.reenact import TimedRecorder
+                from caingan.pipeline.reenact import TimedRecorder
                 recorder = TimedRecorder(cmd[1], cmd[2] or source.fps)
                 self.recordingStarted.emit(str(recorder.path))
         return recorder
@@ -366,12 +366,12 @@ class ReenactWorker(QObject):
 
 
 def _is_camera(source) -> bool:
-    from caingan.frames import CameraSource
+    from caingan.media.frames import CameraSource
     return isinstance(source, CameraSource)
 
 
 def _landmark_image(points, size: int) -> np.ndarray:
-    from caingan.landmark_image import draw_landmarks
+    from caingan.face.landmark_image import draw_landmarks
     return draw_landmarks(points, size)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QPushButton, QSlider, QWidget
 
-from caingan.landmark_edit import SLIDER_RANGES, EditParams
+from caingan.face.landmark_edit import SLIDER_RANGES, EditParams
 
 LABELS = {
     "mouth_open": "Mouth open",

@@ -100,7 +100,7 @@ class Mouse:
 
 
 def source_images(n: int) -> tuple[list[np.ndarray], str]:
-    from caingan.images import load_image
+    from caingan.media.images import load_image
     paths = sorted(STILLS.glob("*/*.png")) if STILLS.is_dir() else []
     if len(paths) >= n:
         return [load_image(p) for p in paths[:n]], f"{n} stills from ../shared/data/stills"
@@ -221,9 +221,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from caingan.checkpoint import checkpoint_paths, save_model
+    from caingan.nn.checkpoint import checkpoint_paths, save_model
     from caingan.config import ModelConfig
-    from caingan.model import CainGAN
+    from caingan.nn.model import CainGAN
 
     weights = Path(args.weights)
     tmp = None

@@ -41,9 +41,9 @@ from report import cpu_name, load_avg, median_ms, replace_section  # noqa: E402 
 DATA = REPO.parent / "shared" / "data"
 SECTION = "## Landmarks and data cache"
 
-from caingan.images import load_image  # noqa: E402
-from caingan.landmarks import LandmarkDetector  # noqa: E402
-from caingan.video import read_video  # noqa: E402
+from caingan.media.images import load_image  # noqa: E402
+from caingan.face.landmarks import LandmarkDetector  # noqa: E402
+from caingan.media.video import read_video  # noqa: E402
 from train.prepare import clips_from_csv, prepare  # noqa: E402
 
 

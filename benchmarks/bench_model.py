@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 from report import cpu_name, load_avg, median_ms, replace_section  # noqa: E402  (benchmarks/report.py)
 
 from caingan.config import ModelConfig  # noqa: E402
-from caingan.inference import optimize_for_inference  # noqa: E402
-from caingan.model import CainGAN, count_parameters  # noqa: E402
+from caingan.pipeline.inference import optimize_for_inference  # noqa: E402
+from caingan.nn.model import CainGAN, count_parameters  # noqa: E402
 
 SECTION = "## Model (caingan/)"
 
@@ -110,7 +110,7 @@ def write_section(rows, command: str, threads: int, load_before: str, load_after
         f"torch {torch.__version__}, {threads} threads, batch 1, median after warm-up. "
         f"1-min load average before/after the run: {load_before}/{load_after} (the CPU is shared with "
         "other jobs; expect 10–20 % noise, more when the load was high).",
-        "", "Spectral norms baked in, channels-last weights and `torch.inference_mode()`, exactly as `caingan.inference.Reenactor` runs on CPU.",
+        "", "Spectral norms baked in, channels-last weights and `torch.inference_mode()`, exactly as `caingan.pipeline.inference.Reenactor` runs on CPU.",
         "bf16 = `torch.autocast('cpu', torch.bfloat16)`; it only pays off on CPUs with AMX/AVX512-BF16.",
         "",
         "| config | size | width | embed ch | E params | G params | precision | G forward ms | E K=1 ms | E K=8 ms |",

@@ -3,13 +3,13 @@
     python benchmarks/bench_reenact.py              # prints, rewrites "## Reenactment and export"
     python benchmarks/bench_reenact.py --no-write   # prints only
 
-Live: a real clip from ../shared/data plays as a webcam (caingan.frames.VideoFileSource.as_camera:
+Live: a real clip from ../shared/data plays as a webcam (caingan.media.frames.VideoFileSource.as_camera:
 paced at its fps, late frames dropped, looping); each frame goes through
-caingan.reenact.ReenactPipeline.step (track/detect → retarget → generate, K=1 source). Reported:
+caingan.pipeline.reenact.ReenactPipeline.step (track/detect → retarget → generate, K=1 source). Reported:
 frames shown per second, median ms per stage, and how many camera frames were dropped. The same
 loop without pacing (the file decoded as fast as the pipeline pulls) gives the throughput ceiling.
 
-Export: caingan.export.export_frames into PNGs (batch 8) at K=1 and K=8 sources, from a landmark
+Export: caingan.pipeline.export.export_frames into PNGs (batch 8) at K=1 and K=8 sources, from a landmark
 sequence (model + PNG writing) and, at K=1, from the driving video (+ decoding and tracking), as
 `caingan-export` runs them. Median frames/s over --repeats fresh runs.
 
@@ -62,16 +62,16 @@ def pick_clip() -> Path:
 
 
 def model_weights(path: Path, tmp: Path) -> tuple[Path, str]:
-    from caingan.checkpoint import checkpoint_paths
+    from caingan.nn.checkpoint import checkpoint_paths
 
     if checkpoint_paths(path)[0].is_file():
         shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         return path, f"bundled weights `{shown}`"
     import torch
 
-    from caingan.checkpoint import save_model
+    from caingan.nn.checkpoint import save_model
     from caingan.config import ModelConfig
-    from caingan.model import CainGAN
+    from caingan.nn.model import CainGAN
 
     torch.manual_seed(0)
     cfg = ModelConfig.small()
@@ -121,7 +121,7 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0) -> dict:
 
 def export_rate(reenactor, sources, make_targets, n: int, repeats: int, tmp: Path,
                 job: dict) -> float:
-    from caingan.export import export_frames
+    from caingan.pipeline.export import export_frames
 
     rates = []
     for i in range(repeats):
@@ -147,15 +147,15 @@ def main(argv=None) -> int:
 
     import torch
 
-    from caingan.crop import crop_face
-    from caingan.export import video_driving
-    from caingan.frames import VideoFileSource
-    from caingan.images import load_image
-    from caingan.inference import Reenactor
-    from caingan.landmarks import LandmarkDetector
-    from caingan.reenact import ReenactPipeline
-    from caingan.retarget import Retargeter
-    from caingan.video import VideoReader
+    from caingan.face.crop import crop_face
+    from caingan.pipeline.export import video_driving
+    from caingan.media.frames import VideoFileSource
+    from caingan.media.images import load_image
+    from caingan.pipeline.inference import Reenactor
+    from caingan.face.landmarks import LandmarkDetector
+    from caingan.pipeline.reenact import ReenactPipeline
+    from caingan.face.retarget import Retargeter
+    from caingan.media.video import VideoReader
 
     load_before = load_avg()
     training = training_jobs()
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
               f"of {r['frames'] + r['dropped']} camera frames; no face {r['skipped']}")
 
     # -- export
-    from caingan.reenact import FaceTracker
+    from caingan.pipeline.reenact import FaceTracker
 
     pipe_targets = []
     rt, tracker = Retargeter(points[0]), FaceTracker(detector)
@@ -238,7 +238,7 @@ Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} 
 ({cam['source_fps']:.0f} fps). Sources: stills from `../shared/data/stills`. 1-min load average
 before/after: {load_before}/{load_after}. {busy}
 
-Live reenactment, K=1 (`caingan.reenact.ReenactPipeline.step`: track/detect → retarget →
+Live reenactment, K=1 (`caingan.pipeline.reenact.ReenactPipeline.step`: track/detect → retarget →
 generate; {args.seconds:.0f} s per row after a 2 s warm-up; medians per processed frame):
 
 | input | fps | read ms | detect ms | retarget ms | generate ms | step ms | frames dropped |
@@ -252,7 +252,7 @@ in a worker thread while a capture thread keeps only the newest frame, so it sho
 unpaced rate, capped at the camera's. Both rows do the same work per frame; their difference
 comes from the other jobs' varying load (compare the generate column), not from pacing.
 
-Batch export (`caingan.export.export_frames`, PNG only, batch 8, {args.frames} frames, median of
+Batch export (`caingan.pipeline.export.export_frames`, PNG only, batch 8, {args.frames} frames, median of
 {args.repeats} fresh runs):
 
 | driving input | K sources | frames/s |

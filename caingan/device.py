@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import CainGANError
+from caingan.errors import CainGANError
 
 CHOICES = ("auto", "cuda", "mps", "cpu")
 

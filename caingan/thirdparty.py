@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .errors import CainGANError
+from caingan.errors import CainGANError
 
 
 def cache_dir() -> Path:

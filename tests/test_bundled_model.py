@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from caingan.checkpoint import load_model
-from caingan.inference import Reenactor
+from caingan.nn.checkpoint import load_model
+from caingan.pipeline.inference import Reenactor
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "assets" / "caingan-small.safetensors"

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from caingan.checkpoint import (FORMAT, FORMAT_VERSION, MODEL_KIND, load_checkpoint, load_model,
+from caingan.nn.checkpoint import (FORMAT, FORMAT_VERSION, MODEL_KIND, load_checkpoint, load_model,
                                 load_module_state, read_meta, save_checkpoint, save_model)
 from caingan.config import ModelConfig
 from caingan.errors import CheckpointError
-from caingan.model import CainGAN
+from caingan.nn.model import CainGAN
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from caingan.crop import DEFAULT_MARGIN, crop_face, crop_matrix, paste_back
-from caingan.images import load_image
-from caingan.landmarks import LandmarkDetector
+from caingan.face.crop import DEFAULT_MARGIN, crop_face, crop_matrix, paste_back
+from caingan.media.images import load_image
+from caingan.face.landmarks import LandmarkDetector
 
 
 @pytest.fixture(scope="module")

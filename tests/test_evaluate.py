@@ -180,7 +180,7 @@ def save_train_state(run_dir: Path, arch: str, k: int, seed: int = 0) -> torch.n
 
 @pytest.mark.parametrize("arch,k", [("fshm", 2), ("pix2pixhd", 2), ("caingan", 2)])
 def test_training_states_load_and_generate_like_the_module(tmp_path, arch, k):
-    from caingan.landmark_image import landmark_images
+    from caingan.face.landmark_image import landmark_images
 
     module = save_train_state(tmp_path / arch, arch, k).eval()
     m = ev.load_method(arch, tmp_path / arch)  # a run directory: its newest state
@@ -201,9 +201,9 @@ def test_training_states_load_and_generate_like_the_module(tmp_path, arch, k):
 
 
 def test_model_file_loads_through_the_reenactor(tmp_path):
-    from caingan.checkpoint import save_model
+    from caingan.nn.checkpoint import save_model
     from caingan.config import ModelConfig
-    from caingan.model import CainGAN
+    from caingan.nn.model import CainGAN
 
     cfg = ModelConfig.tiny(SIZE)
     path = save_model(tmp_path / "m.safetensors", CainGAN(cfg), cfg, {"arch": "caingan", "step": 3})
@@ -230,8 +230,8 @@ def stills_clip(name: str, detector) -> ev.TestClip:
 
 
 def test_scorer_perfect_copy_beats_another_person(tmp_path):
-    from caingan import metrics
-    from caingan.landmarks import LandmarkDetector
+    from train import metrics
+    from caingan.face.landmarks import LandmarkDetector
     from caingan.thirdparty import fid_inception_path
 
     try:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from caingan.keyframes import (Keyframe, KeyframeTrack, LandmarkFileError, interpolate,
+from caingan.face.keyframes import (Keyframe, KeyframeTrack, LandmarkFileError, interpolate,
                                keyframes_from_durations, load_keyframes, load_sequence,
                                save_keyframes, save_sequence, scale_points)
 
@@ -91,9 +91,9 @@ def test_landmark_file_errors(tmp_path):
 import errno  # noqa: E402
 import os  # noqa: E402
 
-import caingan.export as export_mod  # noqa: E402
+import caingan.pipeline.export as export_mod  # noqa: E402
 from caingan.errors import ExportError  # noqa: E402
-from caingan.export import FRAME_NAME, MANIFEST_NAME, export_frames, frame_valid, target_hash  # noqa: E402
+from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, export_frames, frame_valid, target_hash  # noqa: E402
 
 S = 64
 
@@ -102,9 +102,9 @@ S = 64
 def tiny_weights(tmp_path_factory):
     import torch
 
-    from caingan.checkpoint import save_model
+    from caingan.nn.checkpoint import save_model
     from caingan.config import ModelConfig
-    from caingan.model import CainGAN
+    from caingan.nn.model import CainGAN
 
     torch.manual_seed(0)
     cfg = ModelConfig.tiny(S)
@@ -115,7 +115,7 @@ class Counting:
     """The real Reenactor, counting generated frames (resume must not recompute done ones)."""
 
     def __init__(self, weights, fail_on_call: int | None = None, exc=KeyboardInterrupt):
-        from caingan.inference import Reenactor
+        from caingan.pipeline.inference import Reenactor
 
         self.r = Reenactor.from_checkpoint(weights, device="cpu")
         self.model, self.config, self.image_size = self.r.model, self.r.config, self.r.image_size
@@ -288,7 +288,7 @@ def test_disk_full_keeps_done_frames(tiny_weights, tmp_path, monkeypatch):
 
 
 def test_missed_driving_frames_are_counted(tiny_weights, tmp_path):
-    from caingan.retarget import Retargeter
+    from caingan.face.retarget import Retargeter
 
     src_pts = _sources()[1][0]
     rt = Retargeter(src_pts, smoothing=False)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from caingan.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY, cli_main
+from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY, cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 S = 64
@@ -25,9 +25,9 @@ S = 64
 def weights(tmp_path_factory) -> Path:
     import torch
 
-    from caingan.checkpoint import save_model
+    from caingan.nn.checkpoint import save_model
     from caingan.config import ModelConfig
-    from caingan.model import CainGAN
+    from caingan.nn.model import CainGAN
 
     torch.manual_seed(0)
     cfg = ModelConfig.tiny(S)
@@ -104,7 +104,7 @@ def test_ctrl_c_keeps_frames_and_rerun_resumes(weights, clip, photo, tmp_path, c
     argv = ["--weights", weights, "--source", photo, "--driving", clip, "--max-frames", 200,
             "--batch", 2, "--formats", "png", "--out", out]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "caingan.export", *map(str, argv)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "caingan.pipeline.export", *map(str, argv)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -134,8 +134,8 @@ def test_ctrl_c_keeps_frames_and_rerun_resumes(weights, clip, photo, tmp_path, c
 
 
 def test_landmark_sequence_single_pose_and_keyframes(weights, photo, tmp_path, capsys):
-    from caingan.keyframes import Keyframe, KeyframeTrack, save_keyframes, save_sequence
-    from caingan.landmark_edit import mean_face, save_landmarks
+    from caingan.face.keyframes import Keyframe, KeyframeTrack, save_keyframes, save_sequence
+    from caingan.face.landmark_edit import mean_face, save_landmarks
 
     base = mean_face(128.0)
     seq = tmp_path / "seq.json"
@@ -146,7 +146,7 @@ def test_landmark_sequence_single_pose_and_keyframes(weights, photo, tmp_path, c
     assert len(_frames(tmp_path / "a")) == 5 and (tmp_path / "a" / "video.mp4").is_file()
     # The file's 128² points are scaled to the 64² model: frame 2 is mean_face/2 + 1.
     want = {Image.open(tmp_path / "a" / FRAME_NAME.format(i)).info[TARGET_KEY] for i in range(5)}
-    from caingan.export import target_hash
+    from caingan.pipeline.export import target_hash
     assert want == {target_hash((base + np.float32(i)) * 0.5) for i in range(5)}
 
     # A hand-written sequence without "format" and the editor's single-pose file.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caingan.errors import CameraError
-from caingan.frames import CameraSource, Frame, FrameSource, open_source
+from caingan.media.frames import CameraSource, Frame, FrameSource, open_source
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -110,7 +110,7 @@ class FakeClock:
 
 
 def test_video_file_unpaced_yields_every_frame():
-    from caingan.frames import VideoFileSource
+    from caingan.media.frames import VideoFileSource
 
     path = _short_clip()
     with VideoFileSource(path) as src:
@@ -122,7 +122,7 @@ def test_video_file_unpaced_yields_every_frame():
 
 
 def test_video_as_camera_paces_and_drops_late_frames():
-    from caingan.frames import VideoFileSource
+    from caingan.media.frames import VideoFileSource
 
     path = _short_clip()
     clock = FakeClock()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from caingan.errors import ExportError, ImageLoadError
-from caingan.images import decode_image, load_image, save_image
+from caingan.media.images import decode_image, load_image, save_image
 
 
 @pytest.fixture(scope="module")

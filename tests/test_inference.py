@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from caingan.checkpoint import save_model
+from caingan.nn.checkpoint import save_model
 from caingan.config import ModelConfig
 from caingan.errors import CainGANError
-from caingan.inference import Generation, Reenactor
-from caingan.model import CainGAN
+from caingan.pipeline.inference import Generation, Reenactor
+from caingan.nn.model import CainGAN
 
 S = 64
 
@@ -62,8 +62,8 @@ def test_output_matches_the_model_and_checkpoint(tmp_path):
     r.set_sources(*sources(1))
     out = r.generate(face_points(S, 4))
     np.testing.assert_allclose(out.weights, 1.0)  # K = 1
-    from caingan.landmark_image import landmark_images
-    from caingan.checkpoint import load_model
+    from caingan.face.landmark_image import landmark_images
+    from caingan.nn.checkpoint import load_model
     model = load_model(tmp_path / "m1.safetensors")
     imgs, pts = sources(1)
     src = torch.from_numpy(imgs[0]).permute(2, 0, 1).float()[None, None] / 127.5 - 1
@@ -79,7 +79,7 @@ def test_sources_at_another_size_are_resized_with_their_points(tmp_path):
     imgs, pts = sources(2, size=2 * S)
     r.set_sources(imgs, pts)
     assert r._sources.shape == (1, 2, 3, S, S)
-    from caingan.landmark_image import landmark_images
+    from caingan.face.landmark_image import landmark_images
     small = [(p + 0.5) / 2 - 0.5 for p in pts]
     torch.testing.assert_close(r._source_lms[0], landmark_images(np.stack(small), S))
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from caingan import landmark_edit as le
+from caingan.face import landmark_edit as le
 from caingan.errors import CainGANError
 
 FACE = le.mean_face(128)
@@ -219,7 +219,7 @@ def test_landmarks_json_roundtrip_and_validation(tmp_path):
 
 
 def test_pose_file_reads_keyframe_and_sequence_files(tmp_path):
-    from caingan import keyframes as kf
+    from caingan.face import keyframes as kf
     kpath, spath = tmp_path / "k.json", tmp_path / "s.json"
     kf.save_keyframes(kpath, kf.KeyframeTrack([kf.Keyframe(5, FACE + 1), kf.Keyframe(0, FACE)],
                                               image_size=128))

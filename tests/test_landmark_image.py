@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from caingan import landmark_image as li
+from caingan.face import landmark_image as li
 
 
 def synthetic_face(size: int) -> np.ndarray:

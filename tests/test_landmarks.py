@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from caingan.errors import CainGANError, NoFaceError
-from caingan.images import load_image
-from caingan.landmarks import (PREDICTOR_68, LandmarkDetector, box_from_points, dlib_model_path,
+from caingan.media.images import load_image
+from caingan.face.landmarks import (PREDICTOR_68, LandmarkDetector, box_from_points, dlib_model_path,
                                fa_weights_missing)
-from caingan.video import read_video
+from caingan.media.video import read_video
 
 # iBUG 68 indices
 JAW, RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH = slice(0, 17), slice(36, 42), slice(42, 48), 30, slice(48, 68)
@@ -95,7 +95,7 @@ def test_float_image_is_rejected_with_a_clear_message(dlib_detector, stills):
 
 def test_dlib_model_path_does_not_import_face_recognition_models():
     code = ("import sys\n"
-            "from caingan.landmarks import dlib_model_path, PREDICTOR_68\n"
+            "from caingan.face.landmarks import dlib_model_path, PREDICTOR_68\n"
             "p = dlib_model_path(PREDICTOR_68)\n"
             "assert p.is_file() and p.name == PREDICTOR_68, p\n"
             "assert p.stat().st_size > 50_000_000, p.stat().st_size\n"

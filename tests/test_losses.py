@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from caingan import vgg
+from caingan.nn import vgg
 from caingan.errors import CainGANError
-from caingan.losses import (PERCEPTUAL_WEIGHTS, PerceptualLoss, feature_matching_loss, hinge_d_loss,
+from caingan.nn.losses import (PERCEPTUAL_WEIGHTS, PerceptualLoss, feature_matching_loss, hinge_d_loss,
                             hinge_g_loss)
 from caingan.thirdparty import hed_weights_path
 

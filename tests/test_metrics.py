@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from caingan import metrics
+from train import metrics
 from caingan.errors import NoFaceError
 
 torch.set_num_threads(1)

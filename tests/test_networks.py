@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from caingan.config import ModelConfig
-from caingan.discriminator import MultiscaleDiscriminator
-from caingan.embedder import Embedder
-from caingan.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
-from caingan.mixing import mix_embeddings
-from caingan.model import CainGAN, count_parameters
-from caingan.vgg import VGGFeatures
+from caingan.nn.discriminator import MultiscaleDiscriminator
+from caingan.nn.embedder import Embedder
+from caingan.nn.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
+from caingan.nn.mixing import mix_embeddings
+from caingan.nn.model import CainGAN, count_parameters
+from caingan.nn.vgg import VGGFeatures
 
 
 def inputs(b: int, k: int, size: int, seed: int = 0):
@@ -177,7 +177,7 @@ def test_paper_size_parameter_counts():
 
 
 def test_baking_spectral_norm_keeps_the_eval_output():
-    from caingan.blocks import remove_spectral_norms
+    from caingan.nn.blocks import remove_spectral_norms
     torch.manual_seed(0)
     model = CainGAN(ModelConfig.tiny(64))
     src, lms, tgt = inputs(1, 2, 64)

@@ -84,7 +84,7 @@ def test_prepare_writes_one_npz_per_clip_and_an_index(built):
 
 def test_cached_points_match_a_fresh_detection(built):
     """Crop and points agree: detecting on an (upscaled) cached crop finds the cached points."""
-    from caingan.landmarks import LandmarkDetector
+    from caingan.face.landmarks import LandmarkDetector
     clips, out, _ = built
     with np.load(out / cache_name(clips[0]["rel"])) as z:
         frame, pts = z["frames"][0], z["points"][0]

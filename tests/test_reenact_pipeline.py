@@ -1,25 +1,25 @@
-"""caingan.reenact without Qt: the per-frame pipeline on a real clip, and the timed recorder."""
+"""caingan.pipeline.reenact without Qt: the per-frame pipeline on a real clip, and the timed recorder."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from caingan.reenact import FaceTracker, ReenactPipeline, TimedRecorder
-from caingan.retarget import Retargeter
+from caingan.pipeline.reenact import FaceTracker, ReenactPipeline, TimedRecorder
+from caingan.face.retarget import Retargeter
 
 S = 64
 
 
 @pytest.fixture(scope="module")
 def detector():
-    from caingan.landmarks import LandmarkDetector
+    from caingan.face.landmarks import LandmarkDetector
     return LandmarkDetector("dlib")
 
 
 @pytest.fixture(scope="module")
 def frames(shared_data, clip_rows):
-    from caingan.video import VideoReader
+    from caingan.media.video import VideoReader
 
     row = next(r for r in clip_rows if r["split"] == "test")
     with VideoReader(shared_data / row["path"]) as reader:
@@ -31,10 +31,10 @@ def reenactor(stills, detector):
     import torch
 
     from caingan.config import ModelConfig
-    from caingan.crop import crop_face
-    from caingan.images import load_image
-    from caingan.inference import Reenactor
-    from caingan.model import CainGAN
+    from caingan.face.crop import crop_face
+    from caingan.media.images import load_image
+    from caingan.pipeline.inference import Reenactor
+    from caingan.nn.model import CainGAN
 
     torch.manual_seed(0)
     r = Reenactor(CainGAN(ModelConfig.tiny(S)), "cpu")

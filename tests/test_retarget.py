@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from caingan.retarget import (STABLE_POINTS, OneEuroFilter, Retargeter, Similarity,
+from caingan.face.retarget import (STABLE_POINTS, OneEuroFilter, Retargeter, Similarity,
                               inter_ocular, jaw_width, umeyama)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -44,7 +44,7 @@ def read_log(run_dir: Path) -> list[dict]:
 
 
 def final_gen(run_dir: Path) -> dict[str, torch.Tensor]:
-    from caingan.checkpoint import load_checkpoint
+    from caingan.nn.checkpoint import load_checkpoint
     _, path = st.list_checkpoints(run_dir)[-1]
     tensors, _ = load_checkpoint(path, kind=st.KIND)
     return {k: v for k, v in tensors.items() if k.startswith("gen.")}
@@ -189,8 +189,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cache, tmp_path, mon
 
 
 def test_ablation_switches(tmp_path):
-    from caingan.landmark_image import landmark_images
-    from caingan.model import CainGAN
+    from caingan.face.landmark_image import landmark_images
+    from caingan.nn.model import CainGAN
     cfg = TrainConfig(cache="x", ablations=("wo_t", "wo_r", "wo_i"), model=ModelConfig.tiny(64))
     assert cfg.model.targeted is False and cfg.model.responsibility is False
     assert cfg.lambda_i_at(0.0) == cfg.lambda_p

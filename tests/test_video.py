@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from caingan.errors import CainGANError, CameraError, VideoLoadError
-from caingan.video import VideoReader, list_cameras, open_camera, read_video
+from caingan.media.video import VideoReader, list_cameras, open_camera, read_video
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_image_renamed_mp4_is_not_a_video(tmp_path, stills):
 
 def test_written_video_round_trip(tmp_path, stills):
     """A video written with OpenCV (what the export and the tests use) reads back."""
-    from caingan.images import load_image
+    from caingan.media.images import load_image
     still = load_image(stills[0])
     p = tmp_path / "w.avi"
     vw = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (150, 150))

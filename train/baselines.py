@@ -224,7 +224,7 @@ class FSHM(nn.Module):
 def build_model(name: str, cfg: ModelConfig, k: int) -> nn.Module:
     """'caingan' | 'pix2pixhd' | 'fshm' → a generator with CainGAN's forward signature."""
     if name == "caingan":
-        from caingan.model import CainGAN
+        from caingan.nn.model import CainGAN
         return CainGAN(cfg)
     if name == "pix2pixhd":
         return Pix2PixHD(cfg, k)

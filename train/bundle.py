@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from caingan.checkpoint import (load_checkpoint, load_module_state, read_meta, save_checkpoint,
+from caingan.nn.checkpoint import (load_checkpoint, load_module_state, read_meta, save_checkpoint,
                                 save_model)
 from caingan.errors import CainGANError
 

@@ -4,14 +4,14 @@ For every clip of the test split (identity groups never seen in training) a fixe
 frames is rendered from its landmarks, given K source frames of the same clip that are never
 among the targets. Targets and sources depend only on (seed, clip name), so runs, methods and
 values of K see exactly the same frames; K=1 uses the first of the K=8 sources. The generated
-frames are scored against the real ones with SSIM, CSIM, FID and landmark error (caingan.metrics)
+frames are scored against the real ones with SSIM, CSIM, FID and landmark error (train.metrics)
 and written as the paper's Tables 1–2, with a figure of the same test frames across methods.
 
     python -m train.evaluate --cache ~/.cache/caingan/data/s128 \\
         --checkpoint CainGAN=runs/small/model_latest.safetensors \\
         --checkpoint pix2pixHD=runs/pix2pixhd --checkpoint FSHM=runs/fshm --k 1 8
 
-A checkpoint is a model file (caingan.checkpoint.save_model), a training-state file
+A checkpoint is a model file (caingan.nn.checkpoint.save_model), a training-state file
 (runs/X/checkpoints/step_*.safetensors: the baselines only have those) or a run directory
 (its newest training state, so every method is taken at the end of its training budget).
 """
@@ -184,7 +184,7 @@ class ModuleReenactor:
 
     def set_sources(self, images: Sequence[np.ndarray], points: Sequence[np.ndarray]) -> None:
         import torch
-        from caingan.landmark_image import landmark_images
+        from caingan.face.landmark_image import landmark_images
 
         images = np.stack([np.asarray(i) for i in images])
         if images.dtype != np.uint8 or images.shape[1:] != (self.image_size, self.image_size, 3):
@@ -198,7 +198,7 @@ class ModuleReenactor:
 
     def generate_batch(self, points: np.ndarray, max_batch: int = 16):
         import torch
-        from caingan.landmark_image import landmark_images
+        from caingan.face.landmark_image import landmark_images
 
         if self._src is None:
             raise CainGANError("no sources set: call set_sources() before generating")
@@ -245,7 +245,7 @@ def sha256_file(path: str | Path) -> str:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory → its newest complete training state; files are returned as given."""
-    from caingan.checkpoint import checkpoint_paths
+    from caingan.nn.checkpoint import checkpoint_paths
 
     p = Path(path).expanduser()
     if p.is_dir():
@@ -262,7 +262,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
     """A named model from a model file, a training state or a run directory."""
-    from caingan.checkpoint import MODEL_KIND, load_checkpoint, load_module_state, read_meta
+    from caingan.nn.checkpoint import MODEL_KIND, load_checkpoint, load_module_state, read_meta
 
     from . import state as st
     from .baselines import build_model
@@ -272,7 +272,7 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
     meta = read_meta(st_path)
     digest = sha256_file(st_path)
     if meta.get("kind") == MODEL_KIND:
-        from caingan.inference import Reenactor
+        from caingan.pipeline.inference import Reenactor
         r = Reenactor.from_checkpoint(st_path, device=device, precision="fp32")
         extra = meta.get("extra") or {}
         return Method(name, r, r.image_size, arch=str(extra.get("arch", "caingan")),
@@ -287,7 +287,7 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
     step = (meta.get("counters") or {}).get("step")
     note = ",".join(cfg.ablations)
     if cfg.arch == "caingan":
-        from caingan.inference import Reenactor
+        from caingan.pipeline.inference import Reenactor
         r = Reenactor(module, device=device, precision="fp32")
         return Method(name, r, cfg.model.image_size, arch="caingan", path=str(st_path),
                       sha256=digest, step=step, note=note)
@@ -323,7 +323,7 @@ class Scorer:
 
     def __init__(self, data: EvalSet, inception=None, descriptor=None, detector=None,
                  fid_method: str = "sqrtm", progress: bool = True):
-        from caingan import metrics
+        from train import metrics
 
         self.m = metrics
         self.data = data
@@ -338,7 +338,7 @@ class Scorer:
     @property
     def detector(self):
         if self._detector is None:
-            from caingan.landmarks import LandmarkDetector
+            from caingan.face.landmarks import LandmarkDetector
             self._detector = LandmarkDetector()
         return self._detector
 
@@ -452,7 +452,7 @@ def git_commit() -> str:
 
 
 def render_report(rows: Sequence[dict[str, Any]], methods: Sequence[Method], ctx: dict[str, Any]) -> str:
-    from caingan.metrics import SSIM_SETTINGS
+    from train.metrics import SSIM_SETTINGS
 
     n_targets = ctx["n_targets"]
     out = [
@@ -502,7 +502,7 @@ def render_report(rows: Sequence[dict[str, Any]], methods: Sequence[Method], ctx
         f"`{ctx['fid_method']}`. With fewer images than 2048 features FID is biased upwards; "
         "compare rows, not with the paper's numbers.",
         "- **Landmark error**: 68 points detected on the generated frame "
-        f"({ctx.get('detector', 'caingan.landmarks.LandmarkDetector')}) vs the target points, mean "
+        f"({ctx.get('detector', 'caingan.face.landmarks.LandmarkDetector')}) vs the target points, mean "
         "distance / outer-eye-corner distance (points 36–45), over frames where a face was found; "
         "**faces missed** counts the frames where none was, per method (never silently dropped).",
     ]
@@ -525,7 +525,7 @@ def render_report(rows: Sequence[dict[str, Any]], methods: Sequence[Method], ctx
 def figure_grid(data: EvalSet, k: int, generated: dict[str, np.ndarray], rows: Sequence[int],
                 max_sources: int = 3) -> np.ndarray:
     """One row per chosen target: its clip's sources | target landmarks | each method | truth."""
-    from caingan.landmark_image import draw_landmarks
+    from caingan.face.landmark_image import draw_landmarks
 
     s = data.image_size
     out = []
@@ -633,8 +633,8 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
     data = build_eval_set(clips, args.targets, max(ks), args.seed, image_size=sizes.pop(),
                           progress=progress)
     if scorer_factory is None:
-        from caingan import metrics
-        from caingan.landmarks import LandmarkDetector
+        from train import metrics
+        from caingan.face.landmarks import LandmarkDetector
         feat_dir = args.feature_cache or str(cache_dir() / "fid-features")
         scorer = Scorer(data,
                         inception=metrics.InceptionFeatures(device=str(_device(args.device)),
@@ -684,7 +684,7 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
         "n_targets": int(len(data.target_frames)), "targets_per_clip": args.targets,
         "image_size": data.image_size, "seed": args.seed, "skipped": data.skipped,
         "fid_method": args.fid_method, "detector_floor": floor,
-        "detector": f"caingan.landmarks.LandmarkDetector, backend {detector}" if detector else None,
+        "detector": f"caingan.face.landmarks.LandmarkDetector, backend {detector}" if detector else None,
         "not_applicable": not_applicable, "figures": figures,
         "json_name": out.with_suffix(".json").name, "elapsed_min": (time.time() - start) / 60,
     }

@@ -106,9 +106,9 @@ def _frames(reader, every: int, max_frames: int | None):
 def process_clip(clip: dict, size: int, every: int = 1, max_frames: int | None = None,
                  detector=None, redetect_every: int = 10) -> dict:
     """Track, crop and stack one clip: arrays + metadata (nothing written)."""
-    from caingan.crop import crop_matrix, warp_crop
-    from caingan.landmarks import LandmarkDetector
-    from caingan.video import VideoReader
+    from caingan.face.crop import crop_matrix, warp_crop
+    from caingan.face.landmarks import LandmarkDetector
+    from caingan.media.video import VideoReader
 
     detector = detector or LandmarkDetector("dlib")
     frames, points, index = [], [], []
@@ -174,7 +174,7 @@ _WORKER_DETECTOR = None
 def _worker_init():
     global _WORKER_DETECTOR
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from caingan.landmarks import LandmarkDetector
+    from caingan.face.landmarks import LandmarkDetector
     _WORKER_DETECTOR = LandmarkDetector("dlib")
 
 

@@ -2,7 +2,7 @@
 
 Everything that is a tensor (weights, Adam moments, torch RNG) goes to safetensors; the rest
 (step counters, param-group hyper-parameters, Python/NumPy RNG) to the JSON sidecar. Both files
-are written atomically by caingan.checkpoint, the JSON last, so a checkpoint without a readable
+are written atomically by caingan.nn.checkpoint, the JSON last, so a checkpoint without a readable
 sidecar is an interrupted one and is ignored when looking for the latest.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from caingan.checkpoint import load_checkpoint, save_checkpoint
+from caingan.nn.checkpoint import load_checkpoint, save_checkpoint
 from caingan.errors import CheckpointError
 
 KIND = "caingan-train-state"

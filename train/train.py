@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from caingan.checkpoint import save_model
+from caingan.nn.checkpoint import save_model
 from caingan.config import ModelConfig
 from caingan.device import pick_device
-from caingan.discriminator import MultiscaleDiscriminator
+from caingan.nn.discriminator import MultiscaleDiscriminator
 from caingan.errors import CainGANError
-from caingan.landmark_image import landmark_images
-from caingan.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
+from caingan.face.landmark_image import landmark_images
+from caingan.nn.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
 
 from . import state as st
 from .config import TrainConfig
@@ -53,7 +53,7 @@ class NonFiniteLoss(CainGANError):
 
 def build_generator(cfg: TrainConfig) -> torch.nn.Module:
     if cfg.arch == "caingan":
-        from caingan.model import CainGAN
+        from caingan.nn.model import CainGAN
         return CainGAN(cfg.model)
     from .baselines import build_model
     return build_model(cfg.arch, cfg.model, cfg.k)

@@ -26,9 +26,9 @@ STILLS = REPO.parent / "shared" / "data" / "stills"
 def tiny_weights(tmp_path_factory) -> Path:
     import torch
 
-    from caingan.checkpoint import save_model
+    from caingan.nn.checkpoint import save_model
     from caingan.config import ModelConfig
-    from caingan.model import CainGAN
+    from caingan.nn.model import CainGAN
 
     torch.manual_seed(0)
     cfg = ModelConfig.tiny()
@@ -38,7 +38,7 @@ def tiny_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def detector():
     """One detector for the session: loading its model is the slow part."""
-    from caingan.landmarks import LandmarkDetector
+    from caingan.face.landmarks import LandmarkDetector
     return LandmarkDetector()
 
 
@@ -55,7 +55,7 @@ def good_photo(photo_dir) -> Path:
         return stills[0]
     from skimage import data
 
-    from caingan.images import save_image
+    from caingan.media.images import save_image
     path = photo_dir / "astronaut.png"
     save_image(path, data.astronaut())
     return path
@@ -66,7 +66,7 @@ def second_photo(photo_dir, good_photo) -> Path:
     stills = sorted(STILLS.glob("*/*2.png")) if STILLS.is_dir() else []
     if stills:
         return stills[0]
-    from caingan.images import load_image, save_image
+    from caingan.media.images import load_image, save_image
     path = photo_dir / "flipped.png"
     save_image(path, load_image(good_photo)[:, ::-1].copy())
     return path
@@ -81,7 +81,7 @@ def corrupt_photo(photo_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def faceless_photo(photo_dir) -> Path:
-    from caingan.images import save_image
+    from caingan.media.images import save_image
     y, x = np.mgrid[0:200, 0:240]
     img = np.stack([x, y, (x + y) // 2], -1).astype(np.uint8)   # a smooth gradient: no face
     path = photo_dir / "gradient.png"

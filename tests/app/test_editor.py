@@ -12,8 +12,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QMessageBox
 
-from caingan import landmark_edit as le
-from caingan.inference import Reenactor
+from caingan.face import landmark_edit as le
+from caingan.pipeline.inference import Reenactor
 
 from .conftest import add_photo, mouse_drag, wait_model, wait_quiet
 
@@ -91,7 +91,7 @@ def test_several_sources_reorder_remove_and_responsibility_maps(
 
 def test_paste_image_from_clipboard(qtbot, make_window, good_photo):
     from app.convert import qimage_from_rgb
-    from caingan.images import load_image
+    from caingan.media.images import load_image
 
     w = make_window()
     wait_model(qtbot, w)
@@ -327,7 +327,7 @@ def test_worker_exception_is_shown_and_the_window_recovers(qtbot, make_window, g
 
 
 def test_paste_back_shows_the_whole_photo(qtbot, make_window, good_photo):
-    from caingan.images import load_image
+    from caingan.media.images import load_image
 
     w = make_window()
     wait_model(qtbot, w)
@@ -346,7 +346,7 @@ def test_paste_back_preview_of_a_big_photo_is_screen_sized_and_saved_full_size(
         qtbot, make_window, good_photo, tmp_path):
     import cv2
 
-    from caingan.images import load_image, save_image
+    from caingan.media.images import load_image, save_image
     photo = load_image(good_photo)
     big = cv2.resize(photo, (photo.shape[1] * 8, photo.shape[0] * 8), interpolation=cv2.INTER_CUBIC)
     path = save_image(tmp_path / "big.jpg", big)
@@ -366,7 +366,7 @@ def test_paste_back_preview_of_a_big_photo_is_screen_sized_and_saved_full_size(
 # ----------------------------------------------------------------------------- files
 
 def test_save_result_and_landmarks_then_open_them(qtbot, make_window, good_photo, tmp_path):
-    from caingan.images import load_image
+    from caingan.media.images import load_image
 
     w = make_window()
     wait_model(qtbot, w)

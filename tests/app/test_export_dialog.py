@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from PySide6.QtWidgets import QPushButton
 
-from caingan import landmark_edit as le
-from caingan.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY
+from caingan.face import landmark_edit as le
+from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY
 
 from .conftest import add_photo, wait_model
 

@@ -19,7 +19,7 @@ def mixed_clip(tmp_path_factory, shared_data, clip_rows) -> Path:
     """A short MP4 of real talking-head frames with a run of blank (faceless) frames inside."""
     import cv2
 
-    from caingan.video import VideoReader
+    from caingan.media.video import VideoReader
 
     row = next(r for r in clip_rows if r["split"] == "test")
     with VideoReader(shared_data / row["path"]) as reader:
@@ -151,7 +151,7 @@ def test_no_camera_is_a_message_not_a_crash(qtbot, tiny_weights, detector):
 def test_broken_video_and_missing_sources_are_shown_in_the_window(
         qtbot, tiny_weights, detector, tmp_path, good_photo):
     from app.reenact_view import ReenactSources, ReenactWindow
-    from caingan.landmark_edit import mean_face
+    from caingan.face.landmark_edit import mean_face
 
     s = 64
     sources = ReenactSources([np.full((s, s, 3), 120, np.uint8)], [mean_face(s)], mean_face(s))

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import CainGANError, NoFaceError
+from caingan.errors import CainGANError, NoFaceError
 
 PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
 DETECT_MAX_SIDE = 640      # detection runs on a downscale: HOG cost grows with the pixel count

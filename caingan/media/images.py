@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ExportError, ImageLoadError
+from caingan.errors import ExportError, ImageLoadError
 
 # Pillow refuses > ~179 MP as a "decompression bomb"; real photos stay far below this bound.
 MAX_PIXELS = 200_000_000

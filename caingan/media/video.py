@@ -12,7 +12,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .errors import CameraError, VideoLoadError
+from caingan.errors import CameraError, VideoLoadError
 
 
 def _rgb(bgr: np.ndarray) -> np.ndarray:

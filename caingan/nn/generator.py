@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3
-from .config import ModelConfig
-from .embedder import channel_fn
+from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3
+from caingan.config import ModelConfig
+from caingan.nn.embedder import channel_fn
 
 
 class Generator(nn.Module):

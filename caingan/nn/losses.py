@@ -1,7 +1,7 @@
 """Training objectives (paper eqs. 3–6): hinge adversarial, feature matching, perceptual.
 
 Discriminator outputs are `list over scales of list of features`, the last feature being the patch
-logits (caingan.discriminator).
+logits (caingan.nn.discriminator).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CainGANError
-from .vgg import VGGFeatures, frozen, load_vgg16_hed, load_vgg19_torchvision
+from caingan.errors import CainGANError
+from caingan.nn.vgg import VGGFeatures, frozen, load_vgg16_hed, load_vgg19_torchvision
 
 Outputs = Sequence[Sequence[torch.Tensor]]
 # relu1_1 … relu5_1, as in pix2pixHD / the paper: deeper layers weigh more.

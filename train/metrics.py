@@ -15,8 +15,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import CainGANError, NoFaceError
-from .landmarks import dlib_model_path
+from caingan.errors import CainGANError, NoFaceError
+from caingan.face.landmarks import dlib_model_path
 
 # --------------------------------------------------------------------------------------------
 # SSIM
@@ -64,7 +64,7 @@ def _box_from_points(points: np.ndarray, shape: tuple[int, ...]):
     """A dlib rectangle framed around 68 points as the project frames its shape-predictor runs."""
     import dlib
 
-    from .landmarks import box_from_points
+    from caingan.face.landmarks import box_from_points
 
     pts = np.asarray(points, dtype=np.float64)
     pts = pts[np.isfinite(pts).all(axis=1)]
@@ -206,7 +206,7 @@ class InceptionFeatures:
             import torch
 
             if self.path is None:
-                from .thirdparty import fid_inception_path
+                from caingan.thirdparty import fid_inception_path
                 self.path = fid_inception_path()
             try:
                 with warnings.catch_warnings():  # 2.13 deprecates jit.load; the file is TorchScript
@@ -348,11 +348,11 @@ def landmark_errors(images: Iterable[np.ndarray], targets: Sequence[np.ndarray],
     """Per-image landmark error (NaN where no face was detected) and the count of those misses.
 
     `detector` is anything with `.detect(image) -> object with .points` that raises
-    NoFaceError (caingan.landmarks.LandmarkDetector by default). Misses are returned, never
+    NoFaceError (caingan.face.landmarks.LandmarkDetector by default). Misses are returned, never
     dropped, so a method that produces unrecognisable faces cannot look better by it.
     """
     if detector is None:
-        from .landmarks import LandmarkDetector
+        from caingan.face.landmarks import LandmarkDetector
         detector = LandmarkDetector()
     errors, missed = [], 0
     for image, target in zip(images, targets):

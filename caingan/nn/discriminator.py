@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import sn
-from .config import ModelConfig
+from caingan.nn.blocks import sn
+from caingan.config import ModelConfig
 
 
 class PatchDiscriminator(nn.Module):

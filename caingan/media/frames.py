@@ -17,8 +17,8 @@ from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import CameraError
-from .video import Closable
+from caingan.errors import CameraError
+from caingan.media.video import Closable
 
 
 @dataclass
@@ -38,7 +38,7 @@ class FrameSource(Protocol):
 
 
 class VideoFileSource(Closable):
-    """Frames of a video file via caingan.video.VideoReader.
+    """Frames of a video file via caingan.media.video.VideoReader.
 
     paced=False: as fast as the consumer pulls. paced=True: frame i is released at start + i/fps;
     with drop_late=True (camera mode) frames whose successor is already due are skipped, so a slow
@@ -47,7 +47,7 @@ class VideoFileSource(Closable):
 
     def __init__(self, path, *, paced: bool = False, drop_late: bool | None = None,
                  loop: bool = False, clock=time.monotonic, sleep=time.sleep):
-        from .video import VideoReader  # lazily: video.py pulls in cv2
+        from caingan.media.video import VideoReader  # lazily: video.py pulls in cv2
 
         self.path = Path(path)
         self._reader_cls = VideoReader
@@ -107,8 +107,8 @@ class VideoFileSource(Closable):
 
 
 def list_cameras(*args, **kwargs):
-    """caingan.video.list_cameras, re-exported so callers need only this module."""
-    from .video import list_cameras as _list
+    """caingan.media.video.list_cameras, re-exported so callers need only this module."""
+    from caingan.media.video import list_cameras as _list
 
     return _list(*args, **kwargs)
 
@@ -147,7 +147,7 @@ class CameraSource(Closable):
 
     def _open(self, cv2):
         try:
-            from .video import open_camera
+            from caingan.media.video import open_camera
         except ImportError:
             open_camera = None
         if open_camera is not None:

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .errors import CheckpointError
+from caingan.config import ModelConfig
+from caingan.errors import CheckpointError
 
 FORMAT = "caingan-checkpoint"
 FORMAT_VERSION = 1
@@ -167,7 +167,7 @@ def save_model(path: str | Path, model: nn.Module, cfg: ModelConfig,
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """→ CainGAN in eval mode on `device`; its sidecar is kept as `model.checkpoint_meta`."""
-    from .model import CainGAN
+    from caingan.nn.model import CainGAN
 
     tensors, meta = load_checkpoint(path, kind=MODEL_KIND)
     st_path, json_path = checkpoint_paths(path)

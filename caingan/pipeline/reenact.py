@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .landmarks import FaceDetection, box_from_points
-from .retarget import RetargetResult, Retargeter
+from caingan.face.landmarks import FaceDetection, box_from_points
+from caingan.face.retarget import RetargetResult, Retargeter
 
 ROI_SCALE = 1.8        # verification window around the previous face, in face boxes
 ROI_SIDE = 200         # the window is resized to this side (face ≈ 110 px: HOG finds it at once)
@@ -60,7 +60,7 @@ class FaceTracker:
         return det
 
     def _detect(self, image) -> FaceDetection | None:
-        from .errors import NoFaceError
+        from caingan.errors import NoFaceError
 
         self.full_detections += 1
         try:
@@ -182,7 +182,7 @@ class ReenactPipeline:
         image = np.asarray(gen.image)
         pasted = None
         if self.paste_back is not None:
-            from .crop import paste_back
+            from caingan.face.crop import paste_back
 
             original, crop = self.paste_back
             pasted = paste_back(original, image, crop)
@@ -199,7 +199,7 @@ class TimedRecorder:
     A live loop delivers a face whenever the model finishes (8–30 per second); the file has a
     fixed `fps`, so each face fills the frame slots up to the next face's time (slow stretches
     repeat frames instead of playing too fast). Written under a temporary name and moved into
-    place by close() (caingan.export.Mp4Writer): an interrupted recording leaves no broken file.
+    place by close() (caingan.pipeline.export.Mp4Writer): an interrupted recording leaves no broken file.
     """
 
     def __init__(self, path, fps: float = 25.0):
@@ -213,7 +213,7 @@ class TimedRecorder:
         self.frames = 0
 
     def add(self, image: np.ndarray, timestamp: float) -> None:
-        from .export import Mp4Writer
+        from caingan.pipeline.export import Mp4Writer
 
         image = np.ascontiguousarray(image)
         if self._writer is None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .embedder import Embedder
-from .generator import Generator
-from .mixing import mix_embeddings
+from caingan.config import ModelConfig
+from caingan.nn.embedder import Embedder
+from caingan.nn.generator import Generator
+from caingan.nn.mixing import mix_embeddings
 
 
 class CainGAN(nn.Module):

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .blocks import remove_spectral_norms
-from .checkpoint import load_model
-from .config import ModelConfig
-from .device import device_name, pick_device
-from .errors import CainGANError
-from .landmark_image import landmark_images
-from .model import CainGAN
+from caingan.nn.blocks import remove_spectral_norms
+from caingan.nn.checkpoint import load_model
+from caingan.config import ModelConfig
+from caingan.device import device_name, pick_device
+from caingan.errors import CainGANError
+from caingan.face.landmark_image import landmark_images
+from caingan.nn.model import CainGAN
 
 PRECISIONS = ("auto", "fp32", "bf16")
 

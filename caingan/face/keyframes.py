@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import CainGANError
+from caingan.errors import CainGANError
 
 SEQUENCE_FORMAT = "caingan-landmark-sequence"
 KEYFRAMES_FORMAT = "caingan-keyframes"

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import CainGANError
+from caingan.errors import CainGANError
 
 # iBUG 300-W index groups. "right"/"left" are the subject's: the right eye is on the image's left.
 JAW = np.arange(0, 17)
@@ -480,7 +480,7 @@ def landmarks_to_json(points: np.ndarray, image_size: int, *,
                       base: np.ndarray | None = None, params: EditParams | None = None) -> dict:
     """A self-describing document: shown points in an image_size² crop, optionally the edit.
 
-    Same conventions as caingan.keyframes (square crop size as an int, NaN written as null), so
+    Same conventions as caingan.face.keyframes (square crop size as an int, NaN written as null), so
     a pose saved here can be pasted into a keyframe file.
     """
     p = _as_points(points)
@@ -584,14 +584,14 @@ def load_landmarks(path: str | Path) -> LandmarkFile:
 
 
 def load_pose_file(path: str | Path) -> LandmarkFile:
-    """One pose from a landmarks file, or the first pose of a caingan.keyframes sequence or
+    """One pose from a landmarks file, or the first pose of a caingan.face.keyframes sequence or
     keyframe file (so an exporter's file can be opened in the editor to tweak)."""
     path = Path(path)
     try:
         fmt = json.loads(path.read_text()).get("format")
     except Exception:   # noqa: BLE001 — load_landmarks reports it properly
         fmt = None
-    from . import keyframes as kf
+    from caingan.face import keyframes as kf
     if fmt == kf.KEYFRAMES_FORMAT:
         track = kf.load_keyframes(path)
         first = min(track.keyframes, key=lambda k: k.frame)

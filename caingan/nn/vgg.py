@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CainGANError
+from caingan.errors import CainGANError
 
 CONFIGS = {
     "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
@@ -135,7 +135,7 @@ def load_vgg16_hed(path: str | Path | None = None) -> VGGFeatures:
     import h5py
 
     if path is None:
-        from .thirdparty import hed_weights_path
+        from caingan.thirdparty import hed_weights_path
         path = hed_weights_path()
     path = Path(path)
     net = VGGFeatures("D", mean=HED_MEAN, std=HED_STD, ceil_mode=True, feature_scale=HED_FEATURE_SCALE)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ResBlock, ResBlockDown, conv3, inorm
-from .config import ModelConfig
+from caingan.nn.blocks import ResBlock, ResBlockDown, conv3, inorm
+from caingan.config import ModelConfig
 
 R_EPS = 1e-3  # keeps r_i strictly positive even where softplus underflows
 

@@ -8,7 +8,7 @@ missing, and a different job pointed at the same folder is refused instead of mi
 MP4 and GIF are assembled from the PNGs at the end, one frame at a time, so memory stays flat
 in the number of frames; PNGs not asked for are removed once those are complete.
 
-The command line (`caingan-export`, `python -m caingan.export`, see `build_parser`) and the app's
+The command line (`caingan-export`, `python -m caingan.pipeline.export`, see `build_parser`) and the app's
 export dialog build their inputs with `load_sources` and `video_driving` / `landmark_driving` /
 `keyframe_track_driving`; a driving video is decoded and tracked frame by frame while the
 exporter consumes the targets.
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from .errors import CainGANError, ExportError, NoFaceError
+from caingan.errors import CainGANError, ExportError, NoFaceError
 
 MANIFEST_NAME = "caingan-export.json"
 MANIFEST_FORMAT = "caingan-export"
@@ -313,7 +313,7 @@ def export_frames(reenactor, sources: tuple[Sequence[np.ndarray], np.ndarray],
     targets: iterable of (68,2) points (or RetargetResult; `.skipped` ones are counted as missed),
       consumed lazily — a generator over a long video is never held in memory.
     paste_back: None writes the generated crops; (original RGB, FaceCrop) pastes each crop back
-      into that photo (caingan.crop.paste_back); a callable(generated) -> RGB does anything else.
+      into that photo (caingan.face.crop.paste_back); a callable(generated) -> RGB does anything else.
     progress(done, total) after every batch (total None when unknown); cancel() -> True stops
       between batches, keeping every frame written (result.cancelled). Re-run to continue.
     job: extra description of the inputs (e.g. file hashes) folded into the manifest's job hash.
@@ -335,7 +335,7 @@ def export_frames(reenactor, sources: tuple[Sequence[np.ndarray], np.ndarray],
     if callable(paste_back):
         paste_fn = paste_back
     elif paste_back is not None:
-        from .crop import paste_back as _paste
+        from caingan.face.crop import paste_back as _paste
 
         paste_pair = paste_back
         original, crop = paste_back
@@ -543,8 +543,8 @@ class SourceSet:
 
 def load_sources(paths: Sequence, detector, image_size: int) -> SourceSet:
     """Load, detect and crop each photo; CainGANError names the photo that failed."""
-    from .crop import crop_face
-    from .images import load_image
+    from caingan.face.crop import crop_face
+    from caingan.media.images import load_image
 
     paths = [Path(p) for p in paths]
     if not 1 <= len(paths) <= MAX_SOURCES:
@@ -591,9 +591,9 @@ def video_driving(path, detector, target_points, *, neutral_frame: int = 0,
     The video is decoded frame by frame while the exporter consumes the targets. Frames without
     a face repeat the last good target (RetargetResult.skipped; counted as 'missed').
     """
-    from .reenact import FaceTracker
-    from .retarget import Retargeter
-    from .video import VideoReader
+    from caingan.pipeline.reenact import FaceTracker
+    from caingan.face.retarget import Retargeter
+    from caingan.media.video import VideoReader
 
     path = Path(path)
     probe = VideoReader(path)          # VideoLoadError for a missing or undecodable file
@@ -636,7 +636,7 @@ def video_driving(path, detector, target_points, *, neutral_frame: int = 0,
 
 
 def _read_json_doc(path: Path) -> dict:
-    from .keyframes import LandmarkFileError
+    from caingan.face.keyframes import LandmarkFileError
 
     try:
         with open(path, encoding="utf-8") as f:
@@ -655,15 +655,15 @@ def landmark_driving(path, image_size: int, *, max_frames: int | None = None,
     """Targets from a landmark file, scaled from its `image_size` to the model's crop size.
 
     Accepted (points are absolute target poses in an image_size² source crop):
-    * a landmark sequence (caingan.keyframes): ``{"format": "caingan-landmark-sequence",
+    * a landmark sequence (caingan.face.keyframes): ``{"format": "caingan-landmark-sequence",
       "image_size": S, "fps": 25, "frames": [[[x, y] × 68], ...]}``; the "format" key may be
       left out of a hand-written file that has "frames";
-    * a keyframe file (caingan.keyframes): interpolated to one pose per frame;
-    * the editor's single-pose file (caingan.landmark_edit.save_landmarks): one frame.
+    * a keyframe file (caingan.face.keyframes): interpolated to one pose per frame;
+    * the editor's single-pose file (caingan.face.landmark_edit.save_landmarks): one frame.
     A file without image_size is taken to be in the model's crop pixels already.
     """
-    from . import keyframes as kf
-    from .landmark_edit import load_pose_file
+    from caingan.face import keyframes as kf
+    from caingan.face.landmark_edit import load_pose_file
 
     path = Path(path)
     doc = _read_json_doc(path)
@@ -703,8 +703,8 @@ def landmark_driving(path, image_size: int, *, max_frames: int | None = None,
 
 
 def keyframe_track_driving(track, image_size: int, *, max_frames: int | None = None) -> Driving:
-    """Targets from an in-memory caingan.keyframes.KeyframeTrack (the editor's keyframes)."""
-    from .keyframes import scale_points
+    """Targets from an in-memory caingan.face.keyframes.KeyframeTrack (the editor's keyframes)."""
+    from caingan.face.keyframes import scale_points
 
     n = _limit(track.n_frames, max_frames)
     targets = (scale_points(p, track.image_size, image_size) for p in track.frames(n))
@@ -745,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     drv.add_argument("--landmarks", metavar="JSON",
                      help="landmark sequence (or single pose) to render, one frame per pose")
     drv.add_argument("--keyframes", metavar="JSON",
-                     help="keyframe file (caingan.keyframes), interpolated frame by frame")
+                     help="keyframe file (caingan.face.keyframes), interpolated frame by frame")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--formats", default="png,mp4",
                    help="comma-separated subset of png,mp4,gif (default: %(default)s)")
@@ -786,8 +786,8 @@ def _describe_outputs(res: ExportResult) -> str:
 
 
 def _run(args, cancel_flag: dict) -> int:
-    from .inference import Reenactor
-    from .landmarks import LandmarkDetector
+    from caingan.pipeline.inference import Reenactor
+    from caingan.face.landmarks import LandmarkDetector
 
     formats = _formats(args.formats)
     if args.batch < 1:
@@ -855,7 +855,7 @@ def _interrupted_message(out: Path, frames: int | None = None) -> None:
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """`caingan-export` / `python -m caingan.export`; returns the exit status."""
+    """`caingan-export` / `python -m caingan.pipeline.export`; returns the exit status."""
     import signal
     import threading
 
