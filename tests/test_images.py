@@ -136,6 +136,134 @@ def test_decode_image_from_bytes(stills):
     assert np.array_equal(a, load_image(stills[0]))
 
 
+# --- memory: a huge PNG must not cost tens of bytes per pixel -----------------------------------
+def _write_big_png(path, w, h, alpha=True, block=64):
+    """A w×h 8-bit RGB(A) PNG written band by band (never whole in memory): colour blocks
+    (R 0/200 by column block, G 0/150 by row block), B 90, a transparent left quarter."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    c = 4 if alpha else 3
+    x = np.arange(w)
+    comp = zlib.compressobj(1)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8,
+                                                                       6 if alpha else 2, 0, 0, 0)))
+        for y0 in range(0, h, 128):
+            n = min(128, h - y0)
+            rows = np.zeros((n, 1 + w * c), np.uint8)
+            px = rows[:, 1:].reshape(n, w, c)
+            px[..., 0] = (x // block % 2 * 200)[None]
+            px[..., 1] = (np.arange(y0, y0 + n) // block % 2 * 150)[:, None]
+            px[..., 2] = 90
+            if alpha:
+                px[..., 3] = np.where(x < w // 4, 0, 255)[None]
+            f.write(chunk(b"IDAT", comp.compress(rows.tobytes())))
+        f.write(chunk(b"IDAT", comp.flush()) + chunk(b"IEND", b""))
+    return path
+
+
+_PEAK_SCRIPT = r"""
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))   # a regression fails, not swaps
+import cv2, numpy   # loaded by every caller anyway: not the decoder's memory
+from caingan.media import images
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kw = json.loads(sys.argv[2])
+try:
+    a = images.load_image(sys.argv[1], **kw)
+    shape, corner = list(a.shape), a[:4, :4].reshape(-1, 3).mean(0).tolist()
+    block = a[a.shape[0] // 2 - 2:a.shape[0] // 2 + 2, -4:].reshape(-1, 3).mean(0).tolist()
+except Exception as e:
+    shape, corner, block = str(e), None, None
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"shape": shape, "delta": (peak - base) * 1024, "corner": corner,
+                  "block": block}))
+"""
+
+
+def _peak(path, **kw):
+    """Load in a fresh interpreter: (result shape or error, peak RSS growth in bytes, pixels)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), json.dumps(kw)],
+                       capture_output=True, text=True, cwd=repo, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_huge_png_shrinks_while_decoding_in_bounded_memory(tmp_path):
+    # 36 MP RGBA (2 MB on disk): decoding it whole took ~60 bytes per pixel (2.1 GB)
+    path = _write_big_png(tmp_path / "big.png", 6000, 6000, block=5)
+    out = _peak(path, max_side=600)
+    assert out["shape"] == [600, 600, 3], out
+    budget = 10 * 600 * 600 + path.stat().st_size + 40e6   # + one band of rows
+    assert out["delta"] <= budget, f"peak RSS grew {out['delta'] / 1e6:.0f} MB"
+    # transparent quarter on the left composited on white; 5-px blocks averaged, not aliased
+    assert out["corner"] == [255.0, 255.0, 255.0], out
+    assert all(abs(v - e) <= 2 for v, e in zip(out["block"], (100, 75, 90))), out
+
+
+def test_load_image_bounds_size_and_memory_by_default(tmp_path):
+    from caingan.media.images import DEFAULT_MAX_SIDE
+    side = DEFAULT_MAX_SIDE + 808           # 81 MP: 4.9 GB at 60 bytes per pixel
+    path = _write_big_png(tmp_path / "poster.png", side, side, alpha=True)
+    out = _peak(path)                       # what the exporter and the app call
+    assert out["shape"] == [DEFAULT_MAX_SIDE, DEFAULT_MAX_SIDE, 3], out
+    assert out["delta"] <= 10 * DEFAULT_MAX_SIDE ** 2 + path.stat().st_size, \
+        f"peak RSS grew {out['delta'] / 1e6:.0f} MB for a {DEFAULT_MAX_SIDE}² result"
+
+
+def test_streamed_png_matches_pillow(tmp_path, still_rgb):
+    """Big PNGs decode band by band; every filter type, palette and alpha must come out exact."""
+    import cv2
+    big = cv2.resize(still_rgb, (1203, 1101), interpolation=cv2.INTER_CUBIC)
+    alpha = np.tile(np.arange(1203, dtype=np.uint8)[None], (1101, 1))
+    for mode, arr in (("RGB", big), ("RGBA", np.dstack([big, alpha]))):
+        img = Image.fromarray(arr, mode)
+        for name, im in ((mode, img), (mode + "-P", img.convert("RGB").quantize(64))):
+            path = tmp_path / f"{name}.png"
+            im.save(path, compress_level=1)
+            ref = np.asarray(im.convert("RGBA"), np.uint16)
+            ref = ((ref[..., :3] * ref[..., 3:] + 255 * (255 - ref[..., 3:]) + 127) // 255)
+            got = load_image(path)
+            assert np.array_equal(got, ref.astype(np.uint8)), name
+            small = load_image(path, max_side=300)
+            want = cv2.resize(ref.astype(np.uint8), (300, 275), interpolation=cv2.INTER_AREA)
+            assert small.shape == (275, 300, 3)
+            assert np.abs(small.astype(int) - want).max() <= 1, name
+
+
+def test_streamed_png_honours_exif_orientation(tmp_path, still_rgb):
+    import cv2
+    big = cv2.resize(still_rgb, (1500, 1000))
+    big[:40, :40] = (255, 0, 0)
+    img = Image.fromarray(big)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.png"
+    img.save(path, exif=exif.tobytes())
+    a = load_image(path)
+    assert a.shape == (1500, 1000, 3)
+    assert a[5:30, -30:-5, 0].mean() > 200 and a[5:30, -30:-5, 2].mean() < 60
+
+
+def test_truncated_big_png_is_rejected(tmp_path):
+    path = _write_big_png(tmp_path / "whole.png", 1500, 1500)
+    data = path.read_bytes()
+    cut = tmp_path / "cut-big.png"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    _expect_error(cut, "truncated")
+
+
 # --- failures: always ImageLoadError, always naming the file ------------------------------------
 def _expect_error(path, *words):
     with pytest.raises(ImageLoadError) as ei:
