@@ -212,6 +212,7 @@ def test_huge_png_shrinks_while_decoding_in_bounded_memory(tmp_path):
     assert all(abs(v - e) <= 2 for v, e in zip(out["block"], (100, 75, 90))), out
 
 
+@pytest.mark.slow   # writes and decodes an 81 MP PNG: ~10-20 s
 def test_load_image_bounds_size_and_memory_by_default(tmp_path):
     from caingan.media.images import DEFAULT_MAX_SIDE
     side = DEFAULT_MAX_SIDE + 808           # 81 MP: 4.9 GB at 60 bytes per pixel
