@@ -1,99 +1,18 @@
-"""Keyframe interpolation, landmark files, and the resumable batch exporter."""
+"""The resumable batch exporter on a tiny random CainGAN (keyframes: test_keyframes.py,
+landmark files: test_landmark_file.py)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
 
-from caingan.face.keyframes import (Keyframe, KeyframeTrack, LandmarkFileError, interpolate,
-                               keyframes_from_durations, load_keyframes, load_sequence,
-                               save_keyframes, save_sequence, scale_points)
-
-
-def _pose(v: float) -> np.ndarray:
-    return np.full((68, 2), v, np.float32)
-
-
-# -- keyframes ----------------------------------------------------------------------------------
-
-def test_linear_and_smoothstep_interpolation():
-    keys = [Keyframe(0, _pose(0)), Keyframe(10, _pose(100)), Keyframe(15, _pose(50))]
-    lin = np.stack(list(interpolate(keys, "linear")))
-    assert lin.shape == (16, 68, 2)
-    np.testing.assert_allclose(lin[:, 0, 0], [*np.arange(0, 101, 10), 90, 80, 70, 60, 50])
-    sm = np.stack(list(interpolate(keys, "smoothstep")))
-    np.testing.assert_allclose(sm[[0, 5, 10, 15], 0, 0], [0, 50, 100, 50])
-    # smoothstep eases in: slower than linear at the start of a segment, same at the midpoint.
-    assert sm[1, 0, 0] < lin[1, 0, 0] and sm[9, 0, 0] > lin[9, 0, 0]
-    steps = np.diff(sm[:11, 0, 0])
-    assert steps[0] < steps[4] and steps[-1] < steps[5]
-
-
-def test_interpolation_holds_outside_and_extends():
-    keys = [Keyframe(3, _pose(10)), Keyframe(5, _pose(30))]
-    out = np.stack(list(interpolate(keys, "linear", n_frames=8)))[:, 0, 0]
-    np.testing.assert_allclose(out, [10, 10, 10, 10, 20, 30, 30, 30])
-    with pytest.raises(ValueError):
-        list(interpolate(keys, "cubic"))
-    with pytest.raises(ValueError):
-        list(interpolate([Keyframe(1, _pose(0)), Keyframe(1, _pose(1))]))
-
-
-def test_keyframes_from_durations():
-    keys = keyframes_from_durations([_pose(0), _pose(1), _pose(2)], [4, 6])
-    assert [k.frame for k in keys] == [0, 4, 10]
-    with pytest.raises(ValueError):
-        keyframes_from_durations([_pose(0), _pose(1)], [0])
-
-
-def test_keyframe_and_sequence_files_round_trip(tmp_path):
-    a, b = _pose(5), _pose(9)
-    a[60] = np.nan  # a hidden landmark survives as null
-    track = KeyframeTrack([Keyframe(7, b), Keyframe(0, a)], "linear", image_size=128, fps=24)
-    save_keyframes(tmp_path / "k.json", track)
-    doc = json.loads((tmp_path / "k.json").read_text())
-    assert doc["format"] == "caingan-keyframes" and doc["keyframes"][0]["points"][60] == [None, None]
-    back = load_keyframes(tmp_path / "k.json")
-    assert [k.frame for k in back.keyframes] == [0, 7] and back.n_frames == 8
-    assert back.interpolation == "linear" and back.image_size == 128 and back.fps == 24
-    np.testing.assert_array_equal(back.keyframes[0].points, a)
-
-    def gen():  # streamed, not a list
-        for p in back.frames():
-            yield p
-
-    assert save_sequence(tmp_path / "s.json", gen(), image_size=128, fps=24) == 8
-    seq = load_sequence(tmp_path / "s.json")
-    assert len(seq) == 8 and seq.fps == 24
-    np.testing.assert_allclose(seq.frames[4, 0], (a[0] * 3 + b[0] * 4) / 7, atol=1e-3)
-    np.testing.assert_allclose(scale_points(seq.frames[0], 128, 64), seq.frames[0] / 2)
-
-
-def test_landmark_file_errors(tmp_path):
-    with pytest.raises(LandmarkFileError, match="no such file"):
-        load_sequence(tmp_path / "missing.json")
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(LandmarkFileError, match="not a readable JSON"):
-        load_keyframes(tmp_path / "bad.json")
-    save_keyframes(tmp_path / "k.json", KeyframeTrack([Keyframe(0, _pose(1))]))
-    with pytest.raises(LandmarkFileError, match="expected format"):
-        load_sequence(tmp_path / "k.json")
-    (tmp_path / "short.json").write_text(json.dumps(
-        {"format": "caingan-landmark-sequence", "version": 1, "frames": [[[1, 2]] * 5]}))
-    with pytest.raises(LandmarkFileError, match="68"):
-        load_sequence(tmp_path / "short.json")
-
-
-# -- exporter with a tiny random CainGAN --------------------------------------------------------
-
-import errno  # noqa: E402
-import os  # noqa: E402
-
-import caingan.pipeline.export as export_mod  # noqa: E402
-from caingan.errors import ExportError  # noqa: E402
-from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, export_frames, frame_valid, target_hash  # noqa: E402
+import caingan.pipeline.export_store as store_mod
+from caingan.errors import ExportError
+from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, export_frames, frame_valid, target_hash
 
 S = 64
 
@@ -267,21 +186,21 @@ def test_unwritable_folder_is_export_error(tiny_weights, tmp_path):
 
 
 def test_disk_full_keeps_done_frames(tiny_weights, tmp_path, monkeypatch):
-    real = export_mod.write_frame_png
+    real = store_mod.write_frame_png
     calls = {"n": 0}
 
     def filling_disk(path, image, thash):
         calls["n"] += 1
         if calls["n"] > 5:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, image, thash)
+        return real(path, image, thash)
 
-    monkeypatch.setattr(export_mod, "write_frame_png", filling_disk)
+    monkeypatch.setattr(store_mod, "write_frame_png", filling_disk)
     out = tmp_path / "o"
     with pytest.raises(ExportError, match="disk is full.*5 frames"):
         export_frames(Counting(tiny_weights), _sources(), _targets(8), out, batch_size=4)
     assert _frames(out) == [FRAME_NAME.format(i) for i in range(5)]
-    monkeypatch.setattr(export_mod, "write_frame_png", real)
+    monkeypatch.setattr(store_mod, "write_frame_png", real)
     r = Counting(tiny_weights)
     res = export_frames(r, _sources(), _targets(8), out, batch_size=4)
     assert res.frames == 8 and r.frames == 3

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY, cli_main
+from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY
+from caingan.pipeline.export_cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 S = 64
@@ -104,7 +105,7 @@ def test_ctrl_c_keeps_frames_and_rerun_resumes(weights, clip, photo, tmp_path, c
     argv = ["--weights", weights, "--source", photo, "--driving", clip, "--max-frames", 200,
             "--batch", 2, "--formats", "png", "--out", out]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "caingan.pipeline.export", *map(str, argv)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "caingan.pipeline.export_cli", *map(str, argv)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -134,8 +135,10 @@ def test_ctrl_c_keeps_frames_and_rerun_resumes(weights, clip, photo, tmp_path, c
 
 
 def test_landmark_sequence_single_pose_and_keyframes(weights, photo, tmp_path, capsys):
-    from caingan.face.keyframes import Keyframe, KeyframeTrack, save_keyframes, save_sequence
-    from caingan.face.landmark_edit import mean_face, save_landmarks
+    from caingan.face.keyframes import Keyframe, KeyframeTrack
+    from caingan.face.landmark_edit import mean_face
+    from caingan.face.landmark_file import (rescale_points, save_keyframes, save_landmarks,
+                                            save_sequence)
 
     base = mean_face(128.0)
     seq = tmp_path / "seq.json"
@@ -144,10 +147,10 @@ def test_landmark_sequence_single_pose_and_keyframes(weights, photo, tmp_path, c
                                 "--landmarks", seq, "--formats", "png,mp4", "--out", tmp_path / "a")
     assert code == 0, stderr
     assert len(_frames(tmp_path / "a")) == 5 and (tmp_path / "a" / "video.mp4").is_file()
-    # The file's 128² points are scaled to the 64² model: frame 2 is mean_face/2 + 1.
+    # The file's 128² points are scaled to the 64² model, pixel centres onto pixel centres.
     want = {Image.open(tmp_path / "a" / FRAME_NAME.format(i)).info[TARGET_KEY] for i in range(5)}
     from caingan.pipeline.export import target_hash
-    assert want == {target_hash((base + np.float32(i)) * 0.5) for i in range(5)}
+    assert want == {target_hash(rescale_points(base + np.float32(i), 128, 64)) for i in range(5)}
 
     # A hand-written sequence without "format" and the editor's single-pose file.
     plain = tmp_path / "plain.json"

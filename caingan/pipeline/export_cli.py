@@ -1,0 +1,241 @@
+"""`caingan-export`: render a driving video, landmark sequence or keyframes to PNG/MP4/GIF.
+
+    caingan-export --source me.jpg --driving talk.mp4 --out out/ --formats png,mp4,gif
+
+Resumable: re-running the same command continues an interrupted export and regenerates only
+missing or damaged frames (caingan.pipeline.export). Exit status 0 done, 2 error (one line on
+stderr, no traceback), 130 interrupted (the frames so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from caingan.errors import CainGANError
+from caingan.face.landmarks import LandmarkDetector
+from caingan.media.writers import MAX_FPS, check_fps
+from caingan.pipeline.export import (FORMATS, FRAME_NAME, ExportOptions, ExportResult,
+                                     run_export)
+from caingan.pipeline.export_inputs import DrivingSpec, load_sources
+from caingan.pipeline.export_store import count_frames
+from caingan.pipeline.inference import Reenactor
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "caingan-small.safetensors"
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fps(text: str) -> float:
+    try:
+        return check_fps(float(text), "--fps")
+    except (ValueError, CainGANError) as e:
+        raise argparse.ArgumentTypeError(
+            str(e) if isinstance(e, CainGANError) else f"not a number: {text!r}") from None
+
+
+def _face(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a face number 1 or more (1 is the largest face), "
+                                         f"got {text!r}")
+    return n
+
+
+def _gif_scale(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = float("nan")
+    if not 0.05 <= s <= 1:
+        raise argparse.ArgumentTypeError(f"a factor from 0.05 to 1, got {text!r}")
+    return s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="caingan-export",
+        description="Render many target poses of the source face(s) to a PNG sequence, MP4 "
+                    "and/or GIF. Resumable: re-running the same command continues an "
+                    "interrupted export and regenerates only missing or damaged frames.",
+        epilog="Landmark files: a caingan-landmark-sequence ({\"format\": "
+               "\"caingan-landmark-sequence\", \"image_size\": S, \"fps\": 25, \"frames\": "
+               "[[[x, y] x 68], ...]}, points in an S x S source crop), the editor's saved pose "
+               "(one frame) or a caingan-keyframes file. Exit status: 0 done, 2 error, "
+               "130 interrupted (frames so far are kept).")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS),
+                   help="model checkpoint (default: the bundled %(default)s)")
+    p.add_argument("--source", action="append", required=True, metavar="PHOTO",
+                   help="source photo (repeat for 1-16 photos of one person; the first is the "
+                        "target person for driving videos and --paste-back)")
+    p.add_argument("--face", action="append", type=_face, metavar="N",
+                   help="which face of a source photo with several: 1 the largest (default), "
+                        "2 the second largest, ...; once for every photo or once per --source")
+    drv = p.add_mutually_exclusive_group(required=True)
+    drv.add_argument("--driving", metavar="VIDEO",
+                     help="driving video: its facial motion is transferred to the source")
+    drv.add_argument("--landmarks", metavar="JSON",
+                     help="landmark sequence (or single pose) to render, one frame per pose")
+    drv.add_argument("--keyframes", metavar="JSON",
+                     help="keyframe file (caingan.face.keyframes), interpolated frame by frame")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--formats", default="png,mp4",
+                   help="comma-separated subset of png,mp4,gif (default: %(default)s)")
+    p.add_argument("--fps", type=_fps, default=None,
+                   help=f"frame rate of the MP4/GIF, above 0 and at most {MAX_FPS:g} "
+                        f"(default: the input's, else 25)")
+    p.add_argument("--gif-scale", type=_gif_scale, default=1.0, metavar="F",
+                   help="size of the GIF relative to the frames, e.g. 0.5 (default: 1)")
+    p.add_argument("--paste-back", action="store_true",
+                   help="paste each generated face back into the first source photo")
+    p.add_argument("--neutral-frame", type=int, default=0, metavar="N",
+                   help="driving video frame whose pose counts as neutral (default: 0, the "
+                        "first frame with a face)")
+    p.add_argument("--batch", type=int, default=8, help="frames per model call (default: 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--detector", default="dlib", choices=["dlib", "fa", "auto"],
+                   help="landmark detector backend (default: %(default)s)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="export at most N frames")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an export of different inputs found in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _formats(text: str) -> list[str]:
+    got = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    bad = [f for f in got if f not in FORMATS]
+    if bad or not got:
+        raise CainGANError(f"--formats: unknown {', '.join(bad) or '(empty)'}; "
+                           f"use a comma-separated subset of {','.join(FORMATS)}")
+    return got
+
+
+def _describe_outputs(res: ExportResult) -> str:
+    parts = []
+    if "png" in res.outputs and res.frames:
+        parts.append(f"{FRAME_NAME.format(0)} … {FRAME_NAME.format(res.frames - 1)}")
+    parts += [p.name for k, p in res.outputs.items() if k != "png"]
+    return ", ".join(parts) or "nothing"
+
+
+class _Bars:
+    """tqdm bars on stderr: frames rendered, then frames encoded. Made at the first report, so
+    an error before any progress prints no empty bar."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bars: dict[str, tqdm] = {}
+
+    def _bar(self, key: str, desc: str, total, unit: str = "frame") -> tqdm:
+        if key not in self.bars:
+            self.bars[key] = tqdm(total=total, unit=unit, desc=desc, disable=self.quiet,
+                                  file=sys.stderr, dynamic_ncols=True)
+        return self.bars[key]
+
+    def render(self, done: int, total: int | None) -> None:
+        bar = self._bar("render", "caingan-export", total)
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    def encode(self, what: str, done: int, total: int) -> None:
+        if "render" in self.bars:
+            self.bars["render"].close()
+        bar = self._bar("encode", f"encoding {what}", total)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _run(args, cancel_flag: dict) -> int:
+    formats = _formats(args.formats)
+    if args.batch < 1:
+        raise CainGANError(f"--batch must be >= 1, got {args.batch}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CainGANError(f"--max-frames must be >= 1, got {args.max_frames}")
+    for s in args.source:
+        if not Path(s).is_file():
+            raise CainGANError(f"source photo {s}: file not found")
+    reenactor = Reenactor.from_checkpoint(args.weights, device=args.device)
+    detector = LandmarkDetector(args.detector)
+    sources = load_sources(args.source, detector, reenactor.image_size, face=args.face or 1)
+    if args.driving:
+        spec = DrivingSpec("video", args.driving, args.max_frames, args.neutral_frame)
+    elif args.landmarks:
+        spec = DrivingSpec("landmarks", args.landmarks, args.max_frames)
+    else:
+        spec = DrivingSpec("keyframes", args.keyframes, args.max_frames)
+    out = Path(args.out)
+    options = ExportOptions(out, formats, fps=args.fps, batch_size=args.batch,
+                            paste_back=args.paste_back, gif_scale=args.gif_scale,
+                            overwrite=args.overwrite)
+    bars = _Bars(args.quiet)
+    try:
+        res = run_export(reenactor, sources, spec, options, detector=detector,
+                         progress=bars.render, encoding=bars.encode,
+                         cancel=lambda: cancel_flag["stop"])
+    finally:
+        bars.close()
+    if res.cancelled:
+        _interrupted_message(out, res.frames)
+        return EXIT_INTERRUPTED
+    missed = f"; no face in {res.missed} driving frames (last pose held)" if res.missed else ""
+    print(f"caingan-export: {res.frames} frames from {res.description} in {out} "
+          f"({res.generated} generated, {res.reused} reused from an earlier run{missed}); "
+          f"wrote {_describe_outputs(res)}", flush=True)
+    return 0
+
+
+def _interrupted_message(out: Path, frames: int | None = None) -> None:
+    if frames is None:
+        frames = count_frames(out) if out.is_dir() else 0
+    print(f"\ncaingan-export: interrupted; the {frames} frames written so far are kept in {out}. "
+          f"Run the same command again to resume.", file=sys.stderr, flush=True)
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """`caingan-export` / `python -m caingan.pipeline.export_cli`; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:          # argparse: --help (0) or a bad argument (2, message shown)
+        return int(e.code or 0)
+    cancel_flag = {"stop": False}
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigint(signum, frame):
+            if cancel_flag["stop"]:          # a second Ctrl+C: stop right now
+                raise KeyboardInterrupt
+            cancel_flag["stop"] = True       # first: finish the batch being written, then stop
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return _run(args, cancel_flag)
+    except CainGANError as e:
+        print(f"caingan-export: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _interrupted_message(Path(args.out))
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
