@@ -21,6 +21,7 @@ import numpy as np
 
 from caingan.face.landmarks import FaceDetection, box_from_points
 from caingan.face.retarget import RetargetResult, Retargeter
+from caingan.media.writers import Mp4Writer
 
 ROI_SCALE = 1.8        # verification window around the previous face, in face boxes
 ROI_SIDE = 200         # the window is resized to this side (face ≈ 110 px: HOG finds it at once)
@@ -199,7 +200,7 @@ class TimedRecorder:
     A live loop delivers a face whenever the model finishes (8–30 per second); the file has a
     fixed `fps`, so each face fills the frame slots up to the next face's time (slow stretches
     repeat frames instead of playing too fast). Written under a temporary name and moved into
-    place by close() (caingan.pipeline.export.Mp4Writer): an interrupted recording leaves no broken file.
+    place by close() (caingan.media.writers.Mp4Writer): an interrupted recording leaves no broken file.
     """
 
     def __init__(self, path, fps: float = 25.0):
@@ -213,8 +214,6 @@ class TimedRecorder:
         self.frames = 0
 
     def add(self, image: np.ndarray, timestamp: float) -> None:
-        from caingan.pipeline.export import Mp4Writer
-
         image = np.ascontiguousarray(image)
         if self._writer is None:
             self._writer = Mp4Writer(self.path, self.fps, (image.shape[1], image.shape[0]))
