@@ -78,6 +78,63 @@ def test_pipeline_steps_skips_and_counts(frames, detector, reenactor):
     assert later.neutral_frame == 8
 
 
+ISSUE_PHOTO = "clips/liveportrait/assets/examples/source/s18.mp4"         # a 3/4 colour portrait
+ISSUE_DRIVER = "clips/vexpress/test_samples/short_case/AOC/gt.mp4"        # frame 0: turned, mouth open
+
+
+def _layout(points) -> tuple[float, float]:
+    """(where the nose tip sits across the face outline at its height: 0 the left edge, 1 the
+    right; the smallest inner-lip gap in IOD units, < 0 = lips through each other)."""
+    from caingan.face.landmark_edit import face_frame
+
+    frame = face_frame(points)
+    p = frame.to_local(np.asarray(points, np.float64))
+    nose = (p[30, 0] - p[2, 0]) / (p[14, 0] - p[2, 0])
+    gap = min(p[low, 1] - p[up, 1] for up, low in ((61, 67), (62, 66), (63, 65))) / frame.scale
+    return float(nose), float(gap)
+
+
+def test_a_driver_starting_turned_with_open_mouth_does_not_squash_the_face(shared_data, detector):
+    """Issue: Start with a 3/4 photo and AOC/gt.mp4 drew the eyes, nose and mouth squashed onto
+    one side of the outline with crossed lips, until "Set neutral". Its first frame is turned
+    ~20° from the rest of the clip with the mouth wide open; every later frame carried that
+    difference. The motion must start at once and settle on a neutral that looks like the photo."""
+    import torch
+
+    from caingan.config import ModelConfig
+    from caingan.face.crop import crop_face
+    from caingan.media.video import VideoReader
+    from caingan.nn.model import CainGAN
+    from caingan.pipeline.inference import Reenactor
+
+    with VideoReader(shared_data / ISSUE_PHOTO) as reader:
+        photo = next(iter(reader))
+    crop = crop_face(photo, detector.detect(photo).points, S)
+    torch.manual_seed(0)
+    model = Reenactor(CainGAN(ModelConfig.tiny(S)), "cpu")
+    model.set_sources([crop.image], [crop.points])
+    with VideoReader(shared_data / ISSUE_DRIVER) as reader:
+        fps = reader.fps
+        frames = [f for _, f in zip(range(int(3 * fps)), reader)]
+    pipe = ReenactPipeline(model, detector, Retargeter(crop.points, fps=fps))
+    results = [pipe.step(f, i / fps) for i, f in enumerate(frames)]
+    assert all(r is not None and not r.skipped for r in results)
+    assert results[0].neutral_frame == 0          # starts on the first frame, no button needed
+    np.testing.assert_allclose(results[0].target, crop.points, atol=1e-3)
+
+    nose0, gap0 = _layout(crop.points)
+    layouts = np.array([_layout(r.target) for r in results])
+    assert layouts[:, 1].min() > min(gap0, 0.0) - 0.02, "lips drawn through each other"
+    settled = layouts[int(2 * fps):, 0]           # after the first two seconds
+    # Before the fix the nose sat at 0.86–0.95 of the outline (the photo: 0.73) throughout.
+    assert np.median(np.abs(settled - nose0)) < 0.08, (nose0, np.round(settled, 2))
+
+    pipe.mark_neutral()                           # "Set neutral" still re-centres
+    again = pipe.step(frames[-1], len(frames) / fps)
+    assert again.neutral_frame == len(frames)
+    np.testing.assert_allclose(again.target, crop.points, atol=1e-3)
+
+
 def test_timed_recorder_plays_back_in_real_time(tmp_path):
     import cv2
 
