@@ -3,11 +3,19 @@
 What is shown and rendered is ``apply_sliders(base, params)`` (see caingan.face.landmark_edit): drags
 edit the base, sliders stay absolute on top of it. Every user action is one undo step: a whole
 drag, a whole slider press-to-release, consecutive keyboard steps on one slider, a reset.
+
+Slider values are kept finite and inside ``SLIDER_RANGES``, so the sliders can always show exactly
+what the document holds: `set_params` ignores a NaN/infinite value (and re-announces the current
+params so a view that showed it snaps back) and clamps an out-of-range one.
+
+The document is a QObject with an undo stack but no widgets: it works without a QApplication.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from dataclasses import replace as dc_replace
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -29,6 +37,22 @@ class EditState:
 
     def same_as(self, other: "EditState") -> bool:
         return self.params == other.params and np.array_equal(self.base, other.base, equal_nan=True)
+
+
+def finite_params(params: le.EditParams) -> bool:
+    return all(math.isfinite(getattr(params, f.name)) for f in fields(params))
+
+
+def clamp_params(params: le.EditParams) -> le.EditParams:
+    """Each value inside its slider range (values must be finite)."""
+    return dc_replace(params, **{name: min(max(getattr(params, name), lo), hi)
+                                 for name, (lo, hi) in le.SLIDER_RANGES.items()})
+
+
+def _checked(params: le.EditParams | None) -> le.EditParams | None:
+    if params is not None and not finite_params(params):
+        raise ValueError(f"slider values must be finite, got {params}")
+    return None if params is None else clamp_params(params)
 
 
 class _SetState(QUndoCommand):
@@ -95,7 +119,7 @@ class EditDocument(QObject):
         self.undo_stack.clear()
         self._drag = self._slider_start = None
         self._state = None
-        self._set_state(EditState.of(points, params))
+        self._set_state(EditState.of(points, _checked(params)))
         self.undo_stack.setClean()
 
     def clear(self) -> None:
@@ -106,7 +130,10 @@ class EditDocument(QObject):
 
     def replace(self, state: EditState, text: str) -> None:
         """One undoable step to an arbitrary state (reset, symmetrize, opened file…)."""
-        if self._state is None or state.same_as(self._state):
+        if self._state is None:
+            return
+        state = EditState.of(state.base, _checked(state.params))
+        if state.same_as(self._state):
             return
         self.undo_stack.push(_SetState(self, self._state, state, text))
 
@@ -159,8 +186,15 @@ class EditDocument(QObject):
 
     def set_params(self, params: le.EditParams, merge_key: int | None = None) -> None:
         """Slider moved. Inside begin/end_slider it only previews; outside it is one step
-        (consecutive keyboard steps on the same slider merge into one)."""
-        if self._state is None or params == self._state.params:
+        (consecutive keyboard steps on the same slider merge into one). A non-finite value is
+        ignored (paramsReplaced re-announces the current params); out-of-range ones are clamped."""
+        if self._state is None:
+            return
+        if not finite_params(params):
+            self.paramsReplaced.emit()
+            return
+        params = clamp_params(params)
+        if params == self._state.params:
             return
         new = EditState.of(self._state.base, params)
         if self._slider_start is not None:

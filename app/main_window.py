@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QLabel, QMainWindow,
                                QMessageBox, QSplitter, QVBoxLayout, QWidget)
 
 from caingan.face import landmark_edit as le
+from caingan.face import landmark_file as lmf
 from caingan.errors import CainGANError
 
 from .convert import rgb_from_qimage
@@ -479,8 +480,8 @@ class MainWindow(QMainWindow):
         if path.suffix.lower() != ".json":
             path = path.with_suffix(".json")
         try:
-            le.save_landmarks(path, self.doc.shown_points(), self.image_size, base=st.base,
-                              params=st.params)
+            lmf.save_landmarks(path, self.doc.shown_points(), self.image_size, base=st.base,
+                               params=st.params)
         except CainGANError as e:
             self.notifier.error(str(e))
             return False
@@ -500,7 +501,7 @@ class MainWindow(QMainWindow):
             self.notifier.warning("Add a source photo before opening landmarks.")
             return False
         try:
-            lf = le.load_pose_file(path)
+            lf = lmf.load_pose_file(path)
         except CainGANError as e:
             self.notifier.error(str(e))
             return False

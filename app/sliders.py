@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QPushButton, QSlider, QWidget
 
@@ -72,8 +74,12 @@ class SlidersPanel(QWidget):
 
     @staticmethod
     def to_tick(name: str, value: float) -> int:
+        """The nearest tick, clamped to the slider; ValueError for NaN/infinity."""
+        if not math.isfinite(value):
+            raise ValueError(f"slider {name!r}: value must be finite, got {value}")
         lo, hi = SLIDER_RANGES[name]
-        return int(round(value / (hi if value >= 0 else -lo) * STEPS)) if value else 0
+        tick = int(round(value / (hi if value >= 0 else -lo) * STEPS)) if value else 0
+        return min(max(tick, -STEPS), STEPS)
 
     def params(self) -> EditParams:
         return EditParams(**{n: self.to_value(n, s.value()) for n, s in self.sliders.items()})
@@ -89,8 +95,10 @@ class SlidersPanel(QWidget):
             self._syncing = False
 
     def set_value(self, name: str, value: float) -> None:
-        """Programmatic move, as if the user had used the keyboard (tests, benchmarks)."""
-        self.sliders[name].setValue(self.to_tick(name, value))
+        """Programmatic move, as if the user had used the keyboard (tests, benchmarks); a NaN or
+        infinite value is ignored, as a key press could not produce it."""
+        if math.isfinite(value):
+            self.sliders[name].setValue(self.to_tick(name, value))
 
     def _show_value(self, name: str) -> None:
         v = self.to_value(name, self.sliders[name].value())

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import re
-
 import numpy as np
 import pytest
 
 from caingan.face import landmark_edit as le
-from caingan.errors import CainGANError
 
 FACE = le.mean_face(128)
 IOD = le.face_frame(FACE).scale
@@ -191,42 +187,10 @@ def test_drag_puts_grabbed_point_under_cursor_with_sliders_on(symmetric):
     np.testing.assert_allclose(base[30], FACE[30] + (3, 4), atol=1e-5)
 
 
-def test_landmarks_json_roundtrip_and_validation(tmp_path):
-    path = tmp_path / "lm.json"
-    p = FACE.copy()
-    p[3] = np.nan
-    params = le.EditParams(smile=0.5, yaw=-10)
-    le.save_landmarks(path, p, 128, base=FACE, params=params)
-    got = le.load_landmarks(path)
-    np.testing.assert_allclose(got.points, p, atol=1e-3)
-    assert got.image_size == 128 and got.params == params
-    np.testing.assert_allclose(got.scaled_to(256).points[10], p[10] * 2, atol=1e-3)
-
-    doc = json.loads(path.read_text())
-    bad = {
-        "not valid JSON": "{",
-        "68 [x, y] pairs": json.dumps({**doc, "points": doc["points"][:10]}),
-        "image_size": json.dumps({**doc, "image_size": [128, 64]}),
-        "non-number": json.dumps({**doc, "points": [["a", 1]] + doc["points"][1:]}),
-        "newer": json.dumps({**doc, "version": 99}),
-        "not a landmarks file": json.dumps({**doc, "format": "something-else"}),
-    }
-    for expect, text in bad.items():
-        path.write_text(text)
-        with pytest.raises(CainGANError, match=re.escape(expect)) as info:
-            le.load_landmarks(path)
-        assert str(path) in str(info.value)
-
-
-def test_pose_file_reads_keyframe_and_sequence_files(tmp_path):
-    from caingan.face import keyframes as kf
-    kpath, spath = tmp_path / "k.json", tmp_path / "s.json"
-    kf.save_keyframes(kpath, kf.KeyframeTrack([kf.Keyframe(5, FACE + 1), kf.Keyframe(0, FACE)],
-                                              image_size=128))
-    kf.save_sequence(spath, [FACE * 0.5, FACE], image_size=64)
-    np.testing.assert_allclose(le.load_pose_file(kpath).points, FACE, atol=1e-3)
-    got = le.load_pose_file(spath)
-    assert got.image_size == 64
-    np.testing.assert_allclose(got.scaled_to(128).points, FACE, atol=1e-3)
-    le.save_landmarks(tmp_path / "p.json", FACE, 128)
-    np.testing.assert_allclose(le.load_pose_file(tmp_path / "p.json").points, FACE, atol=1e-3)
+def test_edit_params_from_dict_refuses_unknown_and_non_finite_values():
+    assert le.EditParams.from_dict({"smile": 0.5, "yaw": -10}) == le.EditParams(smile=0.5, yaw=-10)
+    with pytest.raises(ValueError, match="unknown"):
+        le.EditParams.from_dict({"grin": 1})
+    for bad in (float("nan"), float("inf"), "nan"):
+        with pytest.raises(ValueError, match="finite"):
+            le.EditParams.from_dict({"yaw": bad})

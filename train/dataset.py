@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from caingan.errors import CainGANError
+from caingan.face.landmark_file import rescale_points
 
 
 class _ClipStore:
@@ -121,8 +122,7 @@ class ClipDataset(torch.utils.data.Dataset):
         import cv2
         interp = cv2.INTER_AREA if self.size < s else cv2.INTER_LINEAR
         frames = np.stack([cv2.resize(f, (self.size, self.size), interpolation=interp) for f in frames])
-        r = self.size / s
-        return frames, ((points + 0.5) * r - 0.5).astype(np.float32)  # cv2's pixel-centre mapping
+        return frames, rescale_points(points, s, self.size)  # cv2's pixel-centre mapping
 
     def sample(self, index: int, rng: np.random.Generator) -> dict:
         frames, points = self.load(index)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from caingan.errors import CainGANError
+from caingan.face.landmark_file import rescale_points
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "docs" / "RESULTS.md"
@@ -105,7 +106,7 @@ def _resize_to(frames: np.ndarray, points: np.ndarray, size: int) -> tuple[np.nd
         return frames, points
     interp = cv2.INTER_AREA if h > size else cv2.INTER_LINEAR
     out = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
-    return out, ((points.astype(np.float32) + 0.5) * (size / h) - 0.5).astype(np.float32)
+    return out, rescale_points(points, h, size)
 
 
 def build_eval_set(clips: Sequence[TestClip], n_targets: int, k_max: int, seed: int,

@@ -17,15 +17,11 @@ IOD units, nose tip 0, toward the camera positive), rotates them about a pivot b
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-
-from caingan.errors import CainGANError
 
 # iBUG 300-W index groups. "right"/"left" are the subject's: the right eye is on the image's left.
 JAW = np.arange(0, 17)
@@ -155,7 +151,11 @@ class EditParams:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown slider names: {sorted(unknown)}")
-        return cls(**{k: float(v) for k, v in d.items()})
+        values = {k: float(v) for k, v in d.items()}
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if bad:
+            raise ValueError(f"slider values must be finite: {bad}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -468,139 +468,3 @@ def drag_base(start_base: np.ndarray, params: EditParams, indices: Iterable[int]
             break
         delta = delta + inv @ err
     return best
-
-
-# ----------------------------------------------------------------------------- JSON files
-
-LANDMARKS_FORMAT = "caingan-landmarks"
-LANDMARKS_VERSION = 1
-
-
-def landmarks_to_json(points: np.ndarray, image_size: int, *,
-                      base: np.ndarray | None = None, params: EditParams | None = None) -> dict:
-    """A self-describing document: shown points in an image_size² crop, optionally the edit.
-
-    Same conventions as caingan.face.keyframes (square crop size as an int, NaN written as null), so
-    a pose saved here can be pasted into a keyframe file.
-    """
-    p = _as_points(points)
-    doc = {
-        "format": LANDMARKS_FORMAT,
-        "version": LANDMARKS_VERSION,
-        "image_size": int(image_size),
-        "points": [[None if not np.isfinite(v) else round(float(v), 4) for v in row] for row in p],
-    }
-    if base is not None:
-        doc["base"] = [[None if not np.isfinite(v) else round(float(v), 4) for v in row]
-                       for row in _as_points(base)]
-    if params is not None:
-        doc["sliders"] = params.to_dict()
-    return doc
-
-
-def _parse_points(value, what: str, where: str) -> np.ndarray:
-    if not isinstance(value, list) or len(value) != 68:
-        n = len(value) if isinstance(value, list) else type(value).__name__
-        raise CainGANError(f"{where}: '{what}' must be a list of 68 [x, y] pairs, got {n}")
-    out = np.empty((68, 2), np.float32)
-    for i, row in enumerate(value):
-        if not isinstance(row, list) or len(row) != 2:
-            raise CainGANError(f"{where}: '{what}'[{i}] must be an [x, y] pair, got {row!r}")
-        for j, v in enumerate(row):
-            if v is None:
-                out[i, j] = np.nan
-            elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                out[i, j] = v
-            else:
-                raise CainGANError(f"{where}: '{what}'[{i}] holds a non-number: {row!r}")
-    return out
-
-
-@dataclass
-class LandmarkFile:
-    points: np.ndarray              # (68, 2) shown points
-    image_size: int                 # side of the square crop the points refer to
-    base: np.ndarray | None = None
-    params: EditParams | None = None
-
-    def scaled_to(self, size: int) -> "LandmarkFile":
-        """The same landmarks for a crop of another size."""
-        s = np.float32(size / self.image_size)
-        return LandmarkFile(self.points * s, int(size),
-                            None if self.base is None else self.base * s, self.params)
-
-
-def save_landmarks(path: str | Path, points: np.ndarray, image_size: int, **kw) -> None:
-    """Write the JSON document atomically (temp file + rename)."""
-    path = Path(path)
-    doc = landmarks_to_json(points, image_size, **kw)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CainGANError(f"{path}: could not write landmarks: {e.strerror or e}") from e
-
-
-def load_landmarks(path: str | Path) -> LandmarkFile:
-    """Read and validate a landmarks JSON file; CainGANError names the file and the problem."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CainGANError(f"{path}: cannot read landmarks file: {e}") from e
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CainGANError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
-    if not isinstance(doc, dict):
-        raise CainGANError(f"{path}: expected a JSON object with 'points' and 'image_size'")
-    if doc.get("format", LANDMARKS_FORMAT) != LANDMARKS_FORMAT:
-        raise CainGANError(f"{path}: not a landmarks file (format {doc.get('format')!r})")
-    version = doc.get("version", LANDMARKS_VERSION)
-    if not isinstance(version, int) or version > LANDMARKS_VERSION:
-        raise CainGANError(f"{path}: landmarks file version {version!r} is newer than this program "
-                           f"understands ({LANDMARKS_VERSION})")
-    if "points" not in doc:
-        raise CainGANError(f"{path}: missing 'points'")
-    points = _parse_points(doc["points"], "points", str(path))
-    size = doc.get("image_size")
-    if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
-        size = size[0]   # [w, h] of a square crop is accepted too
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise CainGANError(f"{path}: 'image_size' must be the crop side as a positive integer, "
-                           f"got {size!r}")
-    if np.isnan(points).all():
-        raise CainGANError(f"{path}: all 68 points are missing")
-    base = _parse_points(doc["base"], "base", str(path)) if doc.get("base") is not None else None
-    params = None
-    if doc.get("sliders") is not None:
-        try:
-            params = EditParams.from_dict(doc["sliders"])
-        except (TypeError, ValueError, AttributeError) as e:
-            raise CainGANError(f"{path}: bad 'sliders': {e}") from e
-    return LandmarkFile(points, size, base, params)
-
-
-def load_pose_file(path: str | Path) -> LandmarkFile:
-    """One pose from a landmarks file, or the first pose of a caingan.face.keyframes sequence or
-    keyframe file (so an exporter's file can be opened in the editor to tweak)."""
-    path = Path(path)
-    try:
-        fmt = json.loads(path.read_text()).get("format")
-    except Exception:   # noqa: BLE001 — load_landmarks reports it properly
-        fmt = None
-    from caingan.face import keyframes as kf
-    if fmt == kf.KEYFRAMES_FORMAT:
-        track = kf.load_keyframes(path)
-        first = min(track.keyframes, key=lambda k: k.frame)
-        return LandmarkFile(first.points, track.image_size or _require_size(path))
-    if fmt == kf.SEQUENCE_FORMAT:
-        seq = kf.load_sequence(path)
-        return LandmarkFile(seq.frames[0], seq.image_size or _require_size(path))
-    return load_landmarks(path)
-
-
-def _require_size(path: Path) -> int:
-    raise CainGANError(f"{path}: has no 'image_size', so its points cannot be placed on a crop")

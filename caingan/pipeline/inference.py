@@ -26,6 +26,7 @@ from caingan.nn.checkpoint import load_model
 from caingan.config import ModelConfig
 from caingan.device import device_name, pick_device
 from caingan.errors import CainGANError
+from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.model import CainGAN
 
@@ -134,9 +135,7 @@ class Reenactor:
             if (h, w) != (s, s):
                 interp = cv2.INTER_AREA if min(h, w) > s else cv2.INTER_LINEAR
                 img = cv2.resize(img, (s, s), interpolation=interp)
-                # pixel centres map as (x + 0.5)·s/w − 0.5
-                p[:, 0] = (p[:, 0] + 0.5) * (s / w) - 0.5
-                p[:, 1] = (p[:, 1] + 0.5) * (s / h) - 0.5
+                p = rescale_points(p, (w, h), s)   # pixel centres onto pixel centres
             crops.append(np.ascontiguousarray(img))
             points.append(p)
         src = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
