@@ -1,8 +1,10 @@
 """Export frames: render a driving video, a landmark file or the editor's keyframes to files.
 
-The export itself is caingan.pipeline.export.export_frames (atomic PNGs, resumable, MP4/GIF assembled at
-the end) running in a worker thread; the dialog shows a QProgressDialog whose Cancel stops it
-between batches, keeping every frame already written. Re-running the same export continues it.
+The export itself is caingan.pipeline.export.run_export — the same function the caingan-export
+command line calls (atomic PNGs, resumable, MP4/GIF encoded at the end) — running in a worker
+thread; the dialog shows a QProgressDialog with the frames rendered, then the encoding
+("Encoding MP4… 12/40"). Its Cancel stops between batches, keeping every frame already written.
+Re-running the same export continues it.
 
 The editor has no timeline, so keyframes are collected here: "Add current pose as keyframe"
 appends the editor's shown landmarks; the keyframes are spaced "frames between keyframes" apart
@@ -14,7 +16,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal, Slot
@@ -22,6 +23,13 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDou
                                QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QMessageBox, QProgressDialog, QPushButton, QRadioButton,
                                QSpinBox, QVBoxLayout, QWidget)
+
+from caingan.errors import CainGANError
+from caingan.face.keyframes import KeyframeTrack, keyframes_from_durations
+from caingan.face.landmark_file import save_keyframes
+from caingan.media.writers import MAX_FPS
+from caingan.pipeline.export import ExportOptions, ExportResult, run_export
+from caingan.pipeline.export_inputs import DrivingSpec, SourceSet
 
 from .preview_worker import WorkerThread, _describe
 
@@ -31,28 +39,20 @@ JSON_FILTER = "Landmark files (*.json);;All files (*)"
 
 @dataclass
 class ExportJob:
+    """One export as set in the dialog: the model, the editor's sources, the input, the options."""
+
     weights: str
     device: str
-    images: list                      # source crops at the model size
-    points: list                      # their (68, 2) points
-    target_points: np.ndarray         # the target person's points (retarget onto these)
-    paste: tuple | None               # (original photo, FaceCrop) or None
-    mode: str                         # "video" | "file" | "keyframes"
-    video: str | None = None
-    file: str | None = None
-    track: Any = None                 # caingan.face.keyframes.KeyframeTrack
-    out_dir: str = ""
-    formats: tuple = ("png",)
-    fps: float | None = None          # None: the input's frame rate, else 25
-    max_frames: int | None = None
-    overwrite: bool = False
-    batch: int = 8
+    sources: SourceSet                # the editor's crops at the model size
+    driving: DrivingSpec
+    options: ExportOptions
 
 
 class ExportWorker(QObject):
     """Runs one export at a time in its own thread; keeps its model between exports."""
 
-    progress = Signal(int, int)      # done, total (0 when unknown)
+    progress = Signal(int, int)      # frames done, total (0 when unknown)
+    encoding = Signal(str, int, int)  # "MP4" / "GIF" / "MP4 and GIF", frames encoded, total
     finished = Signal(object)        # caingan.pipeline.export.ExportResult
     failed = Signal(str)
     _run = Signal(object)
@@ -76,33 +76,19 @@ class ExportWorker(QObject):
 
     @Slot(object)
     def _export(self, job: ExportJob) -> None:
-        from caingan.pipeline import export as ex
-
         try:
             key = (job.weights, job.device)
             if self._model_key != key:
                 self._reenactor = None
                 self._reenactor = self._loader(job.weights, job.device)
                 self._model_key = key
-            r = self._reenactor
-            size = r.image_size
-            if job.mode == "video":
-                if self._detector is None:
-                    self._detector = self._detector_factory()
-                driving = ex.video_driving(job.video, self._detector, job.target_points,
-                                           max_frames=job.max_frames)
-            elif job.mode == "file":
-                driving = ex.landmark_driving(job.file, size, max_frames=job.max_frames)
-            else:
-                driving = ex.keyframe_track_driving(job.track, size, max_frames=job.max_frames)
-            fps = job.fps or driving.fps or 25.0
-            res = ex.export_frames(
-                r, (job.images, np.stack(job.points)), driving.targets, job.out_dir,
-                formats=job.formats, batch_size=job.batch, paste_back=job.paste, fps=fps,
-                total=driving.total, job=driving.job, overwrite=job.overwrite,
-                progress=lambda d, t: self.progress.emit(int(d), int(t or 0)),
-                cancel=self.cancel_event.is_set)
-            res.description = driving.description
+            if job.driving.kind == "video" and self._detector is None:
+                self._detector = self._detector_factory()
+            res = run_export(self._reenactor, job.sources, job.driving, job.options,
+                             detector=self._detector,
+                             progress=lambda d, t: self.progress.emit(int(d), int(t or 0)),
+                             encoding=lambda what, d, t: self.encoding.emit(what, int(d), int(t)),
+                             cancel=self.cancel_event.is_set)
             self.finished.emit(res)
         except Exception as e:  # noqa: BLE001 — every failure is shown; the dialog keeps its settings
             self.failed.emit(_describe(e))
@@ -135,6 +121,7 @@ class ExportDialog(QDialog):
         self.worker = ExportWorker(window._loader, window._detector_factory)
         self._thread = WorkerThread(self.worker, "export")
         self.worker.progress.connect(self._progress)
+        self.worker.encoding.connect(self._encoding)
         self.worker.finished.connect(self._finished)
         self.worker.failed.connect(self._failed)
 
@@ -205,7 +192,7 @@ class ExportDialog(QDialog):
         fh.addStretch(1)
         of.addRow("Formats", fmts)
         self.fps_spin = QDoubleSpinBox()
-        self.fps_spin.setRange(0, 240)
+        self.fps_spin.setRange(0, MAX_FPS)        # 0: the special "the input's" value
         self.fps_spin.setDecimals(2)
         self.fps_spin.setValue(0)
         self.fps_spin.setSpecialValueText("the input's (else 25)")
@@ -270,9 +257,7 @@ class ExportDialog(QDialog):
         self.keyframe_poses.clear()
         self._update_keys()
 
-    def keyframe_track(self):
-        from caingan.face.keyframes import KeyframeTrack, keyframes_from_durations
-
+    def keyframe_track(self) -> KeyframeTrack | None:
         if not self.keyframe_poses:
             return None
         gaps = [self.gap_spin.value()] * (len(self.keyframe_poses) - 1)
@@ -295,8 +280,6 @@ class ExportDialog(QDialog):
             self.save_keyframes(path)
 
     def save_keyframes(self, path) -> bool:
-        from caingan.errors import CainGANError
-        from caingan.face.landmark_file import save_keyframes
         track = self.keyframe_track()
         if track is None:
             return False
@@ -331,31 +314,35 @@ class ExportDialog(QDialog):
             return None
         srcs = [w.sources[i] for i in ids]
         target = w.target if w.target.job_id in ids else srcs[0]
-        job = ExportJob(str(w.weights), w.device, [s.crop.image.copy() for s in srcs],
-                        [np.array(s.crop.points, np.float32) for s in srcs],
-                        np.array(target.crop.points, np.float32),
-                        (target.original, target.crop) if self.paste_box.isChecked() else None,
-                        "video", out_dir=out, formats=formats,
-                        fps=self.fps_spin.value() or None,
-                        max_frames=self.max_spin.value() or None,
-                        overwrite=self.overwrite_box.isChecked())
+        max_frames = self.max_spin.value() or None
         if self.video_radio.isChecked():
-            job.video = self.video_edit.text().strip()
-            if not job.video:
+            video = self.video_edit.text().strip()
+            if not video:
                 self._set_status("Choose a driving video.", error=True)
                 return None
+            driving = DrivingSpec("video", video, max_frames)
         elif self.file_radio.isChecked():
-            job.mode, job.file = "file", self.file_edit.text().strip()
-            if not job.file:
+            file = self.file_edit.text().strip()
+            if not file:
                 self._set_status("Choose a landmark file.", error=True)
                 return None
+            driving = DrivingSpec("landmarks", file, max_frames)
         else:
-            job.mode, job.track = "keyframes", self.keyframe_track()
-            if job.track is None:
+            track = self.keyframe_track()
+            if track is None:
                 self._set_status("Add keyframes first: pose the face in the editor and press "
                                  "“Add current pose as keyframe”.", error=True)
                 return None
-        return job
+            driving = DrivingSpec("track", track, max_frames)
+        points = np.stack([np.array(s.crop.points, np.float32) for s in srcs])
+        sources = SourceSet([s.crop.image.copy() for s in srcs], points,
+                            [s.label for s in srcs],
+                            np.array(target.crop.points, np.float32),
+                            (target.original, target.crop))
+        options = ExportOptions(Path(out), formats, fps=self.fps_spin.value() or None,
+                                paste_back=self.paste_box.isChecked(),
+                                overwrite=self.overwrite_box.isChecked())
+        return ExportJob(str(w.weights), w.device, sources, driving, options)
 
     def start_export(self) -> bool:
         job = self.build_job()
@@ -390,6 +377,16 @@ class ExportDialog(QDialog):
         if not self.worker.cancel_event.is_set():
             p.setLabelText(f"Exported {done}" + (f" of {total}" if total else "") + " frames…")
 
+    def _encoding(self, what: str, done: int, total: int) -> None:
+        """After the last frame: the MP4/GIF encode, which takes a while for long exports."""
+        p = self.progress
+        if p is None:
+            return
+        if p.maximum() != total:
+            p.setMaximum(total)
+        p.setValue(min(done, total))
+        p.setLabelText(f"Encoding {what}… {done}/{total}")
+
     def _close_progress(self) -> None:
         if self.progress is not None:
             self.progress.canceled.disconnect(self._cancel)
@@ -398,7 +395,7 @@ class ExportDialog(QDialog):
             self.progress = None
         self.export_button.setEnabled(True)
 
-    def _finished(self, res) -> None:
+    def _finished(self, res: ExportResult) -> None:
         self._close_progress()
         self.last_result = res
         where = res.out_dir
@@ -411,7 +408,7 @@ class ExportDialog(QDialog):
             if "png" in res.outputs and res.frames:
                 files.append(f"{res.frames} PNG frames (frame_000000.png …)")
             files += [p.name for k, p in res.outputs.items() if k != "png"]
-            text = (f"Exported {res.frames} frames from {getattr(res, 'description', 'the input')} "
+            text = (f"Exported {res.frames} frames from {res.description} "
                     f"to {where}: {', '.join(files)}. {res.generated} generated, {res.reused} "
                     f"reused from an earlier run.")
             if res.missed:
@@ -429,9 +426,8 @@ class ExportDialog(QDialog):
 
     def _announce(self, text: str, icon) -> None:
         self.last_message = text
-        notifier = getattr(self.editor, "notifier", None)
-        if notifier is not None:
-            (notifier.error if icon == QMessageBox.Icon.Critical else notifier.info)(text)
+        notifier = self.editor.notifier
+        (notifier.error if icon == QMessageBox.Icon.Critical else notifier.info)(text)
         if self.message_box is not None:
             self.message_box.close()
         box = QMessageBox(icon, "Export frames", text, QMessageBox.StandardButton.Ok, self)

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-import caingan.pipeline.export as export_mod
+import caingan.pipeline.export_store as store_mod
 from caingan.errors import ExportError
 from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, export_frames, frame_valid, target_hash
 
@@ -186,21 +186,21 @@ def test_unwritable_folder_is_export_error(tiny_weights, tmp_path):
 
 
 def test_disk_full_keeps_done_frames(tiny_weights, tmp_path, monkeypatch):
-    real = export_mod.write_frame_png
+    real = store_mod.write_frame_png
     calls = {"n": 0}
 
     def filling_disk(path, image, thash):
         calls["n"] += 1
         if calls["n"] > 5:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, image, thash)
+        return real(path, image, thash)
 
-    monkeypatch.setattr(export_mod, "write_frame_png", filling_disk)
+    monkeypatch.setattr(store_mod, "write_frame_png", filling_disk)
     out = tmp_path / "o"
     with pytest.raises(ExportError, match="disk is full.*5 frames"):
         export_frames(Counting(tiny_weights), _sources(), _targets(8), out, batch_size=4)
     assert _frames(out) == [FRAME_NAME.format(i) for i in range(5)]
-    monkeypatch.setattr(export_mod, "write_frame_png", real)
+    monkeypatch.setattr(store_mod, "write_frame_png", real)
     r = Counting(tiny_weights)
     res = export_frames(r, _sources(), _targets(8), out, batch_size=4)
     assert res.frames == 8 and r.frames == 3

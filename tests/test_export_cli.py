@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY, cli_main
+from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY
+from caingan.pipeline.export_cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 S = 64
@@ -104,7 +105,7 @@ def test_ctrl_c_keeps_frames_and_rerun_resumes(weights, clip, photo, tmp_path, c
     argv = ["--weights", weights, "--source", photo, "--driving", clip, "--max-frames", 200,
             "--batch", 2, "--formats", "png", "--out", out]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "caingan.pipeline.export", *map(str, argv)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "caingan.pipeline.export_cli", *map(str, argv)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

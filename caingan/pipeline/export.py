@@ -1,45 +1,48 @@
 """Batch rendering of many target poses to a PNG sequence, MP4 and/or GIF — resumable.
 
-The PNG sequence is the exporter's store: every frame is written atomically (tmp + os.replace)
-and carries the hash of its target landmarks in a PNG text chunk, and a manifest records a hash
-of everything else that decides the pixels (sources, model weights, paste-back). So a killed or
-cancelled export leaves only complete frames, re-running the same job regenerates only what is
-missing, and a different job pointed at the same folder is refused instead of mixing frames.
-MP4 and GIF are assembled from the PNGs at the end, one frame at a time, so memory stays flat
-in the number of frames; PNGs not asked for are removed once those are complete.
+The PNG sequence is the exporter's store (caingan.pipeline.export_store): every frame is written
+atomically and carries the hash of its target landmarks in a PNG text chunk, and a manifest
+records a hash of everything else that decides the pixels (sources, model weights, paste-back)
+and, once a run ends, the SHA-256 of every frame and video. So a killed or cancelled export
+leaves only complete frames, re-running the same job regenerates only what is missing or
+damaged, and a different job pointed at the same folder is refused instead of mixing frames.
+MP4 and GIF are encoded from the PNGs at the end (caingan.media.writers), one frame at a time,
+so memory stays flat in the number of frames; PNGs not asked for are removed once those are
+complete.
 
-The command line (`caingan-export`, `python -m caingan.pipeline.export`, see `build_parser`) and the app's
-export dialog build their inputs with `load_sources` and `video_driving` / `landmark_driving` /
-`keyframe_track_driving`; a driving video is decoded and tracked frame by frame while the
-exporter consumes the targets.
+An export is three steps on an `ExportSession`: `open_job` (check the folder, take its lock,
+remove temp files a killed run left, read the manifest), `render` (generate the frames not
+already there) and `finish` (encode the videos, write the manifest); `export_frames` runs them.
+`run_export` is what the command line (caingan.pipeline.export_cli) and the app's export dialog
+call: it opens the driving input (caingan.pipeline.export_inputs) and checks the frame rate
+before anything is rendered.
 """
 
 from __future__ import annotations
 
-import argparse
-import errno
-import hashlib
-import json
-import os
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from filelock import FileLock, Timeout
+from PIL import Image
 
-from caingan.errors import CainGANError, ExportError, NoFaceError
+from caingan.errors import ExportError
+from caingan.face.crop import paste_back as paste_crop
+from caingan.face.retarget import RetargetResult
+from caingan.files import file_hash, is_temp_of
+from caingan.media.writers import check_fps, write_videos
+from caingan.pipeline import export_store as store
+from caingan.pipeline.export_inputs import Driving, DrivingSpec, SourceSet, open_driving
+from caingan.pipeline.export_store import (FRAME_NAME, LOCK_NAME, MANIFEST_FORMAT, MANIFEST_NAME,
+                                           MANIFEST_VERSION, TARGET_KEY, VIDEO_NAMES, frame_valid,
+                                           target_hash)
 
-MANIFEST_NAME = "caingan-export.json"
-MANIFEST_FORMAT = "caingan-export"
-MANIFEST_VERSION = 1
-FRAME_NAME = "frame_{:06d}.png"
-TARGET_KEY = "caingan-target"
 FORMATS = ("png", "mp4", "gif")
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "caingan-small.safetensors"
+Progress = Callable[[int, "int | None"], None]
+Encoding = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -52,261 +55,253 @@ class ExportResult:
     cancelled: bool
     outputs: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    description: str = ""       # the driving input, for messages
 
     @property
     def complete(self) -> bool:
         return not self.cancelled
 
 
-# -- hashing --------------------------------------------------------------------------------
-
-def target_hash(points) -> str:
-    """Identity of one frame's target pose (rounded: float noise must not force regeneration)."""
-    arr = np.round(np.asarray(points, np.float64), 3).astype(np.float32)
-    arr = np.where(np.isfinite(arr), arr, np.float32(-1e9))
-    return hashlib.sha1(arr.tobytes()).hexdigest()[:20]
-
-
-def file_hash(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _model_identity(reenactor) -> dict:
-    """What of the model decides the pixels: config + a digest of its weights."""
-    ident: dict[str, Any] = {}
-    cfg = getattr(reenactor, "config", None)
-    if cfg is not None and hasattr(cfg, "to_dict"):
-        ident["config"] = cfg.to_dict()
-    model = getattr(reenactor, "model", None)
-    state = getattr(model, "state_dict", None)
-    if callable(state):
-        h = hashlib.sha256()
-        for name, t in sorted(state().items()):
-            h.update(name.encode())
-            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
-        ident["weights"] = h.hexdigest()
-    else:
-        ident["object"] = f"{type(reenactor).__module__}.{type(reenactor).__qualname__}"
-    return ident
-
-
-def job_hash(reenactor, images, points, paste, job: dict | None) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps(_model_identity(reenactor), sort_keys=True, default=str).encode())
-    for im in images:
-        im = np.ascontiguousarray(im)
-        h.update(str(im.shape).encode())
-        h.update(im.tobytes())
-    h.update(np.round(np.asarray(points, np.float64), 3).astype(np.float32).tobytes())
-    if paste is not None:
-        original, crop = paste
-        h.update(np.ascontiguousarray(original).tobytes())
-        h.update(np.round(np.asarray(crop.matrix, np.float64), 5).tobytes())
-    h.update(json.dumps(job or {}, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-# -- atomic writing -------------------------------------------------------------------------
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
-def write_frame_png(path: Path, image: np.ndarray, thash: str) -> None:
-    """Atomic PNG with the target hash in a text chunk (fast zlib level: frames are many)."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text(TARGET_KEY, thash)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(image)).save(f, "PNG", pnginfo=info,
-                                                              compress_level=1)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def frame_valid(path: Path, thash: str, size: tuple[int, int] | None = None) -> bool:
-    """A frame from an earlier run counts only if it decodes and was made for this target."""
-    try:
-        with Image.open(path) as im:
-            if im.format != "PNG" or im.info.get(TARGET_KEY) != thash:
-                return False
-            if size is not None and im.size != size:
-                return False
-            im.verify()
-        return True
-    except (OSError, SyntaxError, ValueError):
-        return False
-
-
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-class GifStreamWriter:
-    """Animated GIF written frame by frame (Pillow's save_all keeps every frame in memory).
-
-    Each frame gets its own adaptive 256-colour palette as a local colour table; durations are
-    rounded cumulatively to GIF's 10 ms ticks so long clips do not drift.
-    """
-
-    def __init__(self, path, fps: float, loop: int = 0):
-        from PIL import GifImagePlugin
-
-        self._gif = GifImagePlugin
-        self.path = Path(path)
-        self.fps = float(fps)
-        self.loop = loop
-        self.count = 0
-        self._tmp = _tmp_path(self.path)
-        self._f = open(self._tmp, "wb")
-
-    def _ticks(self, i: int) -> int:
-        return round((i + 1) * 100 / self.fps) - round(i * 100 / self.fps)
-
-    def add(self, rgb: np.ndarray) -> None:
-        im = Image.fromarray(np.ascontiguousarray(rgb)).convert("P", palette=Image.Palette.ADAPTIVE)
-        ms = max(2, self._ticks(self.count)) * 10
-        if self.count == 0:
-            header, _ = self._gif.getheader(im, info={"loop": self.loop, "duration": ms})
-            for chunk in header:
-                self._f.write(chunk)
-        for chunk in self._gif.getdata(im, duration=ms, include_color_table=True):
-            self._f.write(chunk)
-        self.count += 1
-
-    def close(self) -> None:
-        """Finish and move into place; with no frames nothing is written."""
-        if self._f.closed:
-            return
-        try:
-            if self.count:
-                self._f.write(b";")
-            self._f.close()
-            if self.count:
-                os.replace(self._tmp, self.path)
-        finally:
-            if not self._f.closed:
-                self._f.close()
-            _unlink(self._tmp)
-
-    def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        _unlink(self._tmp)
-
-
-class Mp4Writer:
-    """cv2.VideoWriter (mp4v) into a temporary name, moved into place on close."""
-
-    def __init__(self, path, fps: float, size: tuple[int, int]):
-        import cv2
-
-        self._cv2 = cv2
-        self.path = Path(path)
-        self._tmp = _tmp_path(self.path)
-        self.size = size
-        self._w = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
-        if not self._w.isOpened():
-            _unlink(self._tmp)
-            raise ExportError(f"{self.path}: OpenCV could not open an mp4v writer")
-        self.count = 0
-
-    def add(self, rgb: np.ndarray) -> None:
-        if (rgb.shape[1], rgb.shape[0]) != self.size:
-            raise ExportError(f"{self.path}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs "
-                              f"from the video's {self.size[0]}x{self.size[1]}")
-        self._w.write(self._cv2.cvtColor(rgb, self._cv2.COLOR_RGB2BGR))
-        self.count += 1
-
-    def close(self) -> None:
-        self._w.release()
-        if not self._tmp.exists() or self._tmp.stat().st_size == 0:
-            _unlink(self._tmp)
-            raise ExportError(f"{self.path}: the video writer produced no data (disk full?)")
-        # VideoWriter reports no write errors; read the count back so a short file is not "done".
-        cap = self._cv2.VideoCapture(str(self._tmp))
-        got = int(cap.get(self._cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-        cap.release()
-        if got != self.count:
-            _unlink(self._tmp)
-            raise ExportError(f"{self.path}: the video holds {got} of {self.count} frames "
-                              f"(disk full or codec failure)")
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        self._w.release()
-        _unlink(self._tmp)
-
-
-# -- the API ------------------------------------------------------------------------------
-
 def _points_of(item) -> tuple[np.ndarray, bool]:
-    """Targets may be plain (68,2) arrays or RetargetResult-like objects with .points/.skipped."""
-    if hasattr(item, "points"):
-        return np.asarray(item.points, np.float32), bool(getattr(item, "skipped", False))
+    """Targets are (68,2) arrays or RetargetResults (whose `.skipped` counts as a missed face)."""
+    if isinstance(item, RetargetResult):
+        return np.asarray(item.points, np.float32), bool(item.skipped)
     return np.asarray(item, np.float32), False
 
 
-def _check_out_dir(out_dir: Path) -> None:
+
+# -- open / render / finish ---------------------------------------------------------------
+
+class ExportSession:
+    """One export job opened in its folder; made by `open_job`, then `render` and `finish`."""
+
+    def __init__(self, reenactor, images, points, out_dir: Path, formats: set[str], fps: float,
+                 gif_scale: float, paste_fn, total: int | None, lock: FileLock):
+        self.reenactor, self.images, self.points = reenactor, images, points
+        self.out_dir, self.formats, self.fps, self.gif_scale = out_dir, formats, fps, gif_scale
+        self.paste_fn, self.total, self._lock = paste_fn, total, lock
+        self.manifest_path = out_dir / MANIFEST_NAME
+        self.outputs = {f: out_dir / VIDEO_NAMES[f] for f in ("mp4", "gif") if f in formats}
+        self.t0 = time.perf_counter()
+        self.doc: dict = {}
+        self.known: list = []          # frame hashes recorded by an earlier run of this job
+        self.hashes: list[str | None] = []
+        self.generated = self.reused = self.missed = 0
+        self.cancelled = False
+        self.result: ExportResult | None = None   # set when the job was already complete
+
+    def close(self) -> None:
+        self._lock.release()
+
+    def _mark(self, **changes) -> None:
+        """Best effort: the manifest only informs; a full disk must not hide the original error."""
+        self.doc.update(changes, missed=self.missed, frame_sha256=self.hashes)
+        try:
+            store.write_manifest(self.manifest_path, self.doc)
+        except OSError:
+            pass
+
+    def _verified_complete(self, manifest: dict) -> bool:
+        """The previous run of this job finished with these settings and nothing was damaged."""
+        n = manifest.get("frames")
+        if manifest.get("status") != "complete" or not isinstance(n, int):
+            return False
+        if not self.formats <= set(manifest.get("formats", [])) or manifest.get("fps") != self.fps:
+            return False
+        if "gif" in self.formats and manifest.get("gif_scale", 1.0) != self.gif_scale:
+            return False
+        recorded = manifest.get("outputs_sha256") or {}
+        for fmt, path in self.outputs.items():
+            if not path.is_file() or recorded.get(fmt) != file_hash(path):
+                return False
+        if "png" in self.formats:
+            shas = manifest.get("frame_sha256")
+            if not isinstance(shas, list) or len(shas) != n:
+                return False
+            for i, sha in enumerate(shas):
+                p = self.out_dir / FRAME_NAME.format(i)
+                if not p.is_file() or file_hash(p) != sha:
+                    return False
+        return True
+
+    def _start(self, jhash: str, manifest: dict | None, job: dict | None) -> None:
+        if manifest is not None and self._verified_complete(manifest):
+            n = int(manifest["frames"])
+            outputs = dict(self.outputs)
+            if "png" in self.formats:
+                outputs["png"] = self.out_dir
+            self.result = ExportResult(self.out_dir, n, 0, n, int(manifest.get("missed", 0)),
+                                       False, outputs, time.perf_counter() - self.t0)
+            return
+        if manifest is not None and isinstance(manifest.get("frame_sha256"), list):
+            self.known = manifest["frame_sha256"]
+        if self.total is None and manifest and manifest.get("status") == "complete":
+            self.total = manifest.get("frames")
+        self.doc = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "job_hash": jhash,
+                    "job": job or {}, "status": "running", "frames": None, "fps": self.fps,
+                    "gif_scale": self.gif_scale, "formats": sorted(self.formats), "missed": 0,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            store.write_manifest(self.manifest_path, self.doc)
+        except OSError as e:
+            raise store.write_error(self.manifest_path, e, 0, self.out_dir) from None
+
+    def _reusable(self, i: int, thash: str, size) -> str | None:
+        path = self.out_dir / FRAME_NAME.format(i)
+        if not path.exists():
+            return None
+        sha = self.known[i] if i < len(self.known) and isinstance(self.known[i], str) else None
+        return store.check_frame(path, thash, size, sha)
+
+    def render(self, targets: Iterable, *, batch_size: int = 8, progress: Progress | None = None,
+               cancel: Callable[[], bool] | None = None) -> None:
+        """Generate every target's frame that is not already there, a batch at a time."""
+        batch_size = max(1, int(batch_size))
+        self.reenactor.set_sources(self.images, self.points)
+        frame_size: tuple[int, int] | None = None
+        it = iter(targets)
+        while True:
+            if cancel is not None and cancel():
+                self.cancelled = True
+                break
+            batch: list[tuple[int, np.ndarray, str]] = []
+            for item in it:
+                pts, skipped = _points_of(item)
+                self.missed += skipped
+                batch.append((len(self.hashes), pts, target_hash(pts)))
+                self.hashes.append(None)
+                if len(batch) == batch_size:
+                    break
+            if not batch:
+                break
+            todo = []
+            for i, pts, th in batch:
+                sha = self._reusable(i, th, frame_size)
+                if sha is not None:
+                    self.hashes[i] = sha
+                    self.reused += 1
+                else:
+                    todo.append((i, pts, th))
+            if todo:
+                gen = self.reenactor.generate_batch(np.stack([p for _, p, _ in todo]))
+                for (i, _, th), img in zip(todo, gen.image):
+                    img = np.asarray(img) if self.paste_fn is None else self.paste_fn(img)
+                    frame_size = (img.shape[1], img.shape[0])
+                    path = self.out_dir / FRAME_NAME.format(i)
+                    try:
+                        self.hashes[i] = store.write_frame_png(path, img, th)
+                    except OSError as e:
+                        self._mark(status="failed")
+                        raise store.write_error(path, e, store.count_frames(self.out_dir),
+                                                self.out_dir) from None
+                    self.generated += 1
+            if progress:
+                progress(len(self.hashes), self.total)
+        if self.cancelled:
+            self._mark(status="cancelled")
+
+    def finish(self, *, encoding: Encoding | None = None) -> ExportResult:
+        """Encode the videos from the PNGs and record the job as complete."""
+        n, out_dir = len(self.hashes), self.out_dir
+        if self.cancelled:
+            return ExportResult(out_dir, n, self.generated, self.reused, self.missed, True, {},
+                                time.perf_counter() - self.t0)
+        # Frames past the end can only come from an earlier, longer run of a different job.
+        for p in store.existing_frames(out_dir)[n:]:
+            store.unlink_quietly(p)
+        label = " and ".join(f.upper() for f in self.outputs)
+        try:
+            write_videos(self.outputs, self._read_frame, n, self.fps, gif_scale=self.gif_scale,
+                         progress=(lambda d, t: encoding(label, d, t)) if encoding else None)
+        except OSError as e:
+            self._mark(status="failed")
+            bad = Path(e.filename or out_dir)
+            bad = next((p for p in self.outputs.values() if is_temp_of(bad, p.name)), bad)
+            raise store.write_error(bad, e, n, out_dir) from None
+        outputs = {f: p for f, p in self.outputs.items() if n}
+        if "png" in self.formats:
+            outputs["png"] = out_dir
+        else:
+            for i in range(n):
+                store.unlink_quietly(out_dir / FRAME_NAME.format(i))
+        self.doc.update(status="complete", frames=n, missed=self.missed, frame_sha256=self.hashes,
+                        outputs_sha256={f: file_hash(p) for f, p in outputs.items() if f != "png"},
+                        finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        try:
+            store.write_manifest(self.manifest_path, self.doc)
+        except OSError as e:
+            raise store.write_error(self.manifest_path, e, n, out_dir) from None
+        return ExportResult(out_dir, n, self.generated, self.reused, self.missed, False, outputs,
+                            time.perf_counter() - self.t0)
+
+    def _read_frame(self, i: int) -> np.ndarray:
+        with Image.open(self.out_dir / FRAME_NAME.format(i)) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+def open_job(reenactor, sources: tuple[Sequence[np.ndarray], np.ndarray], out_dir, *,
+             formats: Iterable[str] = ("png",), paste_back=None, fps: float = 25.0,
+             gif_scale: float = 1.0, total: int | None = None, job: dict | None = None,
+             overwrite: bool = False) -> ExportSession:
+    """Check the folder, lock it, clean what a killed run left, and compare with its manifest.
+
+    The session's `.result` is already set when the same job is complete there and intact;
+    otherwise `render` then `finish`. Always `close()` the session (it holds the folder's lock).
+    """
+    formats = {f.lower().lstrip(".") for f in formats}
+    unknown = formats - set(FORMATS)
+    if unknown or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {sorted(formats)}")
+    fps = check_fps(fps)
+    out_dir = Path(out_dir)
+    images, points = sources
+    images = list(images)
+    points = np.asarray(points, np.float32)
+    paste_pair = paste_fn = None
+    if callable(paste_back):
+        paste_fn = paste_back
+    elif paste_back is not None:
+        paste_pair = paste_back
+        original, crop = paste_back
+        paste_fn = lambda gen: paste_crop(original, gen, crop)  # noqa: E731
+
+    store.check_out_dir(out_dir)
+    lock = FileLock(out_dir / LOCK_NAME)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExportError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
-    if not out_dir.is_dir():
-        raise ExportError(f"output path {out_dir} is not a folder")
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ExportError(f"another export is writing to {out_dir}; wait for it to finish or "
+                          f"choose another folder") from None
+    session = ExportSession(reenactor, images, points, out_dir, formats, fps, float(gif_scale),
+                            paste_fn, total, lock)
     try:
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ExportError(f"output folder {out_dir} is not writable: {e.strerror or e}") from None
-
-
-def _existing_frames(out_dir: Path) -> list[Path]:
-    return sorted(out_dir.glob("frame_[0-9][0-9][0-9][0-9][0-9][0-9].png"))
-
-
-def _clear_previous(out_dir: Path) -> None:
-    for p in _existing_frames(out_dir):
-        p.unlink()
-    for name in ("video.mp4", "video.gif", MANIFEST_NAME):
-        _unlink(out_dir / name)
-
-
-def _write_error(path: Path, e: OSError, done: int, out_dir: Path) -> ExportError:
-    why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-    return ExportError(f"could not write {path.name} in {out_dir}: {why}. The {done} frames "
-                       f"exported so far are kept; free space or fix the folder and re-run the "
-                       f"same command to continue.")
+        store.remove_stale_temps(out_dir)
+        jhash = store.job_hash(reenactor, images, points, paste_pair, job)
+        manifest = store.read_manifest(session.manifest_path)
+        if manifest is not None and manifest.get("job_hash") != jhash or (
+                manifest is None and store.existing_frames(out_dir)):
+            if not overwrite:
+                what = "an export of different inputs" if manifest else "frames of an unknown export"
+                raise ExportError(f"{out_dir} already holds {what}; choose another folder or "
+                                  f"overwrite it (overwrite=True / --overwrite)")
+            store.clear_previous(out_dir)
+            manifest = None
+        elif manifest is not None and overwrite:
+            store.clear_previous(out_dir)
+            manifest = None
+        session._start(jhash, manifest, job)
+    except BaseException:
+        session.close()
+        raise
+    return session
 
 
 def export_frames(reenactor, sources: tuple[Sequence[np.ndarray], np.ndarray],
                   targets: Iterable, out_dir, *, formats: Iterable[str] = ("png",),
-                  batch_size: int = 8, paste_back=None, fps: float = 25.0,
-                  total: int | None = None, progress: Callable[[int, int | None], None] | None = None,
-                  cancel: Callable[[], bool] | None = None, job: dict | None = None,
-                  overwrite: bool = False) -> ExportResult:
+                  batch_size: int = 8, paste_back=None, fps: float = 25.0, gif_scale: float = 1.0,
+                  total: int | None = None, progress: Progress | None = None,
+                  encoding: Encoding | None = None, cancel: Callable[[], bool] | None = None,
+                  job: dict | None = None, overwrite: bool = False) -> ExportResult:
     """Render every target pose of `targets` with `reenactor` into `out_dir`.
 
     sources: (K crops (S,S,3) uint8, points (K,68,2)) in the model's crop frame.
@@ -314,541 +309,71 @@ def export_frames(reenactor, sources: tuple[Sequence[np.ndarray], np.ndarray],
       consumed lazily — a generator over a long video is never held in memory.
     paste_back: None writes the generated crops; (original RGB, FaceCrop) pastes each crop back
       into that photo (caingan.face.crop.paste_back); a callable(generated) -> RGB does anything else.
-    progress(done, total) after every batch (total None when unknown); cancel() -> True stops
-      between batches, keeping every frame written (result.cancelled). Re-run to continue.
+    fps: of the MP4/GIF (finite, 0 < fps ≤ 240); gif_scale: the GIF's size relative to the frames.
+    progress(done, total) after every batch (total None when unknown); encoding(what, done,
+      total) after every frame of the MP4/GIF encode ("MP4", "GIF" or "MP4 and GIF").
+    cancel() -> True stops between batches, keeping every frame written (result.cancelled).
     job: extra description of the inputs (e.g. file hashes) folded into the manifest's job hash.
     Raises ExportError for unwritable folders, a full disk, or a folder holding a different job.
     """
-    t0 = time.perf_counter()
-    formats = {f.lower().lstrip(".") for f in formats}
-    unknown = formats - set(FORMATS)
-    if unknown or not formats:
-        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {sorted(formats)}")
-    batch_size = max(1, int(batch_size))
-    out_dir = Path(out_dir)
-    images, points = sources
-    images = list(images)
-    points = np.asarray(points, np.float32)
-
-    paste_pair = None
-    paste_fn: Callable[[np.ndarray], np.ndarray] | None = None
-    if callable(paste_back):
-        paste_fn = paste_back
-    elif paste_back is not None:
-        from caingan.face.crop import paste_back as _paste
-
-        paste_pair = paste_back
-        original, crop = paste_back
-        paste_fn = lambda gen: _paste(original, gen, crop)  # noqa: E731
-
-    _check_out_dir(out_dir)
-    jhash = job_hash(reenactor, images, points, paste_pair, job)
-    manifest_path = out_dir / MANIFEST_NAME
-    manifest = _read_manifest(manifest_path)
-    if manifest is not None and manifest.get("job_hash") != jhash or (
-            manifest is None and _existing_frames(out_dir)):
-        if not overwrite:
-            what = "an export of different inputs" if manifest else "frames of an unknown export"
-            raise ExportError(f"{out_dir} already holds {what}; choose another folder or "
-                              f"overwrite it (overwrite=True / --overwrite)")
-        _clear_previous(out_dir)
-        manifest = None
-    elif manifest is not None and overwrite:
-        _clear_previous(out_dir)
-        manifest = None
-
     if total is None:
         try:
             total = len(targets)  # type: ignore[arg-type]
         except TypeError:
-            total = manifest.get("frames") if manifest and manifest.get("status") == "complete" else None
-
-    outputs = {fmt: out_dir / name for fmt, name in (("mp4", "video.mp4"), ("gif", "video.gif"))
-               if fmt in formats}
-    if manifest and manifest.get("status") == "complete" and _finished(out_dir, manifest, formats):
-        n = int(manifest["frames"])
-        if progress:
-            progress(n, n)
-        if "png" in formats:
-            outputs["png"] = out_dir
-        return ExportResult(out_dir, n, 0, n, int(manifest.get("missed", 0)), False, outputs,
-                            time.perf_counter() - t0)
-
-    doc = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "job_hash": jhash,
-           "job": job or {}, "status": "running", "frames": None, "fps": fps,
-           "formats": sorted(formats), "missed": 0,
-           "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            pass
+    session = open_job(reenactor, sources, out_dir, formats=formats, paste_back=paste_back,
+                       fps=fps, gif_scale=gif_scale, total=total, job=job, overwrite=overwrite)
     try:
-        _write_json_atomic(manifest_path, doc)
-    except OSError as e:
-        raise _write_error(manifest_path, e, 0, out_dir) from None
-
-    reenactor.set_sources(images, points)
-    generated = reused = missed = done = 0
-    frame_size: tuple[int, int] | None = None
-    cancelled = False
-    it = iter(targets)
-    index = 0
-    while True:
-        if cancel is not None and cancel():
-            cancelled = True
-            break
-        batch: list[tuple[int, np.ndarray, str]] = []
-        for item in it:
-            pts, skipped = _points_of(item)
-            missed += skipped
-            batch.append((index, pts, target_hash(pts)))
-            index += 1
-            if len(batch) == batch_size:
-                break
-        if not batch:
-            break
-        todo = []
-        for i, pts, th in batch:
-            path = out_dir / FRAME_NAME.format(i)
-            if path.exists() and frame_valid(path, th, frame_size):
-                reused += 1
-            else:
-                todo.append((i, pts, th))
-        if todo:
-            gen = reenactor.generate_batch(np.stack([p for _, p, _ in todo]))
-            imgs = getattr(gen, "image", gen)
-            for (i, _, th), img in zip(todo, imgs):
-                img = np.asarray(img)
-                if paste_fn is not None:
-                    img = paste_fn(img)
-                frame_size = (img.shape[1], img.shape[0])
-                path = out_dir / FRAME_NAME.format(i)
-                try:
-                    write_frame_png(path, img, th)
-                except OSError as e:
-                    _mark(manifest_path, doc, status="failed", missed=missed)
-                    raise _write_error(path, e, _count_frames(out_dir), out_dir) from None
-                generated += 1
-        done += len(batch)
-        if progress:
-            progress(done, total)
-
-    doc["missed"] = missed
-    if cancelled:
-        _mark(manifest_path, doc, status="cancelled", missed=missed)
-        return ExportResult(out_dir, done, generated, reused, missed, True, {},
-                            time.perf_counter() - t0)
-    n = index
-    # Frames past the end can only come from an earlier, longer run of a different job.
-    for p in _existing_frames(out_dir)[n:]:
-        _unlink(p)
-    try:
-        _assemble(out_dir, n, formats, fps, outputs)
-    except OSError as e:
-        _mark(manifest_path, doc, status="failed", missed=missed)
-        bad = getattr(e, "filename", None) or out_dir
-        raise _write_error(Path(bad), e, n, out_dir) from None
-    if "png" in formats:
-        outputs["png"] = out_dir
-    else:
-        for i in range(n):
-            _unlink(out_dir / FRAME_NAME.format(i))
-    doc.update(status="complete", frames=n, missed=missed,
-               finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    try:
-        _write_json_atomic(manifest_path, doc)
-    except OSError as e:
-        raise _write_error(manifest_path, e, n, out_dir) from None
-    return ExportResult(out_dir, n, generated, reused, missed, False, outputs,
-                        time.perf_counter() - t0)
-
-
-def _count_frames(out_dir: Path) -> int:
-    return len(_existing_frames(out_dir))
-
-
-def _read_manifest(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"job_hash": None}  # unreadable: treat as a foreign job, never silently reuse
-    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
-        return {"job_hash": None}
-    return doc
-
-
-def _mark(path: Path, doc: dict, **changes) -> None:
-    """Best effort: the manifest only informs; a full disk must not hide the original error."""
-    doc.update(changes)
-    try:
-        _write_json_atomic(path, doc)
-    except OSError:
-        pass
-
-
-def _finished(out_dir: Path, manifest: dict, formats: set[str]) -> bool:
-    n = manifest.get("frames")
-    if not isinstance(n, int):
-        return False
-    if not set(formats) <= set(manifest.get("formats", [])):
-        return False
-    if "mp4" in formats and not (out_dir / "video.mp4").is_file():
-        return False
-    if "gif" in formats and not (out_dir / "video.gif").is_file():
-        return False
-    if "png" in formats:
-        return all((out_dir / FRAME_NAME.format(i)).is_file() for i in range(n))
-    return True
-
-
-def _assemble(out_dir: Path, n: int, formats: set[str], fps: float,
-              outputs: dict[str, Path]) -> None:
-    """MP4/GIF from the PNG sequence, one frame in memory at a time."""
-    if n == 0 or not ({"mp4", "gif"} & formats):
-        return
-    writers: list = []
-    try:
-        for i in range(n):
-            with Image.open(out_dir / FRAME_NAME.format(i)) as im:
-                rgb = np.asarray(im.convert("RGB"))
-            if not writers:
-                if "mp4" in formats:
-                    writers.append(Mp4Writer(outputs["mp4"], fps, (rgb.shape[1], rgb.shape[0])))
-                if "gif" in formats:
-                    writers.append(GifStreamWriter(outputs["gif"], fps))
-            for w in writers:
-                w.add(rgb)
-        for w in writers:
-            w.close()
-    except BaseException:
-        for w in writers:
-            w.abort()
-        raise
-
-
-# -- inputs: sources and driving (shared by the CLI and the app's export dialog) -------------
-
-MAX_SOURCES = 16
+        if session.result is not None:
+            if progress:
+                progress(session.result.frames, session.result.frames)
+            return session.result
+        session.render(targets, batch_size=batch_size, progress=progress, cancel=cancel)
+        return session.finish(encoding=encoding)
+    finally:
+        session.close()
 
 
 @dataclass
-class SourceSet:
-    """K source crops at the model size. The first source is the target person: driving motion
-    is retargeted onto its points and --paste-back pastes into its photo."""
+class ExportOptions:
+    """How to export, as the command line and the dialog set it."""
 
-    images: list[np.ndarray]          # K × (S, S, 3) uint8
-    points: np.ndarray                # (K, 68, 2) float32, crop pixels
-    labels: list[str]
-    target_points: np.ndarray         # (68, 2): the target person's points
-    paste: tuple | None = None        # (original photo, FaceCrop) of the target person
-
-
-def load_sources(paths: Sequence, detector, image_size: int) -> SourceSet:
-    """Load, detect and crop each photo; CainGANError names the photo that failed."""
-    from caingan.face.crop import crop_face
-    from caingan.media.images import load_image
-
-    paths = [Path(p) for p in paths]
-    if not 1 <= len(paths) <= MAX_SOURCES:
-        raise CainGANError(f"need 1 to {MAX_SOURCES} source photos, got {len(paths)}")
-    images, points, paste = [], [], None
-    for path in paths:
-        original = load_image(path)
-        try:
-            det = detector.detect(original, name=path.name)
-        except NoFaceError as e:
-            raise NoFaceError(f"source {path}: {e}") from None
-        crop = crop_face(original, det.points, image_size)
-        images.append(crop.image)
-        points.append(crop.points)
-        if paste is None:
-            paste = (original, crop)
-    pts = np.stack(points).astype(np.float32)
-    return SourceSet(images, pts, [p.name for p in paths], pts[0].copy(), paste)
+    out_dir: Path
+    formats: Sequence[str] = ("png",)
+    fps: float | None = None          # None: the input's frame rate, else 25
+    batch_size: int = 8
+    paste_back: bool = False          # into the target person's photo (SourceSet.paste)
+    gif_scale: float = 1.0
+    overwrite: bool = False
 
 
-@dataclass
-class Driving:
-    """Target poses for an export, produced lazily (a long video is never held in memory)."""
+def run_export(reenactor, sources: SourceSet, driving: DrivingSpec | Driving,
+               options: ExportOptions, *, detector=None, progress: Progress | None = None,
+               encoding: Encoding | None = None,
+               cancel: Callable[[], bool] | None = None) -> ExportResult:
+    """The whole export as the command line and the app run it: open the driving input, settle
+    the frame rate (checked before any frame is rendered), render and encode.
 
-    targets: Iterable             # (68, 2) arrays or RetargetResult, consumed once
-    total: int | None             # number of frames when known
-    fps: float | None             # the input's frame rate when it has one
-    job: dict                     # what identifies the input (folded into the manifest's hash)
-    description: str
-
-
-def _limit(n: int | None, max_frames: int | None) -> int | None:
-    if max_frames is None or max_frames <= 0:
-        return n
-    return max_frames if n is None or n <= 0 else min(n, max_frames)
-
-
-def video_driving(path, detector, target_points, *, neutral_frame: int = 0,
-                  max_frames: int | None = None, smoothing: bool = True,
-                  redetect_every: int = 15) -> Driving:
-    """Targets from a driving video: landmarks tracked per frame, motion relative to the neutral
-    frame (default the first frame with a face) retargeted onto `target_points`.
-
-    The video is decoded frame by frame while the exporter consumes the targets. Frames without
-    a face repeat the last good target (RetargetResult.skipped; counted as 'missed').
+    detector: needed for a driving video (its faces are tracked). result.description names the
+    driving input.
     """
-    from caingan.pipeline.reenact import FaceTracker
-    from caingan.face.retarget import Retargeter
-    from caingan.media.video import VideoReader
-
-    path = Path(path)
-    probe = VideoReader(path)          # VideoLoadError for a missing or undecodable file
-    fps, count = probe.fps, probe.frame_count
-    neutral_points = None
-    try:
-        if neutral_frame:
-            if neutral_frame < 0:
-                raise CainGANError(f"--neutral-frame must be >= 0, got {neutral_frame}")
-            frame = probe.read(neutral_frame)
-            try:
-                neutral_points = detector.detect(frame).points
-            except NoFaceError:
-                raise NoFaceError(f"{path}: no face in the neutral frame {neutral_frame}; "
-                                  f"choose another --neutral-frame") from None
-    finally:
-        probe.close()
-    total = _limit(count or None, max_frames)
-    limit = max_frames if max_frames and max_frames > 0 else None
-
-    def targets():
-        rt = Retargeter(target_points, smoothing=smoothing, fps=fps)
-        if neutral_points is not None:
-            rt.set_neutral(neutral_points, frame=neutral_frame)
-        tracker = FaceTracker(detector, redetect_every=redetect_every)
-        reader = VideoReader(path)
-        try:
-            for i, frame in enumerate(reader):
-                if limit is not None and i >= limit:
-                    return
-                det = tracker(frame)
-                yield rt.update(None if det is None else det.points, i / fps)
-        finally:
-            reader.close()
-
-    job = {"driving": "video", "name": path.name, "sha256": file_hash(path),
-           "neutral_frame": int(neutral_frame), "max_frames": limit, "smoothing": smoothing,
-           "redetect_every": int(redetect_every)}
-    return Driving(targets(), total, fps, job, f"video {path.name}")
+    if options.fps is not None:
+        check_fps(options.fps, "the frame rate")
+    if isinstance(driving, DrivingSpec):
+        driving = open_driving(driving, reenactor.image_size, detector=detector,
+                               target_points=sources.target_points)
+    fps = check_fps(options.fps or driving.fps or 25.0,
+                    f"the frame rate of {driving.description} (set one with --fps)")
+    res = export_frames(reenactor, (sources.images, sources.points), driving.targets,
+                        options.out_dir, formats=options.formats, batch_size=options.batch_size,
+                        paste_back=sources.paste if options.paste_back else None, fps=fps,
+                        gif_scale=options.gif_scale, total=driving.total, progress=progress,
+                        encoding=encoding, cancel=cancel, job=driving.job,
+                        overwrite=options.overwrite)
+    res.description = driving.description
+    return res
 
 
-def landmark_driving(path, image_size: int, *, max_frames: int | None = None,
-                     keyframes_only: bool = False) -> Driving:
-    """Targets from a landmark file, scaled from its `image_size` to the model's crop size.
-
-    Any file caingan.face.landmark_file reads (points are absolute target poses in an
-    image_size² source crop): a landmark sequence (a hand-written one may leave out "format"),
-    a keyframe file (interpolated to one pose per frame), or the editor's single-pose file (one
-    frame). A file without image_size is taken to be in the model's crop pixels already.
-    """
-    from caingan.face import landmark_file as lmf
-    from caingan.face.keyframes import KeyframeTrack
-
-    path = Path(path)
-    data = lmf.load_keyframes(path) if keyframes_only else lmf.load_any(path)
-    fps = None
-    if isinstance(data, KeyframeTrack):
-        n = _limit(data.n_frames, max_frames)
-        size, fps, what = data.image_size, data.fps, f"{len(data.keyframes)} keyframes"
-        frames: Iterable = data.frames(n)
-    elif isinstance(data, lmf.LandmarkSequence):
-        n = _limit(len(data), max_frames)
-        size, fps, what = data.image_size, data.fps, "landmark sequence"
-        frames = data.frames[:n]
-    else:
-        n, size, what = 1, data.image_size, "single pose"
-        frames = [data.points]
-    targets = (lmf.rescale_points(p, size, image_size) for p in frames)
-    job = {"driving": "landmarks", "name": path.name, "sha256": file_hash(path),
-           "max_frames": n, "image_size": image_size}
-    return Driving(targets, n, fps, job, f"{what} {path.name}")
-
-
-def keyframe_track_driving(track, image_size: int, *, max_frames: int | None = None) -> Driving:
-    """Targets from an in-memory caingan.face.keyframes.KeyframeTrack (the editor's keyframes)."""
-    from caingan.face.landmark_file import rescale_points
-
-    n = _limit(track.n_frames, max_frames)
-    targets = (rescale_points(p, track.image_size, image_size) for p in track.frames(n))
-    h = hashlib.sha256()
-    for k in sorted(track.keyframes, key=lambda k: k.frame):
-        h.update(str(k.frame).encode())
-        h.update(np.asarray(k.points, np.float32).tobytes())
-    job = {"driving": "keyframes", "keys": h.hexdigest(), "interpolation": track.interpolation,
-           "max_frames": n, "image_size": image_size}
-    return Driving(targets, n, track.fps, job, f"{len(track.keyframes)} keyframes")
-
-
-# -- the command line -----------------------------------------------------------------------
-
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="caingan-export",
-        description="Render many target poses of the source face(s) to a PNG sequence, MP4 "
-                    "and/or GIF. Resumable: re-running the same command continues an "
-                    "interrupted export and regenerates only missing frames.",
-        epilog="Landmark files: a caingan-landmark-sequence ({\"format\": "
-               "\"caingan-landmark-sequence\", \"image_size\": S, \"fps\": 25, \"frames\": "
-               "[[[x, y] x 68], ...]}, points in an S x S source crop), the editor's saved pose "
-               "(one frame) or a caingan-keyframes file. Exit status: 0 done, 2 error, "
-               "130 interrupted (frames so far are kept).")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS),
-                   help="model checkpoint (default: the bundled %(default)s)")
-    p.add_argument("--source", action="append", required=True, metavar="PHOTO",
-                   help="source photo (repeat for 1-16 photos of one person; the first is the "
-                        "target person for driving videos and --paste-back)")
-    drv = p.add_mutually_exclusive_group(required=True)
-    drv.add_argument("--driving", metavar="VIDEO",
-                     help="driving video: its facial motion is transferred to the source")
-    drv.add_argument("--landmarks", metavar="JSON",
-                     help="landmark sequence (or single pose) to render, one frame per pose")
-    drv.add_argument("--keyframes", metavar="JSON",
-                     help="keyframe file (caingan.face.keyframes), interpolated frame by frame")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--formats", default="png,mp4",
-                   help="comma-separated subset of png,mp4,gif (default: %(default)s)")
-    p.add_argument("--fps", type=float, default=None,
-                   help="frame rate of the MP4/GIF (default: the input's, else 25)")
-    p.add_argument("--paste-back", action="store_true",
-                   help="paste each generated face back into the first source photo")
-    p.add_argument("--neutral-frame", type=int, default=0, metavar="N",
-                   help="driving video frame whose pose counts as neutral (default: 0, the "
-                        "first frame with a face)")
-    p.add_argument("--batch", type=int, default=8, help="frames per model call (default: 8)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--detector", default="dlib", choices=["dlib", "fa", "auto"],
-                   help="landmark detector backend (default: %(default)s)")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N",
-                   help="export at most N frames")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an export of different inputs found in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _formats(text: str) -> list[str]:
-    got = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
-    bad = [f for f in got if f not in FORMATS]
-    if bad or not got:
-        raise CainGANError(f"--formats: unknown {', '.join(bad) or '(empty)'}; "
-                           f"use a comma-separated subset of {','.join(FORMATS)}")
-    return got
-
-
-def _describe_outputs(res: ExportResult) -> str:
-    parts = []
-    if "png" in res.outputs and res.frames:
-        parts.append(f"{FRAME_NAME.format(0)} … {FRAME_NAME.format(res.frames - 1)}")
-    parts += [p.name for k, p in res.outputs.items() if k != "png"]
-    return ", ".join(parts) or "nothing"
-
-
-def _run(args, cancel_flag: dict) -> int:
-    from caingan.pipeline.inference import Reenactor
-    from caingan.face.landmarks import LandmarkDetector
-
-    formats = _formats(args.formats)
-    if args.batch < 1:
-        raise CainGANError(f"--batch must be >= 1, got {args.batch}")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise CainGANError(f"--max-frames must be >= 1, got {args.max_frames}")
-    for s in args.source:
-        if not Path(s).is_file():
-            raise CainGANError(f"source photo {s}: file not found")
-    reenactor = Reenactor.from_checkpoint(args.weights, device=args.device)
-    size = reenactor.image_size
-    detector = LandmarkDetector(args.detector)
-    sources = load_sources(args.source, detector, size)
-    if args.driving:
-        driving = video_driving(args.driving, detector, sources.target_points,
-                                neutral_frame=args.neutral_frame, max_frames=args.max_frames)
-    elif args.landmarks:
-        driving = landmark_driving(args.landmarks, size, max_frames=args.max_frames)
-    else:
-        driving = landmark_driving(args.keyframes, size, max_frames=args.max_frames,
-                                   keyframes_only=True)
-    fps = args.fps or driving.fps or 25.0
-    if fps <= 0:
-        raise CainGANError(f"--fps must be > 0, got {fps}")
-    out = Path(args.out)
-
-    from tqdm import tqdm
-
-    bars: list = []          # made at the first progress report: an error prints no empty bar
-
-    def progress(done, total):
-        if not bars:
-            bars.append(tqdm(total=total, unit="frame", desc="caingan-export",
-                             disable=args.quiet, file=sys.stderr, dynamic_ncols=True))
-        bar = bars[0]
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
-    try:
-        res = export_frames(reenactor, (sources.images, sources.points), driving.targets, out,
-                            formats=formats, batch_size=args.batch,
-                            paste_back=sources.paste if args.paste_back else None, fps=fps,
-                            total=driving.total, progress=progress,
-                            cancel=lambda: cancel_flag["stop"], job=driving.job,
-                            overwrite=args.overwrite)
-    finally:
-        for bar in bars:
-            bar.close()
-    if res.cancelled:
-        _interrupted_message(out, res.frames)
-        return EXIT_INTERRUPTED
-    missed = f"; no face in {res.missed} driving frames (last pose held)" if res.missed else ""
-    print(f"caingan-export: {res.frames} frames from {driving.description} in {out} "
-          f"({res.generated} generated, {res.reused} reused from an earlier run{missed}); "
-          f"wrote {_describe_outputs(res)}", flush=True)
-    return 0
-
-
-def _interrupted_message(out: Path, frames: int | None = None) -> None:
-    if frames is None:
-        frames = _count_frames(out) if out.is_dir() else 0
-    print(f"\ncaingan-export: interrupted; the {frames} frames written so far are kept in {out}. "
-          f"Run the same command again to resume.", file=sys.stderr, flush=True)
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """`caingan-export` / `python -m caingan.pipeline.export`; returns the exit status."""
-    import signal
-    import threading
-
-    args = build_parser().parse_args(argv)
-    cancel_flag = {"stop": False}
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def on_sigint(signum, frame):
-            if cancel_flag["stop"]:          # a second Ctrl+C: stop right now
-                raise KeyboardInterrupt
-            cancel_flag["stop"] = True       # first: finish the batch being written, then stop
-        previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        return _run(args, cancel_flag)
-    except CainGANError as e:
-        print(f"caingan-export: error: {e}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        _interrupted_message(Path(args.out))
-        return EXIT_INTERRUPTED
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["ExportResult", "ExportSession", "ExportOptions", "open_job", "export_frames",
+           "run_export", "frame_valid", "target_hash", "FRAME_NAME", "MANIFEST_NAME", "TARGET_KEY",
+           "FORMATS"]
