@@ -280,7 +280,7 @@ def test_saving_refuses_what_loading_would_refuse(tmp_path):
 # ----------------------------------------------------------------------------- the exporter
 
 def test_exporter_scales_files_by_pixel_centres_and_reports_bad_ones(tmp_path):
-    from caingan.pipeline.export import landmark_driving
+    from caingan.pipeline.export_inputs import landmark_driving
 
     lmf.save_sequence(tmp_path / "s.json", [FACE, FACE + 2], image_size=128, fps=12)
     drv = landmark_driving(tmp_path / "s.json", 64)
