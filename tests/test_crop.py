@@ -156,3 +156,133 @@ def test_paste_into_a_resized_copy_matches_the_resized_full_paste(photo_and_poin
     small = paste_back(small_photo, generated, small_crop)
     expected = cv2.resize(full, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
     assert np.abs(small.astype(int) - expected).mean() < 6
+
+
+# --- padding: a crop that extends beyond the photo (tight 150 px stills) -------------------------
+def _outside(crop, shape, margin=3.0):
+    """Crop pixels that lie more than `margin` photo pixels beyond the photo's border."""
+    u = np.arange(crop.size, dtype=np.float64)
+    inv = crop.inverse
+    x = inv[0, 0] * u[None, :] + inv[0, 2]
+    y = inv[1, 1] * u[:, None] + inv[1, 2]
+    h, w = shape[:2]
+    return (x < -margin) | (x > w - 1 + margin) | (y < -margin) | (y > h - 1 + margin)
+
+
+def _tight_crops(stills, detector, size=128):
+    for path in stills:
+        if path.stem[-1] not in "12":
+            continue
+        still = load_image(path)
+        yield path.name, still, crop_face(still, detector.detect(still).points, size)
+
+
+@pytest.fixture(scope="module")
+def dlib_detector():
+    return LandmarkDetector("dlib")
+
+
+def test_padding_of_tight_stills_has_no_streaks(stills, dlib_detector):
+    """Repeating the border pixels drew streaks all around tight crops (the Target view, the
+    thumbnails and the model input); the padding must hold no fine structure at all."""
+    for name, still, crop in _tight_crops(stills, dlib_detector):
+        out = _outside(crop, still.shape)
+        assert out.mean() > 0.3, f"{name}: expected a crop reaching far beyond the 150 px still"
+        g = crop.image.astype(np.float32).mean(2)
+        detail = np.abs(g - cv2.GaussianBlur(g, (0, 0), 2.0))
+        assert detail[out].mean() < 1.0, f"{name}: streaks in the padding ({detail[out].mean():.2f})"
+        assert detail[~out].mean() > 5, f"{name}: the face itself must stay sharp"
+
+
+def test_padding_fades_to_the_colour_around_the_photo(stills, dlib_detector):
+    for name, still, crop in _tight_crops(stills, dlib_detector):
+        border = np.concatenate([still[0], still[-1], still[:, 0], still[:, -1]]).mean()
+        corners = np.concatenate([crop.image[:6, :6], crop.image[-6:, -6:],
+                                  crop.image[:6, -6:], crop.image[-6:, :6]]).mean()
+        assert abs(corners - border) < 30, f"{name}: corners {corners:.0f}, border {border:.0f}"
+
+
+def test_colour_photo_cut_at_the_face_pads_without_streaks(dlib_detector):
+    from skimage import data
+    photo = data.astronaut()
+    pts = dlib_detector.detect(photo).points
+    x0 = int(pts[:, 0].min()) + 20
+    cut = np.ascontiguousarray(photo[:, x0:])
+    crop = crop_face(cut, pts - [x0, 0], 256)
+    out = _outside(crop, cut.shape)
+    assert out[:, :40].all(), "the left of the crop lies beyond the photo"
+    detail = np.abs(crop.image.astype(np.float32)
+                    - cv2.GaussianBlur(crop.image, (0, 0), 2.0).astype(np.float32))
+    assert detail[out].mean() < 1.0
+    assert crop.image[out].std(0).max() < 40, "the padding is one muted colour, not stripes"
+
+
+def test_crop_inside_the_photo_is_a_plain_warp(photo_and_points):
+    photo, pts = photo_and_points
+    photo = cv2.copyMakeBorder(photo, 200, 200, 200, 200, cv2.BORDER_REFLECT)
+    pts = pts + 200
+    crop = crop_face(photo, pts, 256)            # scale > 0.5: one warp, no area pre-shrink
+    assert not _outside(crop, photo.shape, margin=0).any()
+    plain = cv2.warpAffine(photo, crop.matrix, (256, 256), flags=cv2.INTER_LINEAR)
+    assert np.array_equal(crop.image, plain)
+
+
+# --- resolution: the face at the photo's own size ------------------------------------------------
+@pytest.fixture(scope="module")
+def big_photo(photo_and_points):
+    """A 1500+ px photo: the face is ~5× bigger than in the 128 crop."""
+    photo, pts = photo_and_points
+    k = 2.5
+    big = cv2.resize(photo, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
+    return big, (pts + 0.5) * k - 0.5
+
+
+def _blockiness(image: np.ndarray) -> float:
+    """Second over first differences along rows: ≈ 2 for nearest-neighbour upscaling (flat runs
+    and steps), well below 1 for a smooth upscale."""
+    g = image.astype(np.float32).mean(-1) if image.ndim == 3 else image.astype(np.float32)
+    return float(np.abs(np.diff(g, 2, axis=1)).mean() / max(np.abs(np.diff(g, axis=1)).mean(), 1e-6))
+
+
+def test_native_side_is_the_crop_size_in_the_photo(big_photo):
+    big, pts = big_photo
+    crop = crop_face(big, pts, 128)
+    side = crop.native_side
+    assert side == pytest.approx(DEFAULT_MARGIN * np.ptp(pts, axis=0).max(), abs=1.5)
+    assert side > 4 * 128
+    native = crop.at_side(big, side)
+    assert native.shape == (side, side, 3)
+    # the same square: shrunk back it is the 128 crop, but it holds the photo's detail
+    assert np.abs(cv2.resize(native, (128, 128), interpolation=cv2.INTER_AREA).astype(int)
+                  - crop.image).mean() < 3
+    hi = np.abs(np.diff(native.astype(np.float32), axis=1)).mean()
+    up = np.abs(np.diff(cv2.resize(crop.image, (side, side), interpolation=cv2.INTER_CUBIC)
+                        .astype(np.float32), axis=1)).mean()
+    assert hi > 1.3 * up, "the native crop must be sharper than the upscaled 128 crop"
+    # the landmarks land on the same features: pixel-centre convention kept
+    k = side / 128
+    m = crop.matrix_for(side)
+    np.testing.assert_allclose(pts @ m[:, :2].T + m[:, 2], (crop.points + 0.5) * k - 0.5,
+                               atol=1e-3)
+
+
+def test_resize_square_upscales_smoothly(photo_and_points):
+    from caingan.face.crop import resize_square
+    photo, pts = photo_and_points
+    crop = crop_face(photo, pts, 128)
+    up = resize_square(crop.image, 700)
+    assert up.shape == (700, 700, 3)
+    nearest = cv2.resize(crop.image, (700, 700), interpolation=cv2.INTER_NEAREST)
+    assert _blockiness(nearest) > 1.5 and _blockiness(up) < 0.8, (_blockiness(nearest), _blockiness(up))
+
+
+def test_paste_back_keeps_a_high_resolution_output(big_photo):
+    """A model output with more pixels than the 128 crop is pasted at its own resolution."""
+    big, pts = big_photo
+    crop = crop_face(big, pts, 128)
+    stripes = np.zeros((512, 512, 3), np.uint8)
+    stripes[:, ::4] = stripes[:, 1::4] = 255          # period 4 at 512: gone at 128
+    out = paste_back(big, stripes, crop)
+    nose = pts[30].astype(int)
+    patch = out[nose[1] - 10:nose[1] + 10, nose[0] - 30:nose[0] + 30].astype(np.float32)
+    assert patch.mean(2).std() > 60, "the stripes were blurred away (pasted at 128?)"

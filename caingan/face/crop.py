@@ -51,6 +51,23 @@ class FaceCrop:
         inv = self.inverse
         return (p @ inv[:, :2].T + inv[:, 2]).astype(np.float32)
 
+    @property
+    def native_side(self) -> int:
+        """The crop square's side in photo pixels: its resolution in the photo itself."""
+        m = np.asarray(self.matrix, np.float64)
+        return max(1, int(round(self.size / np.sqrt(abs(np.linalg.det(m[:, :2]))))))
+
+    def matrix_for(self, side: int) -> np.ndarray:
+        """original → the same square sampled with `side` pixels (pixel centres on integers)."""
+        k = side / self.size
+        m = np.asarray(self.matrix, np.float64)
+        return np.concatenate([m[:, :2] * k, (m[:, 2] * k + 0.5 * k - 0.5)[:, None]], axis=1)
+
+    def at_side(self, image: np.ndarray, side: int) -> np.ndarray:
+        """The same square of `image` (the original photo) at `side` × `side` pixels, e.g. at
+        native_side to show or save the face at the photo's own resolution."""
+        return warp_crop(np.asarray(image)[..., :3], self.matrix_for(int(side)), int(side))
+
 
 def crop_matrix(points, size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
     """2×3 original→crop matrix for these landmarks (ignores NaN points)."""
@@ -79,8 +96,71 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         # original x = (x' + 0.5) / fx - 0.5 (cv2.resize's pixel-centre convention)
         m = np.array([[m[0, 0] / fx, 0.0, m[0, 2] + m[0, 0] * (0.5 / fx - 0.5)],
                       [0.0, m[1, 1] / fy, m[1, 2] + m[1, 1] * (0.5 / fy - 0.5)]], np.float64)
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    cover = _coverage(image.shape[:2], m, size, ramp=EDGE_FEATHER * size)
+    if cover is None:
+        return out
+    return _fill_outside(out, cover)
+
+
+def _coverage(shape: tuple, matrix: np.ndarray, size: int, ramp: float = 1.0) -> np.ndarray | None:
+    """(size, size) float32: 1 where the crop shows the photo, 0 beyond its border, a ramp of
+    `ramp` crop pixels just inside the border; None when the whole crop lies inside the photo
+    (the common case: no cost)."""
+    h, w = shape[:2]
+    inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
+    src = corners @ inv[:, :2].T + inv[:, 2]
+    if src.min() >= 0 and (src[:, 0] <= w - 1).all() and (src[:, 1] <= h - 1).all():
+        return None
+    u = np.arange(size, dtype=np.float32)
+    x = inv[0, 0] * u[None, :] + inv[0, 1] * u[:, None] + inv[0, 2]
+    y = inv[1, 0] * u[None, :] + inv[1, 1] * u[:, None] + inv[1, 2]
+    r = max(1.0, ramp * float(np.sqrt(abs(np.linalg.det(inv[:, :2])))))   # in photo pixels
+    cx = np.clip(np.minimum(x + 1, w - x) / r, 0, 1)
+    cy = np.clip(np.minimum(y + 1, h - y) / r, 0, 1)
+    return (cx * cy).astype(np.float32)
+
+
+FILL_SIDE = 64        # the padding is computed at this resolution (it holds no detail)
+EDGE_FEATHER = 0.02   # the photo's border fades into the padding over this fraction of the crop
+
+
+def _fill_outside(image: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """Where the crop extends beyond the photo: the photo's colours near its border, blurred more
+    the further out, fading to their mean colour. No texture is invented, so nothing there looks
+    like content (edge replication drew streaks; mirroring drew a second, ghostly face)."""
+    size = image.shape[0]
+    img = image.astype(np.float32)
+    c = cover[..., None]
+    known = img * c
+    fs = min(size, FILL_SIDE)
+    small_known = cv2.resize(known, (fs, fs), interpolation=cv2.INTER_AREA).reshape(fs, fs, -1)
+    small_cover = cv2.resize(cover, (fs, fs), interpolation=cv2.INTER_AREA)[..., None]
+    total = float(small_cover.sum())
+    if total < 1e-3:                  # no photo pixel in the crop at all: neutral grey
+        return np.full_like(image, 128)
+    # the mean colour of the photo's strip along its border (what the background is made of)
+    inside = small_cover > 0.99
+    near = cv2.dilate((small_cover < 0.99).astype(np.uint8), np.ones((3, 3), np.uint8),
+                      iterations=max(1, fs // 16))[..., None].astype(bool) & inside
+    band = near if near.any() else small_cover > 0
+    mean = (small_known * band).sum((0, 1)) / np.maximum((small_cover * band).sum((0, 1)), 1e-6)
+    # normalized convolution, coarse to fine: each scale refines the colours near the border
+    fill = np.broadcast_to(mean, small_known.shape).astype(np.float32)
+    for sigma in (fs / 4, fs / 8, fs / 16, fs / 32):
+        num = cv2.GaussianBlur(small_known, (0, 0), sigma).reshape(small_known.shape)
+        den = cv2.GaussianBlur(small_cover, (0, 0), sigma).reshape(small_cover.shape)
+        w = np.clip(den * 4.0, 0, 1)
+        fill = w * (num / np.maximum(den, 1e-6)) + (1 - w) * fill
+    # fade towards the mean with the distance from the photo (in crop sides)
+    dist = cv2.distanceTransform((small_cover < 0.5).astype(np.uint8), cv2.DIST_L2, 3)[..., None]
+    fade = np.exp(-dist / (0.12 * fs))
+    fill = fade * fill + (1 - fade) * mean
+    fill = cv2.resize(fill, (size, size), interpolation=cv2.INTER_LINEAR).reshape(img.shape)
+    out = img * c + fill * (1 - c)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def crop_face(image: np.ndarray, points, size: int, margin: float = DEFAULT_MARGIN) -> FaceCrop:
@@ -91,6 +171,18 @@ def crop_face(image: np.ndarray, points, size: int, margin: float = DEFAULT_MARG
                     tuple(image.shape[:2]))
     crop.points = crop.to_crop(points)
     return crop
+
+
+def resize_square(image: np.ndarray, side: int) -> np.ndarray:
+    """A square crop (e.g. the model's output) at `side` pixels: area-averaged when shrinking,
+    bicubic when enlarging (smooth, never blocky nearest-neighbour pixels)."""
+    image = np.asarray(image)
+    if image.shape[0] == side and image.shape[1] == side:
+        return image
+    grow = side > image.shape[0]
+    out = cv2.resize(image, (side, side),
+                     interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+    return out
 
 
 def _soft_mask(size: int, feather: float) -> np.ndarray:
@@ -115,21 +207,28 @@ def paste_back(original: np.ndarray, generated: np.ndarray, crop: FaceCrop,
     """
     original = np.asarray(original)
     gen = np.asarray(generated)
-    if gen.shape[0] != crop.size or gen.shape[1] != crop.size:
-        gen = cv2.resize(gen, (crop.size, crop.size), interpolation=cv2.INTER_LINEAR)
+    # The generated square keeps its own resolution (a model may render more pixels than its
+    # landmark crop has), but never more than the face has in the photo (no aliased shrink).
+    side = gen.shape[0] if gen.shape[0] == gen.shape[1] else crop.size
+    side = max(min(side, crop.native_side), min(side, crop.size))
+    gen = resize_square(gen, side) if gen.shape[:2] != (side, side) else gen
     h, w = original.shape[:2]
     out = np.array(original[..., :3], dtype=np.uint8, copy=True)
-    s = crop.size
-    corners = crop.to_original(np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float64))
+    s = side
+    m = crop.matrix_for(s)
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float64) @ inv[:, :2].T + inv[:, 2]
     x0, y0 = np.floor(corners.min(0)).astype(int) - 1
     x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if x1 <= x0 or y1 <= y0:
         return out            # the face window lies outside the photo
-    inv = crop.inverse.copy()
+    inv = inv.copy()
     inv[:, 2] -= (x0, y0)     # crop → window coordinates
     size = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(gen, inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    grow = abs(np.linalg.det(inv[:, :2])) > 1.0      # the face is bigger in the photo: bicubic
+    warped = cv2.warpAffine(gen, inv, size, flags=cv2.INTER_CUBIC if grow else cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
     mask = cv2.warpAffine(_soft_mask(s, feather), inv, size, flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
     roi = out[y0:y1, x0:x1].astype(np.float32)
@@ -138,4 +237,5 @@ def paste_back(original: np.ndarray, generated: np.ndarray, crop: FaceCrop,
     return out
 
 
-__all__ = ["FaceCrop", "crop_face", "crop_matrix", "paste_back", "warp_crop", "DEFAULT_MARGIN"]
+__all__ = ["FaceCrop", "crop_face", "crop_matrix", "paste_back", "resize_square", "warp_crop",
+           "DEFAULT_MARGIN"]
