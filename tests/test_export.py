@@ -216,3 +216,140 @@ def test_missed_driving_frames_are_counted(tiny_weights, tmp_path):
                         tmp_path / "o")
     assert res.frames == 5 and res.missed == 3
     assert json.loads((tmp_path / "o" / MANIFEST_NAME).read_text())["missed"] == 3
+
+
+# -- damage, leftovers, frame rates, encoding progress ------------------------------------------
+
+def _flip_byte(path, offset_from_end: int = 40) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0xFF                   # inside the image data, before IEND
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_frames_of_a_finished_export_are_rendered_again(tiny_weights, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "o"
+    export_frames(Counting(tiny_weights), _sources(), _targets(6), out, formats={"png", "mp4"},
+                  batch_size=4)
+    _flip_byte(out / FRAME_NAME.format(2))                                 # one bit rot
+    (out / FRAME_NAME.format(4)).write_bytes((out / FRAME_NAME.format(4)).read_bytes()[:300])
+    r = Counting(tiny_weights)
+    res = export_frames(r, _sources(), _targets(6), out, formats={"png", "mp4"}, batch_size=4)
+    assert (res.generated, res.reused, r.frames) == (2, 4, 2)
+    hashes = [target_hash(p) for p in _targets(6)]
+    for i in range(6):
+        assert frame_valid(out / FRAME_NAME.format(i), hashes[i])
+        with Image.open(out / FRAME_NAME.format(i)) as im:
+            im.load()
+    # Intact now: a third run reuses everything and renders nothing.
+    r3 = Counting(tiny_weights)
+    again = export_frames(r3, _sources(), _targets(6), out, formats={"png", "mp4"})
+    assert (again.generated, again.reused, r3.frames) == (0, 6, 0)
+
+
+def test_damaged_video_of_a_finished_export_is_encoded_again(tiny_weights, tmp_path):
+    import av
+
+    out = tmp_path / "o"
+    export_frames(Counting(tiny_weights), _sources(), _targets(5), out, formats={"png", "mp4"})
+    (out / "video.mp4").write_bytes((out / "video.mp4").read_bytes()[:500])
+    r = Counting(tiny_weights)
+    res = export_frames(r, _sources(), _targets(5), out, formats={"png", "mp4"})
+    assert (res.generated, res.reused, r.frames) == (0, 5, 0)
+    with av.open(str(out / "video.mp4")) as c:
+        assert c.streams.video[0].frames == 5
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[4])
+from test_export import _sources, _targets
+import caingan.media.writers as writers
+from caingan.pipeline.export import export_frames
+from caingan.pipeline.inference import Reenactor
+
+weights, out, where = sys.argv[1:4]
+if where == "frame":                     # killed between writing frame 3's temp file and its rename
+    real_replace, seen = os.replace, []
+    def replace(src, dst):
+        seen.append(dst)
+        if len(seen) == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_replace(src, dst)
+    os.replace = replace
+else:                                    # killed while the MP4 is being encoded
+    real_add = writers.Mp4Writer.add
+    def add(self, rgb):
+        if self.count == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_add(self, rgb)
+    writers.Mp4Writer.add = add
+export_frames(Reenactor.from_checkpoint(weights, device="cpu"), _sources(), _targets(7), out,
+              formats={"png", "mp4"}, batch_size=2)
+"""
+
+
+@pytest.mark.parametrize("where", ["frame", "video"])
+def test_kill_9_leftovers_are_removed_on_resume(where, tiny_weights, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "o"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(tiny_weights), str(out), where,
+                           str(Path(__file__).parent)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    left = [p.name for p in out.iterdir() if ".tmp" in p.name]
+    assert left, "the kill left no temp file: the test did not hit the write"
+    # A temp file named the way the previous version named them goes too.
+    (out / ".frame_000006.4242.tmp.png").write_bytes(b"half a frame")
+    r = Counting(tiny_weights)
+    res = export_frames(r, _sources(), _targets(7), out, formats={"png", "mp4"}, batch_size=2)
+    assert res.frames == 7 and res.generated + res.reused == 7
+    assert (res.reused, r.frames) == ((3, 4) if where == "frame" else (7, 0))
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+    assert _frames(out) == [FRAME_NAME.format(i) for i in range(7)]
+    assert (out / "video.mp4").is_file()
+
+
+@pytest.mark.parametrize("fps", [float("inf"), float("nan"), 1e-9, 1e9, 0, -5])
+def test_unusable_fps_is_refused_before_anything_is_written(fps, tiny_weights, tmp_path):
+    from caingan.errors import CainGANError
+
+    r = Counting(tiny_weights)
+    with pytest.raises(CainGANError, match="frames per second"):
+        export_frames(r, _sources(), _targets(3), tmp_path / "o", formats={"mp4"}, fps=fps)
+    assert r.calls == 0 and not (tmp_path / "o").exists()
+
+
+def test_encoding_reports_progress_and_a_new_fps_re_encodes(tiny_weights, tmp_path):
+    import av
+
+    out = tmp_path / "o"
+    calls = []
+    export_frames(Counting(tiny_weights), _sources(), _targets(5), out,
+                  formats={"png", "mp4", "gif"}, fps=10,
+                  encoding=lambda what, d, t: calls.append((what, d, t)))
+    assert calls == [("MP4 and GIF", i, 5) for i in range(1, 6)]
+    # Same frames, another frame rate: nothing rendered, the videos made again at 20 fps.
+    r = Counting(tiny_weights)
+    res = export_frames(r, _sources(), _targets(5), out, formats={"png", "mp4"}, fps=20)
+    assert r.frames == 0 and res.reused == 5
+    with av.open(str(out / "video.mp4")) as c:
+        assert float(c.streams.video[0].average_rate) == 20
+
+
+def test_a_folder_being_exported_to_is_locked(tiny_weights, tmp_path):
+    from caingan.pipeline.export import open_job
+
+    session = open_job(Counting(tiny_weights), _sources(), tmp_path / "o")
+    try:
+        with pytest.raises(ExportError, match="another export is writing"):
+            export_frames(Counting(tiny_weights), _sources(), _targets(2), tmp_path / "o")
+    finally:
+        session.close()
+    assert export_frames(Counting(tiny_weights), _sources(), _targets(2), tmp_path / "o").frames == 2

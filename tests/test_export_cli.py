@@ -212,3 +212,91 @@ def test_errors_are_one_line_and_exit_2(case, weights, clip, photo, tmp_path, ca
     assert len(lines) == 1 and lines[0].startswith("caingan-export: error: "), stderr
     assert expect[1] in lines[0] and "Traceback" not in stderr
     assert not (tmp_path / "out").exists() or _frames(tmp_path / "out") == []
+
+
+# -- frame rates, --face, encoding progress, defaults --------------------------------------------
+
+@pytest.mark.timeout(60)      # --fps inf used to hang inside the video writer
+@pytest.mark.parametrize("fps", ["inf", "nan", "1e-9", "1e9", "0", "-25", "fast"])
+def test_unusable_fps_exits_2_at_once(fps, weights, photo, tmp_path, capsys):
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--landmarks",
+                           tmp_path / "never-read.json", f"--fps={fps}", "--out", tmp_path / "o")
+    assert code == 2
+    assert "--fps" in stderr and "caingan-export: error:" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_unusable_fps_in_a_landmark_file_exits_2_before_rendering(weights, photo, tmp_path,
+                                                                   capsys):
+    from caingan.face.landmark_edit import mean_face
+
+    doc = {"format": "caingan-landmark-sequence", "version": 1, "image_size": 128, "fps": 1e9,
+           "frames": [mean_face(128.0).tolist()] * 3}
+    (tmp_path / "seq.json").write_text(json.dumps(doc))
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--landmarks",
+                           tmp_path / "seq.json", "--formats", "png,mp4", "--out", tmp_path / "o")
+    assert code == 2 and "'fps'" in stderr and "seq.json" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "o").exists() or _frames(tmp_path / "o") == []
+
+
+@pytest.fixture(scope="module")
+def group_photo(stills, tmp_path_factory) -> Path:
+    """Two people: a large face on the left, a smaller one on the right."""
+    big = Image.open(stills[0]).convert("RGB").resize((300, 300))
+    small = Image.open(next(s for s in stills if s.parent != stills[0].parent)).convert("RGB")
+    canvas = Image.new("RGB", (520, 320), (90, 90, 90))
+    canvas.paste(big, (10, 10))
+    canvas.paste(small, (350, 90))
+    path = tmp_path_factory.mktemp("group") / "group.png"
+    canvas.save(path)
+    return path
+
+
+def test_face_picks_the_nth_largest_face_of_a_group_photo(weights, group_photo, tmp_path,
+                                                           capsys):
+    from caingan.face.landmark_edit import mean_face
+    from caingan.face.landmark_file import save_landmarks
+
+    pose = tmp_path / "pose.json"
+    save_landmarks(pose, mean_face(64.0), 64)
+    x_centre = {}
+    for face in ("1", "2"):
+        out = tmp_path / f"face{face}"
+        code, _, stderr = _run(capsys, "--weights", weights, "--source", group_photo, "--face",
+                               face, "--landmarks", pose, "--formats", "png", "--paste-back",
+                               "--out", out)
+        assert code == 0, stderr
+        # Paste-back changes the photo only around the face that was used.
+        changed = np.abs(np.asarray(Image.open(out / FRAME_NAME.format(0)), int)
+                         - np.asarray(Image.open(group_photo), int)).sum(-1) > 30
+        x_centre[face] = np.nonzero(changed)[1].mean()
+    assert x_centre["1"] < 300 < x_centre["2"]
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", group_photo, "--face", 3,
+                           "--landmarks", pose, "--out", tmp_path / "face3")
+    assert code == 2 and "3rd largest face" in stderr and "only 2 faces" in stderr
+    assert "group.png" in stderr and "Traceback" not in stderr
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", group_photo, "--face", 0,
+                           "--landmarks", pose, "--out", tmp_path / "face0")
+    assert code == 2 and "--face" in stderr
+
+
+def test_encoding_has_its_own_progress_bar(weights, photo, tmp_path, capsys):
+    from caingan.face.landmark_edit import mean_face
+    from caingan.face.landmark_file import save_sequence
+
+    seq = tmp_path / "seq.json"
+    save_sequence(seq, (mean_face(64.0) + i for i in range(6)), image_size=64, fps=12)
+    code, stdout, stderr = _run(capsys, "--weights", weights, "--source", photo, "--landmarks",
+                                seq, "--formats", "png,mp4,gif", "--gif-scale", "0.5",
+                                "--out", tmp_path / "o")
+    assert code == 0, stderr
+    assert "encoding MP4 and GIF" in stderr and "6/6" in stderr
+    with Image.open(tmp_path / "o" / "video.gif") as gif:
+        assert gif.size == (S // 2, S // 2) and gif.n_frames == 6
+
+
+def test_default_weights_are_the_bundled_model():
+    from caingan.pipeline.export_cli import build_parser
+
+    args = build_parser().parse_args(["--source", "a.png", "--landmarks", "b.json", "--out", "o"])
+    assert Path(args.weights).is_file(), args.weights

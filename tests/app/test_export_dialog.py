@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from PySide6.QtWidgets import QPushButton
+from PySide6.QtWidgets import QProgressDialog, QPushButton
 
 from caingan.face import landmark_edit as le
 from caingan.pipeline.export import FRAME_NAME, MANIFEST_NAME, TARGET_KEY
@@ -157,3 +157,56 @@ def test_nothing_to_export_is_explained(qtbot, make_window, tmp_path):
     assert "Add a source photo" in dlg.status_label.text() and dlg.progress is None
     assert not dlg.add_current_pose()
     assert not (tmp_path / "o").exists()
+
+
+class RecordingProgress(QProgressDialog):
+    """The dialog's progress window, remembering every label it showed."""
+
+    labels: list[str] = []
+
+    def setLabelText(self, text: str) -> None:
+        RecordingProgress.labels.append(text)
+        super().setLabelText(text)
+
+
+def test_encoding_progress_follows_the_frames(qtbot, dialog, monkeypatch, tmp_path):
+    import app.export_dialog as export_dialog
+
+    monkeypatch.setattr(export_dialog, "QProgressDialog", RecordingProgress)
+    RecordingProgress.labels = []
+    w, dlg = dialog
+    dlg.add_key_button.click()
+    w.doc.set_params(le.EditParams(mouth_open=0.8))
+    dlg.add_key_button.click()
+    dlg.gap_spin.setValue(5)
+    _formats(dlg, "mp4", "gif")
+    dlg.out_edit.setText(str(tmp_path / "enc"))
+    res = _export(qtbot, dlg)
+    assert res.frames == 6 and (tmp_path / "enc" / "video.mp4").is_file()
+    labels = RecordingProgress.labels
+    assert "Exported 6 of 6 frames…" in labels
+    encoding = [t for t in labels if t.startswith("Encoding")]
+    assert encoding == [f"Encoding MP4 and GIF… {i}/6" for i in range(1, 7)], labels
+    assert labels.index("Exported 6 of 6 frames…") < labels.index(encoding[0])
+
+
+def test_bad_frame_rates_are_refused_before_rendering(qtbot, dialog, tmp_path):
+    from caingan.face.landmark_edit import mean_face
+
+    w, dlg = dialog
+    doc = {"format": "caingan-landmark-sequence", "version": 1, "image_size": 128,
+           "fps": 1e9, "frames": [mean_face(128.0).tolist()] * 3}
+    (tmp_path / "seq.json").write_text(json.dumps(doc))
+    dlg.file_radio.setChecked(True)
+    dlg.file_edit.setText(str(tmp_path / "seq.json"))
+    _formats(dlg, "png", "mp4")
+    dlg.out_edit.setText(str(tmp_path / "o"))
+    with qtbot.waitSignal(dlg.exportFailed, timeout=60000) as blocker:
+        dlg.export_button.click()
+    assert "fps" in blocker.args[0] and "seq.json" in blocker.args[0]
+    assert not (tmp_path / "o").exists() or _frames(tmp_path / "o") == []
+    # A frame rate typed into the dialog is checked there, before the export starts.
+    assert dlg.fps_spin.maximum() == 240
+    dlg.fps_spin.setValue(0.05)
+    assert not dlg.start_export() and dlg.progress is None
+    assert "Frame rate" in dlg.status_label.text() and "0.1" in dlg.status_label.text()
