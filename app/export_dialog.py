@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDou
 from caingan.errors import CainGANError
 from caingan.face.keyframes import KeyframeTrack, keyframes_from_durations
 from caingan.face.landmark_file import save_keyframes
-from caingan.media.writers import MAX_FPS
+from caingan.media.writers import MAX_FPS, check_fps
 from caingan.pipeline.export import ExportOptions, ExportResult, run_export
 from caingan.pipeline.export_inputs import DrivingSpec, SourceSet
 
@@ -312,6 +312,13 @@ class ExportDialog(QDialog):
         if not formats:
             self._set_status("Choose at least one format (PNG, MP4 or GIF).", error=True)
             return None
+        fps = self.fps_spin.value() or None
+        if fps is not None:
+            try:
+                check_fps(fps, "Frame rate")
+            except CainGANError as e:
+                self._set_status(f"{e}.", error=True)
+                return None
         srcs = [w.sources[i] for i in ids]
         target = w.target if w.target.job_id in ids else srcs[0]
         max_frames = self.max_spin.value() or None
@@ -339,7 +346,7 @@ class ExportDialog(QDialog):
                             [s.label for s in srcs],
                             np.array(target.crop.points, np.float32),
                             (target.original, target.crop))
-        options = ExportOptions(Path(out), formats, fps=self.fps_spin.value() or None,
+        options = ExportOptions(Path(out), formats, fps=fps,
                                 paste_back=self.paste_box.isChecked(),
                                 overwrite=self.overwrite_box.isChecked())
         return ExportJob(str(w.weights), w.device, sources, driving, options)
