@@ -1,17 +1,59 @@
-"""Model configuration: one dataclass so the CPU model and the paper-size model share all code."""
+"""Model configuration: one dataclass so the CPU model and the paper-size model share all code.
+
+A config also arrives from files (a checkpoint's JSON sidecar, a run's config.json), so it is
+checked when built: a value outside the ranges below is refused with a ConfigError before any
+network is allocated (a `width` of 200 would otherwise ask for tens of GB first).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from caingan.errors import CainGANError
+
+
+class ConfigError(CainGANError, ValueError):
+    """A model or training configuration holds an unknown field or a value out of range."""
+
+
+@dataclass
+class BaselineConfig:
+    """Sizes of the paper's comparison networks (train/baselines.py); CainGAN itself ignores them."""
+
+    pix2pixhd_blocks: int = 9       # residual blocks at pix2pixHD's bottleneck
+    fshm_res_blocks: int = 5        # AdaIN residual blocks at FSHM's bottleneck
+
+
+# (low, high) inclusive bounds of every numeric field; sizes beyond them are typos or attacks.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "image_size": (32, 1024),
+    "base_channels": (8, 4096),
+    "max_channels": (8, 4096),
+    "embed_channels": (1, 4096),
+    "disc_scales": (1, 6),
+    "disc_layers": (1, 8),
+    "pix2pixhd_blocks": (0, 64),
+    "fshm_res_blocks": (0, 64),
+}
+_MAX_WIDTH = 4.0
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    low, high = _INT_RANGES[name]
+    if not low <= value <= high:
+        raise ConfigError(f"{name} {value} is out of range [{low}, {high}]")
 
 
 @dataclass
 class ModelConfig:
-    image_size: int = 224
+    image_size: int = 224           # a multiple of 16 (4 down-steps), 32 … 1024
     # Multiplies every channel count of the paper-size networks; FLOPs fall with its square.
-    width: float = 1.0
+    width: float = 1.0              # in (0, 4]
     base_channels: int = 64
     max_channels: int = 512
     # Spatial embedding e: channels at 1/4 of the image resolution (paper: 128).
@@ -22,7 +64,31 @@ class ModelConfig:
     # Discriminator: pix2pixHD multi-scale PatchGAN.
     disc_scales: int = 2
     disc_layers: int = 4
-    extra: dict[str, Any] = field(default_factory=dict)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.baselines, dict):
+            self.baselines = _baselines_from_dict(self.baselines)
+        self.validate()
+
+    def validate(self) -> None:
+        """ConfigError naming the first field whose type or value is out of range."""
+        for name in ("image_size", "base_channels", "max_channels", "embed_channels",
+                     "disc_scales", "disc_layers"):
+            _check_int(name, getattr(self, name))
+        if self.image_size % 16:
+            raise ConfigError(f"image_size must be a multiple of 16 (4 down-steps), got {self.image_size}")
+        w = self.width
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) \
+                or not 0 < w <= _MAX_WIDTH:
+            raise ConfigError(f"width must be a number in (0, {_MAX_WIDTH:g}], got {w!r}")
+        for name in ("targeted", "responsibility"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.baselines, BaselineConfig):
+            raise ConfigError(f"baselines must be a BaselineConfig, got {self.baselines!r}")
+        for f in dataclasses.fields(BaselineConfig):
+            _check_int(f.name, getattr(self.baselines, f.name))
 
     def channels(self, n: int) -> int:
         """Paper channel count n scaled by the width multiplier (never below 8)."""
@@ -49,8 +115,34 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        """From to_dict() output, or from an older file whose baseline sizes sat in `extra`."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a model config must be a JSON object, got {type(d).__name__}")
+        d = dict(d)
+        legacy = d.pop("extra", None) or {}     # before BaselineConfig: an untyped dict
+        if not isinstance(legacy, dict):
+            raise ConfigError(f"ModelConfig 'extra' must be an object, got {legacy!r}")
+        _refuse_unknown("ModelConfig", d, cls)
+        if legacy:
+            if "baselines" in d:
+                raise ConfigError("ModelConfig has both 'extra' and 'baselines'")
+            d["baselines"] = legacy
+        if "baselines" in d:
+            d["baselines"] = _baselines_from_dict(d["baselines"])
         return cls(**d)
+
+
+def _refuse_unknown(what: str, d: dict[str, Any], cls: type) -> None:
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown {what} fields: {sorted(unknown)}")
+
+
+def _baselines_from_dict(d: Any) -> BaselineConfig:
+    if isinstance(d, BaselineConfig):
+        return d
+    if not isinstance(d, dict):
+        raise ConfigError(f"ModelConfig 'baselines' must be an object, got {d!r}")
+    _refuse_unknown("BaselineConfig", d, BaselineConfig)
+    return BaselineConfig(**d)
+

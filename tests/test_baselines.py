@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from caingan.config import ModelConfig
+from caingan.config import BaselineConfig, ModelConfig
 from train.baselines import FSHM, Pix2PixHD, build_model
 
 torch.set_num_threads(1)
@@ -75,3 +77,18 @@ def test_paper_size_budget_is_comparable_to_caingan():
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("unet", ModelConfig.tiny(64), 1)
+
+
+def test_block_counts_come_from_the_typed_model_config():
+    def resblocks(model):
+        return sum(type(m).__name__ in ("_ResnetBlock", "_AdaINRes") for m in model.modules())
+
+    base = ModelConfig.tiny(64)
+    assert resblocks(Pix2PixHD(base, 1)) == 9
+    fewer = dataclasses.replace(base, baselines=BaselineConfig(pix2pixhd_blocks=2, fshm_res_blocks=1))
+    assert resblocks(Pix2PixHD(fewer, 1)) == 2
+    assert resblocks(FSHM(fewer)) == resblocks(FSHM(base)) - 4
+    # a config saved before the typed fields, with the sizes in its untyped `extra` dict
+    old = {k: v for k, v in base.to_dict().items() if k != "baselines"}
+    legacy = ModelConfig.from_dict({**old, "extra": {"fshm_res_blocks": 1}})
+    assert resblocks(FSHM(legacy)) == resblocks(FSHM(fewer))

@@ -47,6 +47,7 @@ def test_bundled_weights_load_with_their_config():
     assert r.image_size == 128 and r.config.targeted and r.config.responsibility
 
 
+@pytest.mark.slow
 def test_bundled_weights_reconstruct_held_out_faces_better_than_untrained(held_out_clips):
     trained = Reenactor.from_checkpoint(BUNDLED, device="cpu")
     model = load_model(BUNDLED, "cpu")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -131,3 +132,58 @@ def test_read_meta_is_cheap_and_validates(saved):
     assert read_meta(path, MODEL_KIND)["config"] == cfg.to_dict()
     with pytest.raises(CheckpointError):
         read_meta(path, "other")
+
+
+def test_configs_from_before_typed_baseline_sizes_still_load(saved):
+    """Older sidecars carry `"extra": {}` (or baseline sizes in it) inside the model config."""
+    path, model, cfg = saved
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    del meta["config"]["baselines"]
+    side.write_text(json.dumps({**meta, "config": {**meta["config"], "extra": {}}}))
+    assert load_model(path).cfg == cfg
+    old = ModelConfig.from_dict({**meta["config"], "extra": {"pix2pixhd_blocks": 3}})
+    assert old.baselines.pix2pixhd_blocks == 3 and old.baselines.fshm_res_blocks == 5
+    for bad in ({"extra": {"colour": 1}}, {"baselines": {"colour": 1}}):
+        with pytest.raises(ValueError, match="unknown .*colour"):
+            ModelConfig.from_dict({**meta["config"], **bad})
+
+
+# Run in a child process whose address space is capped at 4 GB: building the network such a
+# config describes would need tens of GB, so only a refusal before allocating gets through.
+_LOAD_UNDER_MEMORY_CAP = r"""
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+from caingan.nn.checkpoint import load_model
+from caingan.errors import CheckpointError
+path = sys.argv[1]
+side = path[: -len(".safetensors")] + ".json"
+meta = json.load(open(side))
+for edit in json.loads(sys.argv[2]):
+    json.dump({**meta, "config": {**meta["config"], **edit}}, open(side, "w"))
+    try:
+        load_model(path)
+        print("LOADED", edit)
+    except CheckpointError as exc:
+        print("REFUSED", exc)
+"""
+
+
+def test_oversized_or_malformed_configs_are_refused_before_allocating(saved):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path, _, _ = saved
+    edits = [{"width": 200, "max_channels": 100000}, {"image_size": 100000},
+             {"image_size": 100}, {"max_channels": 10 ** 6}, {"embed_channels": 0},
+             {"width": -1}, {"targeted": "yes"}, {"image_size": 64.5}]
+    out = subprocess.run([sys.executable, "-c", _LOAD_UNDER_MEMORY_CAP, str(path), json.dumps(edits)],
+                         capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert len(lines) == len(edits), out.stdout
+    for edit, line in zip(edits, lines):
+        assert line.startswith("REFUSED") and "invalid model config" in line, (edit, line)
+        assert "m.json" in line and any(name in line for name in edit), (edit, line)

@@ -229,6 +229,7 @@ def stills_clip(name: str, detector) -> ev.TestClip:
     return ev.TestClip(name, len(frames), lambda: (frames, points))
 
 
+@pytest.mark.slow
 def test_scorer_perfect_copy_beats_another_person(tmp_path):
     from train import metrics
     from caingan.face.landmarks import LandmarkDetector

@@ -223,6 +223,7 @@ def test_load_image_bounds_size_and_memory_by_default(tmp_path):
         f"peak RSS grew {out['delta'] / 1e6:.0f} MB for a {DEFAULT_MAX_SIDE}² result"
 
 
+@pytest.mark.slow
 def test_streamed_png_matches_pillow(tmp_path, still_rgb):
     """Big PNGs decode band by band; every filter type, palette and alpha must come out exact."""
     import cv2

@@ -1,7 +1,9 @@
-"""Training: the objective learns, resume is exact, kill -9 is survivable, DDP stays in sync."""
+"""Training: the objective learns, resume is exact, kill -9 is survivable, DDP stays in sync;
+the command line offers every config field and a resumed run keeps its own config."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,9 +20,9 @@ import torch
 from caingan.config import ModelConfig
 from train import state as st
 from train.config import TrainConfig
-from train.train import Trainer, main as train_main
+from train.config import from_command_line
+from train.train import Trainer, build_generator, main as train_main
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -50,6 +52,7 @@ def final_gen(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k.startswith("gen.")}
 
 
+@pytest.mark.slow
 def test_reconstruction_loss_decreases(tiny_cache, tmp_path):
     cfg = tiny_config(tiny_cache, tmp_path / "run", max_steps=40, perceptual="vgg16_hed",
                       samples_per_clip=1, lr_g=1e-3)
@@ -59,6 +62,7 @@ def test_reconstruction_loss_decreases(tiny_cache, tmp_path):
     assert np.mean(l1[-8:]) < 0.8 * np.mean(l1[:5]), l1
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_state_as_an_uninterrupted_run(tiny_cache, tmp_path):
     straight = tiny_config(tiny_cache, tmp_path / "straight", max_steps=6)
     assert train_main(args_for(straight)) == 0
@@ -72,6 +76,7 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(tiny_cache, tmp_pat
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
+@pytest.mark.slow
 def test_kill_9_then_same_command_resumes(tiny_cache, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(tiny_cache, run, max_steps=400, save_every=1)
@@ -96,6 +101,7 @@ def test_kill_9_then_same_command_resumes(tiny_cache, tmp_path):
     assert st.list_checkpoints(run)[-1][0] == last_step + 2
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_saves_and_stops(tiny_cache, tmp_path):
     """A scheduler or Ctrl+C signals every process of the job, data workers included."""
     run = tmp_path / "run"
@@ -142,6 +148,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out_dir: str) 
     cleanup(info)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_gloo_stay_in_sync(tiny_cache, tmp_path):
     from safetensors.torch import load_file
     cfg = tiny_config(tiny_cache, tmp_path / "ddp", max_steps=3)
@@ -152,7 +159,6 @@ def test_ddp_two_processes_on_gloo_stay_in_sync(tiny_cache, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     # and training really changed the weights (not two untouched copies)
-    from train.train import build_generator
     torch.manual_seed(cfg.seed)
     fresh = build_generator(cfg).state_dict()
     moved = any(not torch.equal(fresh[k], a[k]) for k in a if fresh[k].dtype.is_floating_point)
@@ -166,6 +172,7 @@ def test_missing_cache_is_a_clear_error(tmp_path, capsys):
     assert "nope" in err
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cache, tmp_path, monkeypatch, capsys):
     import train.train as tt
     real = tt.hinge_g_loss
@@ -218,3 +225,78 @@ def test_ablation_switches(tmp_path):
         e1, _ = targeted.embedder(src, src_lm, t1)
         e2, _ = targeted.embedder(src, src_lm, t2)
     assert not torch.allclose(e1, e2)
+
+
+def test_ablations_do_not_change_the_callers_model_config():
+    model = ModelConfig.tiny(64)
+    before = ModelConfig.tiny(64)
+    cfg = TrainConfig(cache="x", model=model, ablations=("wo_t", "wo_r"))
+    assert cfg.model.targeted is False and cfg.model.responsibility is False
+    assert model == before and model.targeted and model.responsibility
+    again = TrainConfig(cache="x", model=model)
+    assert again.model.targeted and again.model.responsibility
+
+
+def test_every_config_field_is_a_command_line_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        train_main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "ablations")]
+    fields += [f.name for f in dataclasses.fields(ModelConfig) if f.name != "baselines"]
+    fields += ["pix2pixhd_blocks", "fshm_res_blocks", "ablation", "config", "preset", "init_from"]
+    missing = [n for n in fields if f"--{n.replace('_', '-')}" not in text]
+    assert not missing, missing
+
+
+def test_command_line_layers_config_file_preset_and_flags(tmp_path):
+    start = TrainConfig(cache="from-file", k=3, lr_g=0.5, ablations=("wo_r",))
+    start.save(tmp_path / "start.json")
+    cfg, init_from = from_command_line([
+        "--config", str(tmp_path / "start.json"), "--run-dir", str(tmp_path / "run"),
+        "--preset", "tiny", "--image-size", "96", "--width", "0.5", "--k", "4",
+        "--ablation", "wo_t", "--ablation", "wo_i", "--lr-d", "0.001", "--betas", "0.5", "0.99",
+        "--no-responsibility", "--pix2pixhd-blocks", "3", "--arch", "fshm", "--amp", "none",
+        "--init-from", "assets"])
+    assert (cfg.cache, cfg.lr_g, cfg.k, cfg.lr_d, cfg.betas) == ("from-file", 0.5, 4, 0.001, (0.5, 0.99))
+    tiny = ModelConfig.tiny()
+    assert cfg.model.embed_channels == tiny.embed_channels and cfg.model.max_channels == tiny.max_channels
+    assert (cfg.model.image_size, cfg.model.width) == (96, 0.5)
+    assert cfg.ablations == ("wo_t", "wo_i")  # given ablations replace the file's
+    assert cfg.model.targeted is False and cfg.model.responsibility is False
+    assert cfg.model.baselines.pix2pixhd_blocks == 3
+    assert (cfg.arch, cfg.amp, cfg.run_dir, init_from) == ("fshm", "none", str(tmp_path / "run"), "assets")
+    kept, _ = from_command_line(["--config", str(tmp_path / "start.json")])
+    assert kept.ablations == ("wo_r",)
+    assert kept.model == dataclasses.replace(ModelConfig.small(), responsibility=False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image-size", "100"], "multiple of 16"),
+    (["--width", "200"], "width"),
+    (["--ablation", "wo_x"], "wo_x"),
+    (["--k", "many"], "many"),
+    (["--colour", "red"], "colour"),
+])
+def test_bad_command_lines_are_refused_by_name(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_main(["--cache", str(tmp_path), "--run-dir", str(tmp_path / "run"), *argv])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.out + captured.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resumed_run_keeps_its_config_and_says_what_it_ignored(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(cache="c", run_dir=str(run), k=2, model=ModelConfig.tiny(64), ablations=("wo_r",)
+                ).save(run / "config.json")
+    cfg, _ = from_command_line(["--run-dir", str(run), "--max-steps", "6", "--k", "8",
+                                "--width", "0.5", "--preset", "small"])
+    assert cfg.max_steps == 6
+    assert cfg.k == 2 and cfg.ablations == ("wo_r",)
+    assert cfg.model == dataclasses.replace(ModelConfig.tiny(64), responsibility=False)
+    err = capsys.readouterr().err
+    assert "warning" in err and "k" in err and "model" in err and "--preset" in err
+    assert "max_steps" not in err.split("ignored:")[1].split("(only")[0]

@@ -18,14 +18,19 @@ capping keeps it at CainGAN's parameter budget).
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from caingan.config import ModelConfig
+from caingan.nn.model import CainGAN
 
-ARCHS = ("caingan", "pix2pixhd", "fshm")
+from .config import Arch
+
+ARCHS: tuple[str, ...] = get_args(Arch)
 
 
 def _ch(cfg: ModelConfig, n: int) -> int:
@@ -73,7 +78,7 @@ class Pix2PixHD(nn.Module):
         if k < 1:
             raise ValueError("k must be ≥ 1")
         self.cfg, self.k = cfg, k
-        n_blocks = int(cfg.extra.get("pix2pixhd_blocks", 9)) if n_blocks is None else n_blocks
+        n_blocks = cfg.baselines.pix2pixhd_blocks if n_blocks is None else n_blocks
         n_down = _num_down(cfg.image_size)
         in_ch = 6 * k + 3
         ch = _ch(cfg, 64)
@@ -184,7 +189,7 @@ class FSHM(nn.Module):
     def __init__(self, cfg: ModelConfig, n_res: int | None = None):
         super().__init__()
         self.cfg = cfg
-        n_res = int(cfg.extra.get("fshm_res_blocks", 5)) if n_res is None else n_res
+        n_res = cfg.baselines.fshm_res_blocks if n_res is None else n_res
         n_down = _num_down(cfg.image_size)
         self.embedder = FSHMEmbedder(cfg)
         chans = [_ch(cfg, 64 * 2 ** i) for i in range(n_down + 1)]
@@ -224,7 +229,6 @@ class FSHM(nn.Module):
 def build_model(name: str, cfg: ModelConfig, k: int) -> nn.Module:
     """'caingan' | 'pix2pixhd' | 'fshm' → a generator with CainGAN's forward signature."""
     if name == "caingan":
-        from caingan.nn.model import CainGAN
         return CainGAN(cfg)
     if name == "pix2pixhd":
         return Pix2PixHD(cfg, k)

@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
-from caingan.nn.checkpoint import (load_checkpoint, load_module_state, read_meta, save_checkpoint,
-                                save_model)
 from caingan.errors import CainGANError
+from caingan.nn.checkpoint import load_checkpoint, load_module_state, save_checkpoint, save_model
 
 from . import state as st
+from .config import TrainConfig
+from .models import build_generator
 
 MODEL_FILE = "caingan-small.safetensors"
 DISC_FILE = "train/discriminators.safetensors"
@@ -34,8 +35,6 @@ def export(run_dir: Path, out: Path, model_file: str = MODEL_FILE) -> tuple[Path
         raise CainGANError(f"{run_dir}: no checkpoints to export")
     step, path = ckpts[-1]
     tensors, meta = load_checkpoint(path, kind=st.KIND)
-    from .config import TrainConfig
-    from .train import build_generator
     cfg = TrainConfig.from_dict(meta["config"])
     gen = build_generator(cfg)
     load_module_state(gen, {k[4:]: v for k, v in tensors.items() if k.startswith("gen.")}, path)

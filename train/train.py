@@ -13,7 +13,6 @@ Killed at any moment, the same command resumes from the newest complete checkpoi
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -31,7 +30,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from caingan.nn.checkpoint import save_model
-from caingan.config import ModelConfig
 from caingan.device import pick_device
 from caingan.nn.discriminator import MultiscaleDiscriminator
 from caingan.errors import CainGANError
@@ -39,9 +37,11 @@ from caingan.face.landmark_image import landmark_images
 from caingan.nn.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
 
 from . import state as st
-from .config import TrainConfig
+from .bundle import warm_start
+from .config import TrainConfig, from_command_line
 from .data import EpochSampler, build_datasets
 from .distributed import DistInfo, all_mean, any_true, barrier, cleanup, init_distributed
+from .models import build_generator
 from .visuals import sample_grid, save_png
 
 EXIT_NAN = 3
@@ -49,14 +49,6 @@ EXIT_NAN = 3
 
 class NonFiniteLoss(CainGANError):
     """A loss became NaN/inf: the run stops and keeps its last good checkpoint."""
-
-
-def build_generator(cfg: TrainConfig) -> torch.nn.Module:
-    if cfg.arch == "caingan":
-        from caingan.nn.model import CainGAN
-        return CainGAN(cfg.model)
-    from .baselines import build_model
-    return build_model(cfg.arch, cfg.model, cfg.k)
 
 
 def split_outputs(outs: list[list[torch.Tensor]]) -> tuple[list, list]:
@@ -299,7 +291,6 @@ class Trainer:
         if self.dist.is_main:
             cfg.save(self.run_dir / "config.json")
         if not self.resume() and self.init_from:
-            from .bundle import warm_start
             c = warm_start(self, self.init_from)
             self.step, self.epoch = c.get("step", 0), c.get("epoch", 0)
             if self.dist.is_main:
@@ -361,66 +352,9 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-# -- command line ----------------------------------------------------------------------------
-OVERRIDABLE = ("max_steps", "max_minutes", "epochs", "num_workers", "device", "threads",
-               "log_every", "image_every", "save_every", "keep_last")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="TrainConfig JSON (a run's config.json works)")
-    p.add_argument("--run-dir")
-    p.add_argument("--cache", help="data cache directory written by train.prepare")
-    p.add_argument("--arch", choices=["caingan", "pix2pixhd", "fshm"])
-    p.add_argument("--preset", choices=["small", "paper", "tiny"], help="model size preset")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--width", type=float)
-    p.add_argument("--ablation", action="append", choices=["wo_t", "wo_r", "wo_i"], default=None)
-    for name in ("k", "batch_size", "epochs", "samples_per_clip", "val_groups", "d_steps",
-                 "seed", "num_workers", "threads", "log_every", "image_every", "save_every",
-                 "keep_last", "max_steps", "lambda_i_warmup_epochs"):
-        p.add_argument("--" + name.replace("_", "-"), type=int)
-    for name in ("lr_g", "lr_d", "lambda_fm", "lambda_vgg", "lambda_p", "lambda_i", "max_minutes"):
-        p.add_argument("--" + name.replace("_", "-"), type=float)
-    p.add_argument("--perceptual", choices=["vgg19", "vgg16_hed", "none"])
-    p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"])
-    p.add_argument("--device")
-    p.add_argument("--init-from", help="warm start a new run from shipped weights (e.g. assets/)")
-    return p.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    run_dir = args.run_dir
-    saved = Path(run_dir) / "config.json" if run_dir else None
-    if saved is not None and saved.is_file():
-        # Resuming: the run's own config wins; only harmless knobs may change.
-        cfg = TrainConfig.load(saved)
-        for name in OVERRIDABLE:
-            val = getattr(args, name, None)
-            if val is not None:
-                setattr(cfg, name, val)
-        return cfg
-    base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
-    if args.preset:
-        base["model"] = getattr(ModelConfig, args.preset)().to_dict()
-    if args.image_size:
-        base["model"]["image_size"] = args.image_size
-    if args.width:
-        base["model"]["width"] = args.width
-    if args.ablation:
-        base["ablations"] = args.ablation
-    skip = {"config", "preset", "image_size", "width", "ablation", "init_from"}
-    for name, val in vars(args).items():
-        if name not in skip and val is not None:
-            base[name] = val
-    return TrainConfig.from_dict(base)
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        cfg, init_from = from_command_line(argv, description=__doc__.split("\n\n")[0])
         if not cfg.cache:
             raise CainGANError("no data cache given: build one with `python -m train.prepare` "
                                "and pass --cache DIR")
@@ -432,7 +366,7 @@ def main(argv=None) -> int:
             device = torch.device("cuda", info.local_rank)
             torch.cuda.set_device(device)
         trainer = Trainer(cfg, device, info)
-        trainer.init_from = args.init_from
+        trainer.init_from = init_from
     except (CainGANError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Checkpoints: tensors in `x.safetensors`, everything else in the `x.json` sidecar.
 
 safetensors cannot execute code on load (unlike pickle), so a downloaded model is safe to open.
-Both files are written atomically (temp file + os.replace), tensors first and JSON last: a
+Both files are written atomically (caingan.files.atomic_write), tensors first and JSON last: a
 checkpoint whose sidecar is missing is an interrupted save. The sidecar records the tensor file's
 size, so a truncated or swapped tensor file is caught before safetensors reads it.
 """
@@ -9,15 +9,18 @@ size, so a truncated or swapped tensor file is caught before safetensors reads i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 from torch import nn
 
 from caingan.config import ModelConfig
 from caingan.errors import CheckpointError
+from caingan.files import atomic_write
+from caingan.nn.model import CainGAN
 
 FORMAT = "caingan-checkpoint"
 FORMAT_VERSION = 1
@@ -30,19 +33,6 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
-
-
-def _atomic_write(dest: Path, write) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -63,8 +53,6 @@ def _plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write tensors + meta (must hold 'kind'; JSON-serialisable). Returns the .safetensors path."""
-    from safetensors.torch import save
-
     st_path, json_path = checkpoint_paths(path)
     kind = meta.get("kind")
     if not isinstance(kind, str) or not kind:
@@ -77,8 +65,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{st_path}: cannot serialise checkpoint: {exc}") from None
     st_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(st_path, lambda f: f.write(payload))
-    _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(st_path, payload)
+    atomic_write(json_path, text)
     return st_path
 
 
@@ -115,16 +103,17 @@ def read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, kind: str | None = None, device: str | torch.device = "cpu"
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """→ (tensors, meta). CheckpointError naming the file for anything wrong with it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     meta = read_meta(path, kind)
+    return _load_tensors(path, device), meta
+
+
+def _load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     st_path, _ = checkpoint_paths(path)
     try:
         tensors = load_file(str(st_path), device=str(device))
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{st_path}: corrupt or truncated tensor file: {exc}") from None
-    return tensors, meta
+    return tensors
 
 
 def load_module_state(module: nn.Module, tensors: dict[str, torch.Tensor], source: str | Path,
@@ -166,16 +155,18 @@ def save_model(path: str | Path, model: nn.Module, cfg: ModelConfig,
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """→ CainGAN in eval mode on `device`; its sidecar is kept as `model.checkpoint_meta`."""
-    from caingan.nn.model import CainGAN
+    """→ CainGAN in eval mode on `device`; its sidecar is kept as `model.checkpoint_meta`.
 
-    tensors, meta = load_checkpoint(path, kind=MODEL_KIND)
+    The sidecar's config is validated before any tensor is read or any network allocated.
+    """
+    meta = read_meta(path, kind=MODEL_KIND)
     st_path, json_path = checkpoint_paths(path)
     try:
         cfg = ModelConfig.from_dict(meta.get("config") or {})
-        model = CainGAN(cfg)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{json_path}: invalid model config: {exc}") from None
+    tensors = _load_tensors(st_path)
+    model = CainGAN(cfg)
     load_module_state(model, tensors, st_path)
     model.checkpoint_meta = meta
     return model.to(device).eval()
