@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     import torch
 
     from caingan.face.crop import crop_face
-    from caingan.pipeline.export import video_driving
+    from caingan.pipeline.export_inputs import video_driving
     from caingan.media.frames import VideoFileSource
     from caingan.media.images import load_image
     from caingan.pipeline.inference import Reenactor

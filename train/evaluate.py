@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -36,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from caingan.errors import CainGANError
+from caingan.files import atomic_write, file_hash
 from caingan.face.landmark_file import rescale_points
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,14 +236,6 @@ class Method:
         return self.k_fixed is None or self.k_fixed == k
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory → its newest complete training state; files are returned as given."""
     from caingan.nn.checkpoint import checkpoint_paths
@@ -271,7 +263,7 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
 
     st_path = resolve_checkpoint(path)
     meta = read_meta(st_path)
-    digest = sha256_file(st_path)
+    digest = file_hash(st_path)
     if meta.get("kind") == MODEL_KIND:
         from caingan.pipeline.inference import Reenactor
         r = Reenactor.from_checkpoint(st_path, device=device, precision="fp32")
@@ -554,9 +546,7 @@ def figure_rows(data: EvalSet, n: int = 4) -> list[int]:
 
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    atomic_write(path, payload)
 
 
 def save_png(path: Path, image: np.ndarray) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from caingan.files import atomic_write
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(…,3,H,W) in [-1,1] → (…,H,W,3) uint8."""
@@ -27,7 +29,6 @@ def sample_grid(sources: torch.Tensor, target_lm: torch.Tensor, generated: torch
 
 def save_png(path, image: np.ndarray) -> None:
     """Atomic PNG write (a sample grid is never half-written when a run is killed)."""
-    import os
     from pathlib import Path
 
     import cv2
@@ -36,6 +37,4 @@ def save_png(path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
     if not ok:
         raise OSError(f"could not encode {path}")
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    atomic_write(path, buf.tobytes())

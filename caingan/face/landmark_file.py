@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Union
@@ -39,6 +37,7 @@ from typing import Iterable, Union
 import numpy as np
 
 from caingan.errors import CainGANError
+from caingan.files import atomic_write
 from caingan.face.keyframes import INTERPOLATIONS, Keyframe, KeyframeTrack
 from caingan.face.landmark_edit import SLIDER_RANGES, EditParams, face_frame
 
@@ -339,25 +338,11 @@ def load_pose_file(path) -> LandmarkFile:
 def _write_atomic(path, chunks: Iterable[str]) -> None:
     """Write through a temp file in the same folder, then rename: never a half-written file."""
     path = Path(path)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise LandmarkFileError(f"{path}: could not write ({e.strerror or e})") from e
-        raise
+        atomic_write(path, lambda f: f.writelines(c.encode("utf-8") for c in chunks))
+    except OSError as e:
+        raise LandmarkFileError(f"{path}: could not write ({e.strerror or e})") from e
 
 
 def _header(fmt: str, image_size: int | None, fps: float | None, where: str) -> dict:

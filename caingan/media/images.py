@@ -16,7 +16,6 @@ import io
 import math
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from caingan.errors import ExportError, ImageLoadError
+from caingan.files import atomic_write
 
 # Pillow refuses > ~179 MP as a "decompression bomb"; real photos stay far below this bound.
 MAX_PIXELS = 200_000_000
@@ -346,7 +346,7 @@ def decode_image(data: bytes, name: str = "clipboard",
 
 
 def save_image(path, image: np.ndarray, quality: int = 95) -> Path:
-    """Atomic write (temp file + os.replace); format from the extension; ExportError on failure."""
+    """Atomic write (caingan.files.atomic_write); format from the extension; ExportError on failure."""
     path = Path(path)
     fmt = _SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -363,27 +363,12 @@ def save_image(path, image: np.ndarray, quality: int = 95) -> Path:
     if fmt == "JPEG" and img.mode == "RGBA":
         img = img.convert("RGB")
     kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    tmp = None
+    if not path.parent.is_dir():
+        raise ExportError(f"{path}: folder {path.parent} does not exist")
     try:
-        if not path.parent.is_dir():
-            raise ExportError(f"{path}: folder {path.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt, **kw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except ExportError:
-        raise
+        atomic_write(path, lambda f: img.save(f, format=fmt, **kw))
     except OSError as e:
         raise ExportError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return path
 
 
