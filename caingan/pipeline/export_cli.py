@@ -18,6 +18,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from caingan.assets import DEFAULT_WEIGHTS
 from caingan.errors import CainGANError
 from caingan.face.landmarks import LandmarkDetector
 from caingan.media.writers import MAX_FPS, check_fps
@@ -27,7 +28,6 @@ from caingan.pipeline.export_inputs import DrivingSpec, load_sources
 from caingan.pipeline.export_store import count_frames
 from caingan.pipeline.inference import Reenactor
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "caingan-small.safetensors"
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
