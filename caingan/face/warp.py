@@ -1,0 +1,114 @@
+"""Dense piecewise-affine warps from one set of 68 landmarks to another (numpy + OpenCV).
+
+The warp-guided model moves each source's pixels into the target pose before any network sees
+them; this module computes that motion. Coordinates are *normalised* the way torch's
+`grid_sample(..., align_corners=False)` reads them: u = (2·p + 1) / size − 1, so pixel centres
+of a size-S image lie at integers p (the project's convention) and one grid serves every
+resolution of the same crop.
+
+A grid holds, for each target pixel, where to read in the source: backward mapping. It is built
+by Delaunay-triangulating the target points plus fixed anchors on the crop border (the border does
+not move), rasterising the triangle index once at the grid's resolution, and applying each
+triangle's affine map per pixel. Measured here: ~1.5 ms at 128² on one core.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+_SHIFT = 4  # cv2 sub-pixel bits for the rasteriser
+
+
+def _border_anchors(per_side: int = 4) -> np.ndarray:
+    """Fixed points on the normalised square's edge (corners included): 4·per_side points."""
+    t = np.linspace(-1.0, 1.0, per_side + 1)[:-1]
+    top = np.stack([t, np.full_like(t, -1.0)], 1)
+    right = np.stack([np.full_like(t, 1.0), t], 1)
+    bottom = np.stack([-t, np.full_like(t, 1.0)], 1)
+    left = np.stack([np.full_like(t, -1.0), -t], 1)
+    return np.concatenate([top, right, bottom, left]).astype(np.float64)
+
+
+BORDER = _border_anchors()
+
+
+def normalise(points: np.ndarray, size: int) -> np.ndarray:
+    """Pixel coordinates of a size² image → grid_sample's [-1, 1] coordinates."""
+    return (2.0 * np.asarray(points, np.float64) + 1.0) / float(size) - 1.0
+
+
+def denormalise(u: np.ndarray, size: int) -> np.ndarray:
+    return ((np.asarray(u, np.float64) + 1.0) * float(size) - 1.0) / 2.0
+
+
+def identity_grid(out_size: int) -> np.ndarray:
+    c = normalise(np.arange(out_size), out_size)
+    gx, gy = np.meshgrid(c, c)
+    return np.stack([gx, gy], -1).astype(np.float32)
+
+
+def _affines(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Per triangle the 3×2 matrix M with [x y 1] @ M = source point, for dst-space (x, y)."""
+    d = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], axis=2)  # (T,3,3)
+    s = src[tris]                                                            # (T,3,2)
+    det = np.linalg.det(d)
+    ok = np.abs(det) > 1e-12
+    m = np.zeros((len(tris), 3, 2))
+    m[ok] = np.linalg.solve(d[ok], s[ok])
+    m[~ok] = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # degenerate: identity
+    return m
+
+
+def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_size: int | None = None
+              ) -> np.ndarray:
+    """(68,2) source and target points in size² crop pixels → (R,R,2) float32 normalised source
+    coordinates for each target pixel (R = out_size or size). Points that are not finite in either
+    set are left out; the crop border stays fixed."""
+    r = int(out_size or size)
+    s = normalise(src_points, size)
+    d = normalise(dst_points, size)
+    keep = np.isfinite(s).all(1) & np.isfinite(d).all(1)
+    s = np.concatenate([s[keep], BORDER])
+    d = np.concatenate([d[keep], BORDER])
+    # Points far outside the crop would make huge triangles; clamp the target side only a little
+    # beyond the border (the source side may lie anywhere).
+    d = np.clip(d, -1.5, 1.5)
+    try:
+        tris = Delaunay(d).simplices
+    except Exception:  # noqa: BLE001 — degenerate input (e.g. all points equal): no motion
+        return identity_grid(r)
+    m = _affines(d, s, tris)
+    # Rasterise the triangle index (1-based; 0 = no triangle) at the grid's resolution.
+    index = np.zeros((r, r), np.uint16)
+    pix = denormalise(d, r) * (1 << _SHIFT)
+    corners = np.round(pix[tris]).astype(np.int32)
+    for t in range(len(tris)):
+        cv2.fillConvexPoly(index, corners[t], int(t + 1), lineType=cv2.LINE_8, shift=_SHIFT)
+    mats = np.concatenate([np.eye(3, 2)[None], m]).astype(np.float32)  # index 0 → identity
+    c = mats[index]                                                      # (R,R,3,2)
+    x = identity_grid(r)
+    return (x[..., :1] * c[:, :, 0] + x[..., 1:] * c[:, :, 1] + c[:, :, 2]).astype(np.float32)
+
+
+def remap(image: np.ndarray, grid: np.ndarray, border: int = cv2.BORDER_REFLECT101) -> np.ndarray:
+    """Warp an image of any size (H,W[,C]) with a normalised grid of any resolution: the grid is
+    resized to the image (it is piecewise linear, so bilinear resizing is nearly exact), then
+    cv2.remap reads the source. Returns an image the size of `image`."""
+    h, w = image.shape[:2]
+    g = grid
+    if g.shape[:2] != (h, w):
+        g = cv2.resize(g, (w, h), interpolation=cv2.INTER_LINEAR)
+    map_x = ((g[..., 0] + 1.0) * w - 1.0) / 2.0
+    map_y = ((g[..., 1] + 1.0) * h - 1.0) / 2.0
+    return cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32),
+                     interpolation=cv2.INTER_LINEAR, borderMode=border)
+
+
+def warp_image(image: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
+    """The piecewise-affine baseline: a square crop moved so its landmarks land on dst_points
+    (both in the crop's pixels)."""
+    size = image.shape[0]
+    grid = warp_grid(src_points, dst_points, size, min(size, 256))
+    return remap(image, grid)

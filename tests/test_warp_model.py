@@ -1,0 +1,156 @@
+"""The warp-guided model: landmark warps (numpy and torch), the network's start at the warp, the
+bi-layer detail at the sources' resolution, and the Reenactor around it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from caingan.config import ConfigError, ModelConfig
+from caingan.face import warp as pa
+from caingan.face.landmark_edit import mean_face
+from caingan.face.landmark_image import landmark_images
+from caingan.face.regions import region_mask
+from caingan.nn import tps
+from caingan.nn.checkpoint import load_model, save_model
+from caingan.nn.model import CainGAN, build_network
+from caingan.nn.warp_model import WarpCainGAN
+from caingan.pipeline.inference import InferenceInputError, Reenactor
+
+
+def face_points(size: int, seed: int = 0) -> np.ndarray:
+    """A plausible 68-point layout: the mean face placed in the crop, slightly jittered."""
+    p = mean_face(float(size))
+    return (p + np.random.default_rng(seed).normal(0, size * 0.004, p.shape)).astype(np.float32)
+
+
+def textured(size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size // 8, size // 8, 3)).astype(np.uint8)
+    import cv2
+    return cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def tiny_warp(**kw) -> ModelConfig:
+    return ModelConfig(image_size=64, width=0.125, embed_channels=16, max_channels=256, warp=True,
+                       output_size=kw.pop("output_size", 128), **kw)
+
+
+# ------------------------------------------------------------------ warps
+def test_piecewise_affine_grid_is_identity_for_equal_points_and_follows_a_shift():
+    p = face_points(128)
+    assert np.abs(pa.warp_grid(p, p, 128) - pa.identity_grid(128)).max() < 1e-6
+    g = pa.warp_grid(p, p + [3.0, -2.0], 128)
+    centre = pa.denormalise(g[64, 64], 128)          # target pixel (64, 64) reads the source at
+    np.testing.assert_allclose(centre, [61.0, 66.0], atol=1e-3)   # (64-3, 64+2)
+    # The crop border stays put: the corner pixel moves by a small fraction of the 3 px shift.
+    moved = np.abs(pa.denormalise(g[0, 0], 128) - pa.denormalise(pa.identity_grid(128)[0, 0], 128))
+    assert moved.max() < 0.3
+
+
+def test_piecewise_affine_warp_moves_landmark_pixels_to_their_targets():
+    img = textured(128)
+    src = face_points(128)
+    dst = src + np.array([4.0, 1.0], np.float32)
+    out = pa.warp_image(img, src, dst)
+    # The pixel at a target landmark shows what the source had at the matching source landmark.
+    for i in (30, 36, 48):
+        x, y = np.round(dst[i]).astype(int)
+        sx, sy = np.round(src[i]).astype(int)
+        assert np.abs(out[y, x].astype(int) - img[sy, sx].astype(int)).max() <= 40
+
+
+def test_tps_grid_identity_shift_and_fixed_border():
+    p = torch.from_numpy(face_points(128))[None]
+    u = tps.normalise_points(p, 128)
+    g = tps.tps_grid(u, u, 32, 128)
+    assert (g - tps.base_grid(128)).abs().max() < 1e-4
+    g = tps.tps_grid(tps.normalise_points(p, 128), tps.normalise_points(p + torch.tensor([3.0, -2.0]), 128), 32, 128)
+    centre = ((g[0, 64, 64] + 1) * 128 - 1) / 2
+    assert torch.allclose(centre, torch.tensor([61.0, 66.0]), atol=0.05)
+    assert (g[0, 0, 0] - tps.base_grid(128)[0, 0]).abs().max() < 0.02
+
+
+def test_region_mask_covers_eyes_and_mouth_only():
+    p = face_points(128)
+    m = region_mask(p, 128)
+    for i in (37, 44, 51, 57, 62):
+        x, y = np.round(p[i]).astype(int)
+        assert m[y, x] == 1
+    x, y = np.round(p[30]).astype(int)                # nose tip
+    assert m[y, x] == 0
+    assert 0.02 < m.mean() < 0.3
+
+
+# ------------------------------------------------------------------ network
+def inputs(cfg: ModelConfig, k: int, res: int, seed: int = 0):
+    imgs = np.stack([textured(res, seed + i) for i in range(k)])
+    src = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1)[None]
+    sp = torch.from_numpy(np.stack([face_points(res, seed + i) for i in range(k)]))[None]
+    tp = torch.from_numpy(face_points(res, seed + 99))[None]
+    s = cfg.image_size
+    scale = lambda q: (q + 0.5) * (s / res) - 0.5   # noqa: E731
+    slm = landmark_images(scale(sp[0]).numpy(), s)[None]
+    tlm = landmark_images(scale(tp).numpy(), s)
+    return src, slm, tlm, sp, tp
+
+
+def test_build_network_follows_the_config():
+    assert isinstance(build_network(tiny_warp()), WarpCainGAN)
+    assert isinstance(build_network(ModelConfig.tiny()), CainGAN)
+    with pytest.raises(ConfigError):
+        ModelConfig(image_size=64, output_size=32)
+
+
+def test_untrained_model_starts_at_the_warp_and_renders_at_the_sources_resolution():
+    torch.manual_seed(0)
+    cfg = tiny_warp()
+    model = WarpCainGAN(cfg).eval()
+    src, slm, tlm, sp, tp = inputs(cfg, 1, 128)
+    with torch.no_grad():
+        out = model.render(src, slm, tlm, sp, tp)
+        grid = model.grids(sp, tp, 128)[:, 0]
+        warp_hi, _ = tps.sample(src[:, 0], tps.resize_grid(grid, 128))
+    assert out.image.shape == (1, 3, 128, 128) and out.image_lo.shape == (1, 3, 64, 64)
+    assert out.mask.mean() > 0.9                       # begins as the warp…
+    # …so at the sources' resolution it is the warped photo, high frequencies included.
+    assert (out.image - warp_hi).abs().mean() < 0.06
+    assert torch.allclose(out.weights.sum(1), torch.ones(1, 1, 16, 16))
+
+
+def test_responsibilities_mix_k_sources_and_gradients_reach_every_part():
+    torch.manual_seed(0)
+    cfg = tiny_warp()
+    model = WarpCainGAN(cfg)
+    src, slm, tlm, sp, tp = inputs(cfg, 3, 128)
+    image, weights = model(src, slm, tlm, sp, tp)
+    assert weights.shape == (1, 3, 1, 16, 16)
+    assert torch.allclose(weights.sum(1), torch.ones_like(weights[:, 0]), atol=1e-5)
+    image.mean().backward()
+    for name in ("embedder.head_r", "embedder.head_e", "generator.out", "embedder.head_flow"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(name)]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+# ------------------------------------------------------------------ inference
+def test_reenactor_renders_a_warp_checkpoint_at_its_output_size(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_warp()
+    path = save_model(tmp_path / "w.safetensors", WarpCainGAN(cfg), cfg, {})
+    model = load_model(path)
+    assert isinstance(model, WarpCainGAN)
+    r = Reenactor(model, device="cpu")
+    assert (r.image_size, r.output_size) == (64, 128)
+    img = textured(200)
+    pts = face_points(200)
+    r.set_sources([img], [pts])
+    target = (face_points(64, seed=5))
+    out = r.generate(target)
+    assert out.image.shape == (128, 128, 3) and out.image.dtype == np.uint8
+    assert out.weights.shape == (1, 64, 64)
+    r.set_output_size(256)                              # e.g. the face's size in the photo
+    assert r.generate(target).image.shape == (256, 256, 3)
+    assert r.generate_batch(np.stack([target] * 3)).image.shape == (3, 256, 256, 3)
+    with pytest.raises(InferenceInputError):
+        r.set_output_size(32)

@@ -1,0 +1,101 @@
+"""Edits a warp cannot do well, beside the warp baseline: a grid for docs/.
+
+    python -m train.edit_grid --checkpoint assets/caingan-warp.safetensors --out docs/edits.png
+
+For each face (frame 0 of the first test clips of a data cache, or photos given with --photo): the
+source, then for each
+edit (mouth opened from a closed mouth, eyes closed from open, head yaw ±20°) the piecewise-affine
+warp of the source by the edited landmarks and the model's rendering of the same landmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from caingan.errors import CainGANError
+from caingan.face.crop import crop_face
+from caingan.face.landmark_edit import EditParams, apply_sliders
+from caingan.face.landmark_file import rescale_points
+from caingan.face.landmarks import LandmarkDetector
+from caingan.face.warp import warp_image
+from caingan.files import atomic_write
+from caingan.media.images import load_image
+from caingan.pipeline.inference import Reenactor
+
+from .dataset import ClipDataset
+
+EDITS = {
+    "mouth open": EditParams(mouth_open=1.0),
+    "eyes closed": EditParams(eyes_close=1.0),
+    "yaw +20°": EditParams(yaw=20.0),
+    "yaw −20°": EditParams(yaw=-20.0),
+}
+
+
+def _label(image: np.ndarray, text: str) -> np.ndarray:
+    out = image.copy()
+    cv2.rectangle(out, (0, 0), (out.shape[1], 18), (0, 0, 0), -1)
+    cv2.putText(out, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def edit_row(reenactor: Reenactor, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """One face crop (size², with its points) → source | (warp, model) per edit."""
+    size = image.shape[0]
+    reenactor.set_sources([image], [points])
+    tiles = [_label(image, "source")]
+    for name, params in EDITS.items():
+        target = apply_sliders(points, params)
+        warped = warp_image(image, points, target)
+        model_pts = rescale_points(target, size, reenactor.image_size)
+        rendered = reenactor.generate(model_pts).image
+        if rendered.shape[0] != size:
+            rendered = cv2.resize(rendered, (size, size), interpolation=cv2.INTER_CUBIC)
+        tiles += [_label(warped, f"{name}: warp"), _label(rendered, f"{name}: model")]
+    return np.concatenate(tiles, axis=1)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--photo", action="append", default=[], help="photo files (instead of --cache)")
+    p.add_argument("--cache", default=None, help="data cache: frame 0 of its first test clips")
+    p.add_argument("--clips", type=int, default=4, help="how many test clips (with --cache)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--out", default="docs/edits.png")
+    a = p.parse_args(argv)
+    try:
+        faces = []
+        if a.photo:
+            detector = LandmarkDetector("dlib")
+            for f in a.photo:
+                photo = load_image(f)
+                crop = crop_face(photo, detector.detect(photo).points, a.size)
+                faces.append((crop.image, crop.points))
+        elif a.cache:
+            test = ClipDataset(a.cache, split="test", k=1, size=a.size)
+            for i in range(min(a.clips, len(test))):
+                frames, points = test.load(i)
+                img, pts = test.resize(frames[:1], points[:1])
+                faces.append((img[0], pts[0]))
+        else:
+            raise CainGANError("give --photo files or a --cache")
+        reenactor = Reenactor.from_checkpoint(a.checkpoint, device="cpu")
+        rows = [edit_row(reenactor, img, pts) for img, pts in faces]
+        grid = np.concatenate(rows, axis=0)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        atomic_write(Path(a.out), png.tobytes())
+    except CainGANError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
