@@ -8,6 +8,7 @@ lazily, once per object, so importing this module is cheap.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -15,8 +16,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from caingan.errors import CainGANError, NoFaceError
-from caingan.files import atomic_write
-from caingan.face.landmarks import dlib_model_path
+from caingan.face.landmarks import LandmarkDetector, box_from_points, dlib_model_path
+from caingan.thirdparty import fid_inception_path
 
 # --------------------------------------------------------------------------------------------
 # SSIM
@@ -63,8 +64,6 @@ def ssim_batch(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def _box_from_points(points: np.ndarray, shape: tuple[int, ...]):
     """A dlib rectangle framed around 68 points as the project frames its shape-predictor runs."""
     import dlib
-
-    from caingan.face.landmarks import box_from_points
 
     pts = np.asarray(points, dtype=np.float64)
     pts = pts[np.isfinite(pts).all(axis=1)]
@@ -206,7 +205,6 @@ class InceptionFeatures:
             import torch
 
             if self.path is None:
-                from caingan.thirdparty import fid_inception_path
                 self.path = fid_inception_path()
             try:
                 with warnings.catch_warnings():  # 2.13 deprecates jit.load; the file is TorchScript
@@ -252,7 +250,10 @@ class InceptionFeatures:
         feats = np.concatenate(out) if out else np.zeros((0, 2048))
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(cached, lambda f: np.save(f, feats))
+            part = cached.with_name(cached.name + f".{os.getpid()}.part")
+            with open(part, "wb") as f:
+                np.save(f, feats)
+            os.replace(part, cached)
         return feats
 
 
@@ -349,7 +350,6 @@ def landmark_errors(images: Iterable[np.ndarray], targets: Sequence[np.ndarray],
     dropped, so a method that produces unrecognisable faces cannot look better by it.
     """
     if detector is None:
-        from caingan.face.landmarks import LandmarkDetector
         detector = LandmarkDetector()
     errors, missed = [], 0
     for image, target in zip(images, targets):

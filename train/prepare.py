@@ -1,7 +1,7 @@
 """Videos → per-clip .npz caches of face crops + landmarks (`python -m train.prepare`).
 
 Landmarks are found once here, not per training step: the detector is the slow part. Each clip
-becomes one compressed .npz written atomically (caingan.files.atomic_write), so an interrupted run leaves
+becomes one compressed .npz written atomically (temp + os.replace), so an interrupted run leaves
 only complete files and a re-run picks up where it stopped. index.json lists every clip, its split
 and group, frame counts, frames without a face, and clips skipped for having too few faces.
 
@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from caingan.errors import CainGANError
-from caingan.files import atomic_write
+from caingan.face.crop import crop_matrix, warp_crop
+from caingan.face.landmarks import LandmarkDetector
+from caingan.media.video import VideoReader
 
 log = logging.getLogger("caingan.prepare")
 
@@ -107,10 +109,6 @@ def _frames(reader, every: int, max_frames: int | None):
 def process_clip(clip: dict, size: int, every: int = 1, max_frames: int | None = None,
                  detector=None, redetect_every: int = 10) -> dict:
     """Track, crop and stack one clip: arrays + metadata (nothing written)."""
-    from caingan.face.crop import crop_matrix, warp_crop
-    from caingan.face.landmarks import LandmarkDetector
-    from caingan.media.video import VideoReader
-
     detector = detector or LandmarkDetector("dlib")
     frames, points, index = [], [], []
     seen = 0
@@ -137,8 +135,13 @@ def process_clip(clip: dict, size: int, every: int = 1, max_frames: int | None =
 
 
 def write_npz(path: Path, arrays: dict) -> None:
-    """Atomic (caingan.files: a hidden .tmp beside the target, not *.npz, so no reader globs it)."""
-    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    """Atomic: a temp file beside the target (not *.npz, so no reader globs it) + os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def read_cached(path: Path) -> dict | None:
@@ -169,8 +172,7 @@ _WORKER_DETECTOR = None
 
 def _worker_init():
     global _WORKER_DETECTOR
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from caingan.face.landmarks import LandmarkDetector
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before the detector loads its network
     _WORKER_DETECTOR = LandmarkDetector("dlib")
 
 
@@ -195,7 +197,9 @@ def _build(job):
 
 def _write_index(out: Path, meta: dict, records: dict) -> None:
     doc = dict(meta, clips=[records[k] for k in sorted(records)])
-    atomic_write(out / "index.json", json.dumps(doc, indent=1))
+    tmp = out / "index.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, out / "index.json")
 
 
 def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames: int | None = None,
@@ -204,8 +208,6 @@ def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames:
     "failed": [...]} of clip paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.glob("*.tmp"):      # temp files of a killed run (caingan.files names)
-        leftover.unlink(missing_ok=True)
     meta = {"version": CACHE_VERSION, "size": size, "every": every, "max_frames": max_frames}
     old, stale = {}, False
     try:
