@@ -8,7 +8,6 @@ lazily, once per object, so importing this module is cheap.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from caingan.errors import CainGANError, NoFaceError
+from caingan.files import atomic_write
 from caingan.face.landmarks import LandmarkDetector, box_from_points, dlib_model_path
 from caingan.thirdparty import fid_inception_path
 
@@ -250,10 +250,7 @@ class InceptionFeatures:
         feats = np.concatenate(out) if out else np.zeros((0, 2048))
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            part = cached.with_name(cached.name + f".{os.getpid()}.part")
-            with open(part, "wb") as f:
-                np.save(f, feats)
-            os.replace(part, cached)
+            atomic_write(cached, lambda f: np.save(f, feats))
         return feats
 
 

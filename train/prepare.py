@@ -1,7 +1,7 @@
 """Videos → per-clip .npz caches of face crops + landmarks (`python -m train.prepare`).
 
 Landmarks are found once here, not per training step: the detector is the slow part. Each clip
-becomes one compressed .npz written atomically (temp + os.replace), so an interrupted run leaves
+becomes one compressed .npz written atomically (caingan.files.atomic_write), so an interrupted run leaves
 only complete files and a re-run picks up where it stopped. index.json lists every clip, its split
 and group, frame counts, frames without a face, and clips skipped for having too few faces.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from caingan.errors import CainGANError
+from caingan.files import atomic_write
 from caingan.face.crop import crop_matrix, warp_crop
 from caingan.face.landmarks import LandmarkDetector
 from caingan.media.video import VideoReader
@@ -135,13 +136,8 @@ def process_clip(clip: dict, size: int, every: int = 1, max_frames: int | None =
 
 
 def write_npz(path: Path, arrays: dict) -> None:
-    """Atomic: a temp file beside the target (not *.npz, so no reader globs it) + os.replace."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Atomic (caingan.files: a hidden .tmp beside the target, not *.npz, so no reader globs it)."""
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def read_cached(path: Path) -> dict | None:
@@ -197,9 +193,7 @@ def _build(job):
 
 def _write_index(out: Path, meta: dict, records: dict) -> None:
     doc = dict(meta, clips=[records[k] for k in sorted(records)])
-    tmp = out / "index.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out / "index.json")
+    atomic_write(out / "index.json", json.dumps(doc, indent=1))
 
 
 def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames: int | None = None,
@@ -208,6 +202,8 @@ def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames:
     "failed": [...]} of clip paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.glob("*.tmp"):      # temp files of a killed run (caingan.files names)
+        leftover.unlink(missing_ok=True)
     meta = {"version": CACHE_VERSION, "size": size, "every": every, "max_frames": max_frames}
     old, stale = {}, False
     try:
