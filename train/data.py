@@ -43,7 +43,9 @@ class EpochSampler(DistributedSampler):
 
 def build_datasets(cfg: TrainConfig) -> tuple[EpochSampled, ClipDataset | None]:
     """Train items and a fixed validation set from `val_groups` held-out train identity groups."""
-    full = ClipDataset(cfg.cache, split="train", k=cfg.k, size=cfg.model.image_size)
+    size = cfg.model.output_size or cfg.model.image_size
+    full = ClipDataset(cfg.cache, split="train", k=cfg.k, size=size,
+                       max_bytes=int(cfg.cache_gb * (1 << 30)))
     groups = sorted({c["identity_group"] for c in full.clips})
     if cfg.val_groups and len(groups) > cfg.val_groups + 1:
         held = set(groups[-cfg.val_groups:])

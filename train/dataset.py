@@ -115,7 +115,7 @@ class ClipDataset(torch.utils.data.Dataset):
         """All (frames, points) of clip `index` at the cache's size."""
         return self._store.get(self.clips[index]["cache_path"])
 
-    def _resize(self, frames: np.ndarray, points: np.ndarray):
+    def resize(self, frames: np.ndarray, points: np.ndarray):
         s = frames.shape[1]
         if not self.size or self.size == s:
             return frames, points
@@ -127,7 +127,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def sample(self, index: int, rng: np.random.Generator) -> dict:
         frames, points = self.load(index)
         idx = rng.choice(len(frames), self.k + 1, replace=False)  # distinct, in random order
-        f, p = self._resize(frames[idx], points[idx])
+        f, p = self.resize(frames[idx], points[idx])
         img = torch.from_numpy(np.ascontiguousarray(f)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
         p = torch.from_numpy(np.ascontiguousarray(p, np.float32))
         return {"sources": img[:-1], "source_points": p[:-1], "target": img[-1],

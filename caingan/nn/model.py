@@ -9,6 +9,7 @@ from caingan.config import ModelConfig
 from caingan.nn.embedder import Embedder
 from caingan.nn.generator import Generator
 from caingan.nn.mixing import mix_embeddings
+from caingan.nn.warp_model import WarpCainGAN
 
 
 class CainGAN(nn.Module):
@@ -40,6 +41,13 @@ class CainGAN(nn.Module):
         """(B,K,3,H,W), (B,K,3,H,W), (B,3,H,W) → image (B,3,H,W) in [-1,1], weights (B,K,1,H/4,W/4)."""
         e, r = self.embed(sources, source_lms, target_lm)
         return self.generate(e, r, target_lm)
+
+
+def build_network(cfg: ModelConfig) -> nn.Module:
+    """The network a config describes: the warp-guided model (cfg.warp) or the paper's."""
+    if cfg.warp:
+        return WarpCainGAN(cfg)
+    return CainGAN(cfg)
 
 
 def count_parameters(module: nn.Module) -> int:

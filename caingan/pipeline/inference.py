@@ -14,7 +14,7 @@ import contextlib
 from copy import deepcopy as copy_module
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -41,6 +41,28 @@ class InferenceInputError(CainGANError, ValueError):
 class Generation:
     image: np.ndarray    # (S,S,3) uint8, or (B,S,S,3) from generate_batch
     weights: np.ndarray  # (K,S,S) float32 summing to 1 over K, or (B,K,S,S)
+
+
+@runtime_checkable
+class ReenactorProtocol(Protocol):
+    """What the app, the exporter and the evaluator use of a reenactor (`Reenactor` below is
+    the implementation; the evaluator's baselines need only set_sources and generate_batch).
+    Type hints name this rather than the concrete class, whose name is already "Reenactor"."""
+
+    config: ModelConfig
+    image_size: int
+
+    @property
+    def device_name(self) -> str: ...
+
+    @property
+    def num_sources(self) -> int: ...
+
+    def set_sources(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray]) -> None: ...
+
+    def generate(self, points) -> Generation: ...
+
+    def generate_batch(self, points, max_batch: int = 16) -> Generation: ...
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -87,12 +109,31 @@ class Reenactor:
         self.precision = resolve_precision(precision, self.device)
         self.config: ModelConfig = model.cfg
         self.image_size: int = model.cfg.image_size
+        # Side of the generated images: the networks' size, or for the warp-guided model the
+        # resolution its bi-layer detail renders at (set_output_size changes it).
+        self.output_size: int = model.cfg.output_size or model.cfg.image_size
+        self.warp: bool = bool(model.cfg.warp)
         self.meta = meta or getattr(model, "checkpoint_meta", {}) or {}
         model = (copy_module(model) if copy else model)
         self.model = optimize_for_inference(model, self.device)
         self._sources: torch.Tensor | None = None
         self._source_lms: torch.Tensor | None = None
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._points: torch.Tensor | None = None       # warp model: (1,K,68,2) at output_size
+        self._raw: tuple[list, list] | None = None      # the last sources as given
+
+    def set_output_size(self, size: int) -> None:
+        """Warp-guided model only: render at size² (the photo's resolution of the face, for
+        instance); its detail comes from the sources, so they are re-read at that size."""
+        if not self.warp:
+            raise CainGANError("only the warp-guided model renders above its network size")
+        size = int(size)
+        if not self.image_size <= size <= 2048:
+            raise InferenceInputError(f"output size must be in [{self.image_size}, 2048], got {size}")
+        if size != self.output_size:
+            self.output_size = size
+            if self._raw is not None:
+                self.set_sources(*self._raw)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto"
@@ -122,7 +163,7 @@ class Reenactor:
             raise InferenceInputError("at least one source image is needed")
         if len(images) != len(landmarks):
             raise InferenceInputError(f"{len(images)} source images but {len(landmarks)} landmark sets")
-        s = self.image_size
+        s = self.output_size if self.warp else self.image_size
         crops, points = [], []
         for i, (img, pts) in enumerate(zip(images, landmarks)):
             img = np.asarray(img)
@@ -139,17 +180,20 @@ class Reenactor:
             crops.append(np.ascontiguousarray(img))
             points.append(p)
         src = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        lms = landmark_images(np.stack(points), s)
+        lms = landmark_images(rescale_points(np.stack(points), s, self.image_size), self.image_size)
+        self._raw = (images, landmarks)
+        self._points = torch.from_numpy(np.stack(points)).unsqueeze(0).to(self.device)
         self._sources = src.unsqueeze(0).to(self.device)
         self._source_lms = lms.unsqueeze(0).to(self.device)
         self._cached = None
-        if not self.config.targeted:
+        if not self.config.targeted and not self.warp:
             with torch.inference_mode(), self._autocast():
                 self._cached = self.model.embed(self._sources, self._source_lms, None)
 
     # ------------------------------------------------------------------ targets
     def generate(self, points) -> Generation:
-        """(68,2) target points in model-size crop pixels → image (S,S,3), weights (K,S,S)."""
+        """(68,2) target points in model-size (image_size) crop pixels → image (R,R,3) with
+        R = output_size, weights (K,S,S) with S = image_size."""
         pts = _check_points(points, "target")
         out = self._run(pts[None])
         return Generation(out.image[0], out.weights[0])
@@ -158,8 +202,8 @@ class Reenactor:
         """(B,68,2) → image (B,S,S,3), weights (B,K,S,S); run in chunks of max_batch."""
         pts = _check_points(points, "targets", batch=True)
         if len(pts) == 0:
-            s, k = self.image_size, self.num_sources
-            return Generation(np.zeros((0, s, s, 3), np.uint8), np.zeros((0, k, s, s), np.float32))
+            s, k, r = self.image_size, self.num_sources, self.output_size
+            return Generation(np.zeros((0, r, r, 3), np.uint8), np.zeros((0, k, s, s), np.float32))
         step = max(1, int(max_batch))
         parts = [self._run(pts[i:i + step]) for i in range(0, len(pts), step)]
         return Generation(np.concatenate([p.image for p in parts]),
@@ -171,14 +215,21 @@ class Reenactor:
         b, s = len(pts), self.image_size
         target_lm = landmark_images(pts, s).to(self.device)
         with torch.inference_mode(), self._autocast():
-            if self._cached is not None:
-                e, r = self._cached
+            k = self._sources.shape[1]
+            if self.warp:
+                res = self.output_size
+                tgt = torch.from_numpy(rescale_points(pts, s, res)).to(self.device)
+                image, weights = self.model(
+                    self._sources.expand(b, k, 3, res, res), self._source_lms.expand(b, k, 3, s, s),
+                    target_lm, self._points.expand(b, k, 68, 2), tgt)
             else:
-                k = self._sources.shape[1]
-                src = self._sources.expand(b, k, 3, s, s)
-                lms = self._source_lms.expand(b, k, 3, s, s)
-                e, r = self.model.embed(src, lms, target_lm)
-            image, weights = self.model.generate(e, r, target_lm)
+                if self._cached is not None:
+                    e, r = self._cached
+                else:
+                    src = self._sources.expand(b, k, 3, s, s)
+                    lms = self._source_lms.expand(b, k, 3, s, s)
+                    e, r = self.model.embed(src, lms, target_lm)
+                image, weights = self.model.generate(e, r, target_lm)
             weights = F.interpolate(weights.float().flatten(0, 1), size=(s, s), mode="bilinear",
                                     align_corners=False).unflatten(0, (b, -1)).squeeze(2)
             image = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
