@@ -118,7 +118,7 @@ class ExportDialog(QDialog):
         self.message_box: QMessageBox | None = None
         self.progress: QProgressDialog | None = None
         self._build()
-        self.worker = ExportWorker(window._loader, window._detector_factory)
+        self.worker = ExportWorker(window.loader, window.detector_factory)
         self._thread = WorkerThread(self.worker, "export")
         self.worker.progress.connect(self._progress)
         self.worker.encoding.connect(self._encoding)
@@ -300,8 +300,8 @@ class ExportDialog(QDialog):
     def build_job(self) -> ExportJob | None:
         """The export as set in the dialog, or None (with the reason shown)."""
         w = self.editor
-        ids = w.source_ids()
-        if not ids or w.target is None:
+        current = w.current_sources()          # app.sources.Sources: photos and the target
+        if current is None:
             self._set_status("Add a source photo in the editor first.", error=True)
             return None
         out = self.out_edit.text().strip()
@@ -319,8 +319,6 @@ class ExportDialog(QDialog):
             except CainGANError as e:
                 self._set_status(f"{e}.", error=True)
                 return None
-        srcs = [w.sources[i] for i in ids]
-        target = w.target if w.target.job_id in ids else srcs[0]
         max_frames = self.max_spin.value() or None
         if self.video_radio.isChecked():
             video = self.video_edit.text().strip()
@@ -341,11 +339,7 @@ class ExportDialog(QDialog):
                                  "“Add current pose as keyframe”.", error=True)
                 return None
             driving = DrivingSpec("track", track, max_frames)
-        points = np.stack([np.array(s.crop.points, np.float32) for s in srcs])
-        sources = SourceSet([s.crop.image.copy() for s in srcs], points,
-                            [s.label for s in srcs],
-                            np.array(target.crop.points, np.float32),
-                            (target.original, target.crop))
+        sources = current.source_set()
         options = ExportOptions(Path(out), formats, fps=fps,
                                 paste_back=self.paste_box.isChecked(),
                                 overwrite=self.overwrite_box.isChecked())

@@ -5,6 +5,10 @@ The first source (or the one the user picks) becomes the target: its crop is the
 background and its landmarks the document's base. Every change of the shown landmarks goes to
 the PreviewWorker as the newest request; its results come back as signals and are drawn.
 Nothing here runs the model or the detector on the GUI thread.
+
+The reenactment window and the export dialog see the sources only as an app.sources.Sources
+snapshot: `current_sources()`, and `sourcesChanged` whenever the photos, their order or the
+target change.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, QStandardPaths, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QLabel, QMainWindow,
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
                                QMessageBox, QSplitter, QVBoxLayout, QWidget)
 
 from caingan.face import landmark_edit as le
@@ -28,9 +32,11 @@ from .document import EditDocument, EditState
 from .image_pane import ImagePane, titled
 from .landmark_view import LandmarkView
 from .notifications import Banner, MessagesDialog, Notifier
-from .preview_worker import PreviewResult, PreviewWorker, WorkerThread, default_loader
+from .preview_worker import PreviewResult, PreviewWorker, default_loader, sources_overlay
 from .sliders import SlidersPanel
+from .sources import Sources
 from .sources_panel import MAX_SOURCES, SourcesPanel, thumbnail
+from .workers import WorkerThread
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO / "assets" / "caingan-small.safetensors"
@@ -46,10 +52,22 @@ def _fixed_label(text: str, width: int, tip: str) -> QLabel:
     return label
 
 
+def start_folder(*candidates) -> str:
+    """Where a file dialog opens: the first of `candidates` that is an existing folder (the
+    photo's folder, the last one used), else the user's Pictures folder, else home — never the
+    process's working directory (for a user that is wherever the app was started from)."""
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return str(c)
+    pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
+    return pictures if pictures and Path(pictures).is_dir() else str(Path.home())
+
+
 class MainWindow(QMainWindow):
     previewShown = Signal(object)     # PreviewResult, after the preview pane shows it
     sourceAdded = Signal(int)         # id, after a photo is detected and shown
     sourceFailed = Signal(int, str)   # id, message
+    sourcesChanged = Signal(object)   # app.sources.Sources, or None when there is no photo
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", *,
                  sample: bool = True, loader=None, detector_factory=None,
@@ -70,8 +88,9 @@ class MainWindow(QMainWindow):
         self._next_id = 1
         self._paste_count = 0
         self._request_id = 0
-        self._loader = loader or default_loader
-        self._detector_factory = detector_factory or default_detector_factory
+        self.last_folder: str | None = None     # where the last file dialog ended
+        self.loader = loader or default_loader  # (weights, device) → a ReenactorProtocol
+        self.detector_factory = detector_factory or default_detector_factory
         self.reenact_window = None               # opened from File ▸ Reenact… (app/reenact_view)
         self.export_dialog = None                # opened from File ▸ Export frames… (app/export_dialog)
 
@@ -80,8 +99,8 @@ class MainWindow(QMainWindow):
         self._build_ui()
         self._build_actions()
 
-        self.preview = PreviewWorker(self._loader)
-        self.detect = DetectWorker(self._detector_factory)
+        self.preview = PreviewWorker(self.loader)
+        self.detect = DetectWorker(self.detector_factory)
         self._threads = [WorkerThread(self.preview, "preview"), WorkerThread(self.detect, "detect")]
         self._connect()
 
@@ -91,27 +110,43 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ construction
     def _build_ui(self) -> None:
+        # Minimum widths add up to < 1024 px (with the splitter handles and margins), so every
+        # title and button stays whole on a 1024×640 screen.
         self.sources_panel = SourcesPanel()
-        self.sources_panel.setMinimumWidth(250)
+        self.sources_panel.setMinimumWidth(220)
 
         self.editor = LandmarkView()
-        self.editor.setMinimumSize(280, 280)
-        editor_box = titled("<b>Target</b> — drag a point; Shift+drag moves its whole part",
-                            self.editor)
+        self.editor.setMinimumSize(260, 260)
+        self.editor.setToolTip("Drag a point to move it; Shift+drag moves its whole part "
+                               "(eye, brow, nose, mouth, jaw)")
+        editor_box = titled("<b>Target</b> — drag points", self.editor)
+        self.editor_title = editor_box.findChild(QLabel)
 
-        self.landmark_pane = ImagePane("Landmark image", min_side=160)
-        lm_box = titled("<b>Landmark image</b> (model input)", self.landmark_pane)
+        self.landmark_pane = ImagePane("Landmark image", min_side=150)
+        lm_box = titled("<b>Landmarks</b> (model input)", self.landmark_pane)
 
         self.preview_pane = ImagePane("Starting…", min_side=220)
-        self.paste_back_box = QCheckBox("Paste back into the original photo")
-        pv_box = titled("<b>Preview</b>", self.preview_pane, self.paste_back_box)
+        self.paste_back_box = QCheckBox("Paste back into the photo")
+        self.paste_back_box.setToolTip("Show (and save) the whole original photo with the new "
+                                       "face pasted in")
+        self.sources_used_box = QCheckBox("Show which source")
+        self.sources_used_box.setToolTip(
+            "Colour the preview by the source photo each region was taken from (the model's "
+            "responsibilities r_i), with those photos as a legend below it")
+        options = QWidget()
+        row = QHBoxLayout(options)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.paste_back_box)
+        row.addWidget(self.sources_used_box)
+        row.addStretch(1)
+        pv_box = titled("<b>Preview</b>", self.preview_pane, options)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         for w, stretch in ((self.sources_panel, 0), (editor_box, 3), (lm_box, 2), (pv_box, 3)):
             split.addWidget(w)
             split.setStretchFactor(split.count() - 1, stretch)
         split.setChildrenCollapsible(False)
-        split.setSizes([270, 380, 240, 390])
+        split.setSizes([240, 380, 240, 390])
 
         self.sliders = SlidersPanel()
         central = QWidget()
@@ -223,6 +258,7 @@ class MainWindow(QMainWindow):
         self.doc.undo_stack.cleanChanged.connect(self._update_title)
 
         self.paste_back_box.toggled.connect(self._paste_back_toggled)
+        self.sources_used_box.toggled.connect(lambda _on: self._show_preview())
 
         self.preview.modelReady.connect(self._model_ready)
         self.preview.modelFailed.connect(self._model_failed)
@@ -280,8 +316,10 @@ class MainWindow(QMainWindow):
         self._submit("astronaut (sample)", image=data.astronaut())
 
     def add_photos_dialog(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Add source photos", "", IMAGE_FILTER)
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add source photos", self.dialog_folder(),
+                                                IMAGE_FILTER)
         if paths:
+            self.last_folder = str(Path(paths[0]).parent)
             self.add_files(paths)
 
     def add_files(self, paths: list[str]) -> None:
@@ -352,17 +390,23 @@ class MainWindow(QMainWindow):
     def source_ids(self) -> list[int]:
         return [i for i in self.sources_panel.ids() if i in self.sources]
 
+    def current_sources(self) -> Sources | None:
+        """The detected photos in panel order and the target face (None without photos).
+        A target whose photo was removed stays editable here; the others then animate the
+        first photo."""
+        return Sources.of([self.sources[i] for i in self.source_ids()], self.target)
+
     def _sources_changed(self) -> None:
-        ids = self.source_ids()
+        current = self.current_sources()
+        self.sourcesChanged.emit(current)
         if self.model_info is None:
             return
-        srcs = [self.sources[i] for i in ids]
-        self.preview.set_sources(ids, [s.crop.image for s in srcs], [s.crop.points for s in srcs])
-        if not ids:
+        if current is None:
+            self.preview.set_sources((), [], [])
             self.preview_pane.set_image(None)
             self.preview_pane.set_message("Add a source photo to start.")
-            self.sources_panel.strip.set_maps([])
             return
+        self.preview.set_sources(current.ids, current.images, current.points)
         self.request_preview()
 
     # ------------------------------------------------------------------ target and edits
@@ -371,10 +415,13 @@ class MainWindow(QMainWindow):
         if ask and not self._may_discard("Editing another face discards the current edits."):
             return
         self.target = src
+        if src.path:
+            self.last_folder = str(Path(src.path).parent)
         self.editor.set_image(src.crop.image)
         self.doc.start(src.crop.points)
         self._paste_back_toggled(self.paste_back_box.isChecked())
         self.statusBar().showMessage(f"Editing the face from {src.label}", 4000)
+        self.sourcesChanged.emit(self.current_sources())
 
     def _set_part_mode(self, on: bool) -> None:
         self.editor.part_mode = on
@@ -421,23 +468,52 @@ class MainWindow(QMainWindow):
         self.last_result = result
         if set(result.source_ids) == set(self.source_ids()) and self.source_ids():
             self.preview_pane.set_message("")
-        self.preview_pane.set_image(result.display)
-        self.sources_panel.strip.set_maps(result.heatmaps)
+        self._show_preview()
         ms = (time.perf_counter() - result.t_request) * 1000
         self.latency_label.setText(f"Preview: {ms:.0f} ms")
         self.latency_label.setToolTip(f"From the landmark change: {ms:.1f} ms; "
                                       f"model and paste-back: {result.render_ms:.1f} ms")
         self.previewShown.emit(result)
 
+    def _show_preview(self) -> None:
+        """The last render as the user asked for it: the face (or the pasted-back photo), or
+        the face coloured by source with the source photos as its legend."""
+        r = self.last_result
+        if r is None:
+            return
+        if self.sources_used_box.isChecked():
+            crops = [self.sources[i].crop.image for i in r.source_ids if i in self.sources]
+            if len(crops) == len(r.source_ids):
+                self.preview_pane.set_image(sources_overlay(r.image, r.weights, crops))
+                return
+        self.preview_pane.set_image(r.display)
+
     # ------------------------------------------------------------------ files
     def save_result_dialog(self) -> None:
         if self.last_result is None:
             self.notifier.warning("There is no result to save yet.")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Save result", "result.png",
+        path, _ = QFileDialog.getSaveFileName(self, "Save result",
+                                              self.dialog_path(self._result_name()),
                                               "PNG image (*.png);;JPEG image (*.jpg *.jpeg)")
         if path:
+            self.last_folder = str(Path(path).parent)
             self.save_result(path)
+
+    def dialog_folder(self) -> str:
+        """Where file dialogs start: the folder last used, else the target photo's folder,
+        else Pictures or home (start_folder)."""
+        photo = self.target.path if self.target is not None else None
+        return start_folder(self.last_folder, photo and Path(photo).parent)
+
+    def dialog_path(self, name: str) -> str:
+        return str(Path(self.dialog_folder()) / name)
+
+    def _result_name(self, suffix: str = ".png") -> str:
+        """A save name from the target photo's (portrait.jpg → portrait-edited.png)."""
+        stem = Path(self.target.path).stem if self.target is not None and self.target.path \
+            else "result"
+        return f"{stem}-edited{suffix}"
 
     def save_result(self, path: str | Path) -> bool:
         from caingan.media.images import save_image
@@ -468,8 +544,11 @@ class MainWindow(QMainWindow):
         if not self.doc.active:
             self.notifier.warning("No landmarks to save: add a source photo first.")
             return False
-        path, _ = QFileDialog.getSaveFileName(self, "Save landmarks", "landmarks.json",
+        path, _ = QFileDialog.getSaveFileName(self, "Save landmarks",
+                                              self.dialog_path(self._result_name(".json")),
                                               "Landmarks (*.json)")
+        if path:
+            self.last_folder = str(Path(path).parent)
         return bool(path) and self.save_landmarks(path)
 
     def save_landmarks(self, path: str | Path) -> bool:
@@ -490,9 +569,10 @@ class MainWindow(QMainWindow):
         return True
 
     def open_landmarks_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open landmarks", "",
+        path, _ = QFileDialog.getOpenFileName(self, "Open landmarks", self.dialog_folder(),
                                               "Landmarks (*.json);;All files (*)")
         if path:
+            self.last_folder = str(Path(path).parent)
             self.open_landmarks(path)
 
     def open_landmarks(self, path: str | Path) -> bool:
@@ -518,15 +598,12 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ reenactment and export
     def open_reenact(self):
         """The live reenactment window (one per editor), driven by a camera or a video file."""
-        from .reenact_view import ReenactWindow, sources_from_window
+        from .reenact_view import ReenactWindow
         if self.reenact_window is None:
-            win = ReenactWindow(self.weights, self.device, parent=self, loader=self._loader,
-                                detector_factory=self._detector_factory,
-                                sources_provider=lambda: sources_from_window(self))
-            self.sourceAdded.connect(lambda _i: win.sources_changed())
-            self.sources_panel.orderChanged.connect(lambda _ids: win.sources_changed())
-            self.sources_panel.removeRequested.connect(lambda _ids: win.sources_changed())
-            self.sources_panel.targetRequested.connect(lambda _i: win.sources_changed())
+            win = ReenactWindow(self.weights, self.device, parent=self, loader=self.loader,
+                                detector_factory=self.detector_factory,
+                                sources=self.current_sources(), folder=self.dialog_folder)
+            self.sourcesChanged.connect(win.set_sources)
             self.reenact_window = win
         self.reenact_window.show()
         self.reenact_window.raise_()

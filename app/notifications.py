@@ -2,6 +2,8 @@
 
 The banner floats above the central widget instead of sitting in a layout, so showing or hiding
 it never moves the views (see image_pane). Errors from any thread end up here via signals.
+Messages that arrive while the banner is showing are added to it (several photos failing at
+once each get their line), not swapped for the newest; closing it or its timeout clears it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _STYLE = {
     ERROR: "background:#8b1e1e;color:white;",
 }
 _SHOW_MS = {INFO: 5000, WARNING: 9000, ERROR: 15000}
+_RANK = {INFO: 0, WARNING: 1, ERROR: 2}
+BANNER_LINES = 5          # more than this: the oldest are summarised (all are in View ▸ Messages)
 
 
 @dataclass
@@ -70,26 +74,42 @@ class Banner(QFrame):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.label = QLabel(self)
         self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.TextFormat.PlainText)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.shown: list[Message] = []      # what the banner lists now, oldest first
         close = QToolButton(self)
         close.setText("✕")
         close.setAutoRaise(True)
-        close.clicked.connect(self.hide)
+        close.clicked.connect(self.dismiss)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
         lay.addWidget(self.label, 1)
         lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
-        self._timer = QTimer(self, singleShot=True, timeout=self.hide)
+        self._timer = QTimer(self, singleShot=True, timeout=self.dismiss)
         parent.installEventFilter(self)
         self.hide()
 
     def show_message(self, msg: Message) -> None:
-        self.setStyleSheet(f"QFrame#notificationBanner{{{_STYLE[msg.level]}}} QLabel{{color:white;}}")
-        self.label.setText(msg.text)
+        """Add `msg` to what the banner shows (a new list when it was hidden)."""
+        if not self.isVisible():
+            self.shown = []
+        self.shown.append(msg)
+        level = max((m.level for m in self.shown), key=_RANK.__getitem__)
+        self.setStyleSheet(f"QFrame#notificationBanner{{{_STYLE[level]}}} QLabel{{color:white;}}")
+        lines = [m.text for m in self.shown[-BANNER_LINES:]]
+        hidden = len(self.shown) - len(lines)
+        if hidden:
+            lines.insert(0, f"(and {hidden} earlier message{'s' * (hidden > 1)}: View ▸ Messages…)")
+        self.label.setText("\n".join(lines))
         self._place()
         self.show()
         self.raise_()
-        self._timer.start(_SHOW_MS[msg.level])
+        remaining = self._timer.remainingTime() if self._timer.isActive() else 0
+        self._timer.start(max(remaining, _SHOW_MS[msg.level]))
+
+    def dismiss(self) -> None:
+        self.shown = []
+        self.hide()
 
     def text(self) -> str:
         return self.label.text() if self.isVisible() else ""

@@ -1,46 +1,68 @@
 """Live preview: one worker thread owns the Reenactor and renders the newest target only.
 
-The GUI never waits on the model. Each kind of message has a single-slot mailbox (latest wins):
-a burst of targets while the user drags collapses to the last one, so the preview lags by at
-most one render instead of by a growing queue. Messages are applied in a fixed order: model,
-then sources, then paste-back photo, then the target.
+The GUI never waits on the model. Each kind of message has a single-slot mailbox (latest wins,
+app.workers.Latest): a burst of targets while the user drags collapses to the last one, so the
+preview lags by at most one render instead of by a growing queue. Messages are applied in a
+fixed order: model, then sources, then paste-back photo, then the target. Between renders the
+worker sets torch's thread count from the machine's load (app.workers.ThreadBudget).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
-from caingan.errors import CainGANError
+from caingan.pipeline.inference import ReenactorProtocol
+
+from .workers import EMPTY, Latest, ThreadBudget, WorkerThread, describe
+
+_describe = describe            # the name the other windows import
+__all__ = ["PreviewWorker", "PreviewResult", "ModelInfo", "WorkerThread", "default_loader",
+           "sources_overlay"]
 
 DISPLAY_MAX_SIDE = 1024   # pasted-back photos are shown downscaled; the full size is kept to save
-HEATMAP_SIDE = 48
+OVERLAY_SIDE = 288        # the "which source" view: face side, px
+LEGEND_COLUMNS = 6
+# One colour per source (Okabe–Ito and Tableau hues: distinguishable, also for most colour-blind
+# viewers in the first eight).
+SOURCE_COLOURS = np.array([
+    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+    (204, 121, 167), (255, 255, 255), (148, 103, 189), (140, 86, 75), (188, 189, 34),
+    (23, 190, 207), (227, 119, 194), (127, 127, 127), (214, 39, 40), (44, 160, 44)], np.float32)
 
 
-def _viridis_lut() -> np.ndarray:
-    import pyqtgraph as pg
-    return pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256, alpha=False).astype(np.uint8)
-
-
-_LUT = _viridis_lut()
-
-
-def heatmaps(weights: np.ndarray, side: int = HEATMAP_SIDE) -> list[np.ndarray]:
-    """(K, S, S) responsibilities in [0, 1] → K small viridis RGB images (one scale for all, so
-    the strip compares sources with each other)."""
-    out = []
-    for w in np.asarray(weights, np.float32):
-        small = cv2.resize(w, (side, side), interpolation=cv2.INTER_AREA)
-        out.append(_LUT[np.clip(small * 255.0 + 0.5, 0, 255).astype(np.uint8)])
-    return out
+def sources_overlay(face: np.ndarray, weights: np.ndarray, crops: list[np.ndarray],
+                    side: int = OVERLAY_SIDE) -> np.ndarray:
+    """The generated face tinted by where each region came from — Σ_k r_k·colour_k over it —
+    above a legend: each source crop framed in its colour, in the model's source order."""
+    w = np.asarray(weights, np.float32)
+    k = len(w)
+    colours = SOURCE_COLOURS[np.arange(k) % len(SOURCE_COLOURS)]
+    tint = np.tensordot(np.moveaxis(w, 0, -1), colours, axes=1)
+    mixed = np.clip(0.45 * np.asarray(face, np.float32) + 0.55 * tint, 0, 255).astype(np.uint8)
+    top = cv2.resize(mixed, (side, side), interpolation=cv2.INTER_LINEAR)
+    cols = min(k, LEGEND_COLUMNS)
+    cell = side // max(cols, 4)
+    border = max(3, cell // 14)
+    rows = []
+    for r0 in range(0, k, cols):
+        row = np.zeros((cell, side, 3), np.uint8)
+        for j, i in enumerate(range(r0, min(k, r0 + cols))):
+            tile = np.empty((cell, cell, 3), np.uint8)
+            tile[:] = colours[i]
+            inner = cell - 2 * border
+            tile[border:-border, border:-border] = cv2.resize(
+                np.asarray(crops[i], np.uint8), (inner, inner), interpolation=cv2.INTER_AREA)
+            row[:, j * cell:(j + 1) * cell] = tile
+        rows.append(row)
+    gap = np.zeros((border, side, 3), np.uint8)
+    return np.vstack([top, gap, *rows])
 
 
 @dataclass
@@ -57,7 +79,6 @@ class PreviewResult:
     points: np.ndarray            # the target that was rendered
     image: np.ndarray             # (S, S, 3) generated face
     weights: np.ndarray           # (K, S, S) normalised responsibilities
-    heatmaps: list[np.ndarray]
     source_ids: tuple             # which sources, in the order of weights
     pasted: np.ndarray | None     # the photo with the face pasted back (≤ DISPLAY_MAX_SIDE), when enabled
     display: np.ndarray           # what the preview pane shows
@@ -77,16 +98,10 @@ class PreviewResult:
         return paste_back(original, self.image, crop)
 
 
-@dataclass
-class _Mailbox:
-    model: tuple | None = None          # (path, device)
-    sources: tuple | None = None        # (ids, images, landmarks)
-    paste: tuple | None = None          # ((original, crop) or None,)
-    target: tuple | None = None         # (request_id, points, t_request)
-    stats: dict = field(default_factory=lambda: {"requests": 0, "renders": 0, "dropped": 0})
+SLOTS = ("model", "sources", "paste", "target")   # applied in this order
 
 
-def default_loader(path: str, device: str):
+def default_loader(path: str, device: str) -> ReenactorProtocol:
     from caingan.pipeline.inference import Reenactor
     return Reenactor.from_checkpoint(path, device=device)
 
@@ -101,13 +116,16 @@ class PreviewWorker(QObject):
     failed = Signal(str)             # any error while setting sources or rendering
     _wake = Signal()
 
-    def __init__(self, loader: Callable[[str, str], Any] = default_loader):
+    def __init__(self, loader: Callable[[str, str], ReenactorProtocol] = default_loader,
+                 threads: ThreadBudget | None = None):
         super().__init__()
         self._loader = loader
-        self._lock = threading.Lock()
-        self._box = _Mailbox()
-        self._scheduled = False
-        self._reenactor = None
+        # model: (path, device); sources: (ids, images, landmarks); paste: ((original, crop) or
+        # None,); target: (request_id, points, t_request)
+        self._box = {slot: Latest() for slot in SLOTS}
+        self._renders = 0
+        self.threads = threads or ThreadBudget()
+        self._reenactor: ReenactorProtocol | None = None
         self._source_ids: tuple = ()
         self._paste: tuple | None = None
         self._paste_small: tuple | None = None
@@ -125,38 +143,28 @@ class PreviewWorker(QObject):
 
     def request(self, request_id: int, points: np.ndarray) -> None:
         """Render these points next; replaces any target not yet started."""
-        with self._lock:
-            self._box.stats["requests"] += 1
-            if self._box.target is not None:
-                self._box.stats["dropped"] += 1
         self._post("target", (request_id, np.array(points, np.float32), time.perf_counter()))
 
     def stats(self) -> dict:
-        with self._lock:
-            return dict(self._box.stats)
+        t = self._box["target"]
+        return {"requests": t.puts, "renders": self._renders, "dropped": t.dropped,
+                "threads": self.threads.threads}
 
     @property
     def has_model(self) -> bool:
         return self._reenactor is not None
 
     def _post(self, slot: str, value) -> None:
-        with self._lock:
-            setattr(self._box, slot, value)
-            wake = not self._scheduled
-            self._scheduled = True
-        if wake:
-            self._wake.emit()   # queued to the worker thread: at most one pending wake-up
+        if self._box[slot].put(value):
+            self._wake.emit()   # queued to the worker thread; a drain takes whatever is there
 
     # ---------------------------------------------------------------- worker thread
     def _take(self):
-        with self._lock:
-            for slot in ("model", "sources", "paste", "target"):
-                value = getattr(self._box, slot)
-                if value is not None:
-                    setattr(self._box, slot, None)
-                    return slot, value
-            self._scheduled = False
-            return None, None
+        for slot in SLOTS:
+            value = self._box[slot].take()
+            if value is not EMPTY:
+                return slot, value
+        return None, None
 
     @Slot()
     def _drain(self) -> None:
@@ -167,7 +175,7 @@ class PreviewWorker(QObject):
             try:
                 getattr(self, f"_do_{slot}")(value)
             except Exception as e:  # noqa: BLE001 — reported, and the worker keeps serving
-                msg = _describe(e)
+                msg = describe(e)
                 if slot == "model":
                     self.modelFailed.emit(msg)
                 else:
@@ -176,11 +184,12 @@ class PreviewWorker(QObject):
     def _do_model(self, value) -> None:
         path, device = value
         self._reenactor = None
+        self.threads.apply(force=True)
         reenactor = self._loader(path, device)
         self._reenactor = reenactor
         self._source_ids = ()
-        self.modelReady.emit(ModelInfo(path, str(getattr(reenactor, "device_name", reenactor.device)),
-                                       int(reenactor.image_size), reenactor.config))
+        self.modelReady.emit(ModelInfo(path, reenactor.device_name, int(reenactor.image_size),
+                                       reenactor.config))
 
     def _do_sources(self, value) -> None:
         ids, images, landmarks = value
@@ -206,6 +215,7 @@ class PreviewWorker(QObject):
         request_id, points, t_request = value
         if self._reenactor is None or not self._source_ids:
             return
+        self.threads.apply()            # re-checks the machine's load every few seconds
         t0 = time.perf_counter()
         gen = self._reenactor.generate(points)
         image, weights = np.asarray(gen.image), np.asarray(gen.weights)
@@ -215,11 +225,9 @@ class PreviewWorker(QObject):
             from caingan.face.crop import paste_back
             original, crop = self._paste_small or self._paste
             pasted = display = paste_back(original, image, crop)
-        result = PreviewResult(request_id, points, image, weights, heatmaps(weights),
-                               self._source_ids, pasted, display, t_request,
+        result = PreviewResult(request_id, points, image, weights, self._source_ids, pasted, display, t_request,
                                (time.perf_counter() - t0) * 1000, self._paste)
-        with self._lock:
-            self._box.stats["renders"] += 1
+        self._renders += 1
         self.rendered.emit(result)
 
 
@@ -230,29 +238,3 @@ def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
         return image
     return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
                       interpolation=cv2.INTER_AREA)
-
-
-def _describe(e: BaseException) -> str:
-    """Expected failures read as their message; bugs also name the exception type and place."""
-    if isinstance(e, CainGANError):
-        return str(e)
-    tb = traceback.extract_tb(e.__traceback__)
-    where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{type(e).__name__}: {e}{where}"
-
-
-class WorkerThread:
-    """Owns a QThread and a worker QObject moved into it; stop() joins it."""
-
-    def __init__(self, worker: QObject, name: str):
-        self.worker = worker
-        self.thread = QThread()
-        self.thread.setObjectName(name)
-        worker.moveToThread(self.thread)
-        self.thread.start()
-
-    def stop(self, timeout_ms: int = 10000) -> bool:
-        if not self.thread.isRunning():
-            return True
-        self.thread.quit()
-        return self.thread.wait(timeout_ms)

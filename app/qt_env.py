@@ -12,16 +12,19 @@ log = logging.getLogger(__name__)
 # OpenCV's wheel points these at its own Qt 5 plugins and fonts when cv2 is imported; PySide6
 # (Qt 6) then rejects the plugin and warns about fonts, so the app drops them.
 _CV2_QT_VARS = ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR")
+SPARE_REFERENCES = 1 << 40
+_guarded = False
 
 
 def prepare_qt_environment() -> None:
     """Import cv2 first (it sets the variables), then remove the values that point into cv2;
     then guard against PySide6's refcount bug (below)."""
-    import cv2  # noqa: F401  (the import itself is the side effect we need to undo)
+    import cv2  # (the import itself is the side effect we need to undo)
 
+    cv2_dir = os.path.realpath(os.path.dirname(cv2.__file__))
     for var in _CV2_QT_VARS:
         value = os.environ.get(var, "")
-        if value and "cv2" in value:
+        if value and os.path.realpath(value).startswith(cv2_dir + os.sep):
             del os.environ[var]
     guard_singleton_refcounts()
 
@@ -52,12 +55,17 @@ def guard_singleton_refcounts() -> bool:
     and after some 10⁴–10⁵ calls (a minute of dragging) the interpreter aborts with "Fatal Python
     error: none_dealloc". When a probe shows the leak, give the three singletons 2⁴⁰ spare
     references, so they can never reach zero (they are never freed anyway). Returns whether it
-    did. PySide6 ≤ 6.11 does not leak; pinning it is the real fix.
+    did (once per process: later calls return True without adding more). PySide6 ≤ 6.11 does
+    not leak; pinning it is the real fix.
     """
+    global _guarded
+    if _guarded:
+        return True
     if sys.version_info >= (3, 12) or not _pyside_drops_references():
         return False
     for obj in (None, True, False):
         # ob_refcnt is the first field of every object in CPython ≤ 3.11 (non-debug builds)
-        ctypes.c_ssize_t.from_address(id(obj)).value += 1 << 40
+        ctypes.c_ssize_t.from_address(id(obj)).value += SPARE_REFERENCES
+    _guarded = True
     log.info("PySide6 drops references to None/True/False; compensated (see app/qt_env.py)")
     return True

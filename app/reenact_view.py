@@ -1,12 +1,18 @@
 """Live reenactment: a webcam (or a video file playing like one) drives the editor's face.
 
-    capture thread ──latest frame──▶ worker QThread: detect → retarget → generate ──latest──▶ GUI
+    capture thread ──latest frame──▶ session thread: detect → retarget → generate ──latest──▶ GUI
 
-The capture thread only reads frames into a one-slot mailbox (a newer frame replaces an unread
-one), so a slow model drops frames instead of queueing them and the face follows the camera
-with at most one frame of backlog. The worker runs caingan.pipeline.reenact.ReenactPipeline, the same
-per-frame code as the exporter and the benchmark, and hands each result to the GUI through a
-second one-slot mailbox; the GUI thread only paints. Frames without a face keep the last target.
+The capture thread only reads frames into a one-slot mailbox (app.workers.Latest: a newer frame
+replaces an unread one), so a slow model drops frames instead of queueing them and the face
+follows the camera with at most one frame of backlog. The session runs
+caingan.pipeline.reenact.ReenactPipeline, the same per-frame code as the exporter and the
+benchmark, and hands each result to the GUI through a second one-slot mailbox; the GUI thread
+only paints. Frames without a face keep the last target. Sessions and the camera search are
+superqt thread workers (the napari pattern: a function run on Qt's thread pool, its result or
+error coming back as signals).
+
+The face is pasted back into the target photo (shown at most RECORD_MAX_SIDE px wide), and a
+recording is that full frame, at the driving video's (or camera's) frame rate.
 """
 
 from __future__ import annotations
@@ -20,40 +26,22 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout,
                                QLabel, QPushButton, QVBoxLayout, QWidget)
+from superqt.utils import create_worker
+
+from caingan.pipeline.inference import ReenactorProtocol
 
 from .image_pane import ImagePane, titled
-from .preview_worker import WorkerThread, _describe, default_loader
+from .preview_worker import default_loader
+from .sources import Sources
+from .workers import EMPTY, Latest, ThreadBudget, describe
 
 VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v);;All files (*)"
 FRAME_DISPLAY_SIDE = 480      # driving frames are downscaled for display (drawing cost)
+RECORD_MAX_SIDE = 1280        # the pasted-back frame (shown and recorded) is at most this wide
 FPS_WINDOW_S = 2.0
-
-
-@dataclass
-class ReenactSources:
-    """What the worker needs from the editor: source crops and the target person's points."""
-
-    images: list[np.ndarray]
-    points: list[np.ndarray]
-    target_points: np.ndarray
-    label: str = ""
-
-
-def sources_from_window(w) -> ReenactSources | None:
-    """The main window's current sources (in panel order) and target person, or None."""
-    ids = w.source_ids()
-    if not ids or w.target is None:
-        return None
-    srcs = [w.sources[i] for i in ids]
-    target = w.target if w.target.job_id in ids else srcs[0]
-    return ReenactSources([s.crop.image.copy() for s in srcs],
-                          [np.array(s.crop.points, np.float32) for s in srcs],
-                          np.array(target.crop.points, np.float32),
-                          f"{len(srcs)} source photo{'s' * (len(srcs) > 1)}; "
-                          f"target: {target.label}")
 
 
 @dataclass
@@ -63,47 +51,13 @@ class LiveFrame:
     frame: np.ndarray                 # driving frame (display size) with the driver points drawn
     landmarks: np.ndarray | None      # target landmark image (model input)
     face: np.ndarray | None           # generated face (None before the first face)
+    # (result.pasted: the face pasted back into the target photo, when paste-back is on)
     result: Any                       # caingan.pipeline.reenact.ReenactResult or None
     index: int                        # driving frame number
     processed: int                    # frames processed this session
     dropped: int                      # frames the capture replaced before they were processed
     skipped: int                      # processed frames without a face
     timings: dict = field(default_factory=dict)
-
-
-class _LatestFrame:
-    """One-slot mailbox from the capture thread: put() replaces an unread frame (dropped)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._frame = None
-        self._end: tuple | None = None       # ("end" | "error", message)
-        self.dropped = 0
-
-    def put(self, frame) -> None:
-        with self._cond:
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame = frame
-            self._cond.notify()
-
-    def finish(self, kind: str, message: str = "") -> None:
-        with self._cond:
-            if self._end is None:
-                self._end = (kind, message)
-            self._cond.notify()
-
-    def take(self, timeout: float):
-        """('frame', Frame) | ('end'/'error', message) | (None, None) after `timeout` s."""
-        with self._cond:
-            if self._frame is None and self._end is None:
-                self._cond.wait(timeout)
-            if self._frame is not None:
-                f, self._frame = self._frame, None
-                return "frame", f
-            if self._end is not None:
-                return self._end
-            return None, None
 
 
 def _draw_points(frame: np.ndarray, points: np.ndarray | None) -> np.ndarray:
@@ -123,9 +77,9 @@ def _draw_points(frame: np.ndarray, points: np.ndarray | None) -> np.ndarray:
 class ReenactWorker(QObject):
     """Owns its own Reenactor and detector (neither is shared with the editor's workers).
 
-    The public methods are thread-safe and return at once. A session runs as one long slot call
-    in the worker thread; while it runs, commands reach it through locked fields checked once
-    per frame, not through queued signals.
+    The public methods are thread-safe and return at once. A session is one call of `_session`
+    on a thread-pool thread (superqt.utils.create_worker); while it runs, commands reach it
+    through locked fields checked once per frame. Its signals come back to the GUI queued.
     """
 
     modelReady = Signal(str)             # device description
@@ -137,11 +91,9 @@ class ReenactWorker(QObject):
     recordingStarted = Signal(str)
     recordingFinished = Signal(str, int)   # path, frames
     recordingFailed = Signal(str)
-    _start = Signal(object)
-    _list = Signal(int)
 
     def __init__(self, weights, device: str = "auto", *,
-                 loader: Callable[[str, str], Any] = default_loader,
+                 loader: Callable[[str, str], ReenactorProtocol] = default_loader,
                  detector_factory: Callable[[], Any] | None = None,
                  camera_lister: Callable[[], list] | None = None):
         super().__init__()
@@ -149,31 +101,52 @@ class ReenactWorker(QObject):
         self._loader = loader
         self._detector_factory = detector_factory
         self._camera_lister = camera_lister
-        self._reenactor = None
+        self._reenactor: ReenactorProtocol | None = None
         self._detector = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._idle = threading.Event()        # no job (session, camera search) is running
+        self._idle.set()
+        self._jobs = 0
         self._running = False
         self._source = None
-        self._new_sources: ReenactSources | None = None
+        self._new_sources: Sources | None = None
+        self._paste_on = True
+        self._paste_changed = False
         self._neutral = False
         self._record_cmd: tuple | None = None       # ("start", path, fps) | ("stop",)
-        self._display: LiveFrame | None = None
-        self._display_pending = False
-        self._start.connect(self._session)
-        self._list.connect(self._list_cameras)
+        self._display = Latest()                    # newest LiveFrame for the GUI
 
     # ------------------------------------------------------------ GUI side (any thread)
-    def list_cameras(self, max_index: int = 4) -> None:
-        self._list.emit(max_index)
+    def _launch(self, fn, *args) -> None:
+        """Run fn(*args) on Qt's thread pool (superqt); `_idle` is clear until it returns."""
+        def job():
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self._jobs -= 1
+                    if not self._jobs:
+                        self._idle.set()
 
-    def start(self, spec: tuple, sources: ReenactSources) -> None:
+        with self._lock:
+            self._jobs += 1
+            self._idle.clear()
+        worker = create_worker(job, _start_thread=False)
+        worker.errored.connect(lambda e: self.failed.emit(describe(e)))
+        worker.start()
+
+    def list_cameras(self, max_index: int = 4) -> None:
+        self._launch(self._list_cameras, max_index)
+
+    def start(self, spec: tuple, sources: Sources) -> None:
         """spec: ('camera', index) or ('video', path, loop)."""
         with self._lock:
             self._stop.clear()
             self._new_sources = None
             self._neutral = False
-        self._start.emit((spec, sources))
+            self._running = True
+        self._launch(self._session, spec, sources)
 
     def stop(self) -> None:
         self._stop.set()
@@ -181,13 +154,22 @@ class ReenactWorker(QObject):
         if _is_camera(src):
             src.close()          # CameraSource.close is safe from any thread; unblocks a read
 
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Block until no session or camera search runs (shutdown)."""
+        return self._idle.wait(timeout)
+
     @property
     def running(self) -> bool:
         return self._running
 
-    def set_sources(self, sources: ReenactSources) -> None:
+    def set_sources(self, sources: Sources) -> None:
         with self._lock:
             self._new_sources = sources
+
+    def set_paste_back(self, on: bool) -> None:
+        with self._lock:
+            self._paste_on = bool(on)
+            self._paste_changed = True
 
     def mark_neutral(self) -> None:
         with self._lock:
@@ -202,13 +184,10 @@ class ReenactWorker(QObject):
             self._record_cmd = ("stop",)
 
     def take_frame(self) -> LiveFrame | None:
-        with self._lock:
-            f, self._display = self._display, None
-            self._display_pending = False
-            return f
+        f = self._display.take()
+        return None if f is EMPTY else f
 
-    # ------------------------------------------------------------ worker thread
-    @Slot(int)
+    # ------------------------------------------------------------ pool threads
     def _list_cameras(self, max_index: int) -> None:
         try:
             if self._camera_lister is not None:
@@ -217,14 +196,14 @@ class ReenactWorker(QObject):
                 from caingan.media.frames import list_cameras
                 found = list(list_cameras(max_index))
         except Exception as e:  # noqa: BLE001 — no camera list is a message, not a crash
-            self.failed.emit(f"Could not list cameras: {_describe(e)}")
+            self.failed.emit(f"Could not list cameras: {describe(e)}")
             found = []
         self.camerasListed.emit(found)
 
-    def _ensure_model(self):
+    def _ensure_model(self) -> tuple[ReenactorProtocol, Any]:
         if self._reenactor is None:
             self._reenactor = self._loader(self.weights, self.device)
-            self.modelReady.emit(str(getattr(self._reenactor, "device_name", "")))
+            self.modelReady.emit(self._reenactor.device_name)
         if self._detector is None:
             if self._detector_factory is not None:
                 self._detector = self._detector_factory()
@@ -243,58 +222,62 @@ class ReenactWorker(QObject):
             return VideoFileSource(spec[1], paced=True, drop_late=True, loop=loop)
         raise ValueError(f"unknown input {spec!r}")
 
-    @Slot(object)
-    def _session(self, job) -> None:
-        spec, sources = job
+    def _session(self, spec, sources: Sources) -> None:
         if self._stop.is_set():
+            self._running = False
             self.stopped.emit("")
             return
-        self._running = True
         reason = ""
         capture = None
-        box = _LatestFrame()
+        box = Latest()
         recorder = None
+        threads = ThreadBudget()
         try:
-            from caingan.pipeline.reenact import ReenactPipeline
             from caingan.face.retarget import Retargeter
+            from caingan.pipeline.reenact import ReenactPipeline
 
+            threads.apply(force=True)          # this pool thread's torch threads
             reenactor, detector = self._ensure_model()
             source = self._open(spec)
             self._source = source
             reenactor.set_sources(sources.images, sources.points)
             pipeline = ReenactPipeline(reenactor, detector,
-                                       Retargeter(sources.target_points, fps=source.fps))
+                                       Retargeter(sources.target_points, fps=source.fps),
+                                       paste_back=self._paste_target(sources))
             capture = threading.Thread(target=self._capture, args=(source, box),
                                        name="reenact-capture", daemon=True)
             capture.start()
             self.started.emit(str(spec[1]))
             processed = 0
             while not self._stop.is_set():
-                recorder = self._apply_commands(pipeline, recorder, source)
-                kind, item = box.take(0.1)
-                if kind is None:
+                recorder, sources = self._apply_commands(pipeline, recorder, source, sources)
+                item = box.take(0.1)
+                if item is EMPTY:
                     continue
-                if kind != "frame":
+                if not hasattr(item, "image"):           # ("end" | "error", message)
+                    kind, message = item
                     if kind == "error":
-                        self.failed.emit(item)
-                    reason = item or "The video ended."
+                        self.failed.emit(message)
+                    reason = message or "The video ended."
                     break
+                threads.apply()
                 res = pipeline.step(item.image, item.timestamp)
                 processed += 1
                 if recorder is not None and res is not None:
                     try:
-                        recorder.add(res.image, item.timestamp)
+                        recorder.add(res.image if res.pasted is None else res.pasted,
+                                     item.timestamp)
                     except Exception as e:  # noqa: BLE001 — a full disk ends the recording only
                         recorder.abort()
                         recorder = None
-                        self.recordingFailed.emit(_describe(e))
+                        self.recordingFailed.emit(describe(e))
                 self._publish(LiveFrame(
                     _draw_points(item.image, None if res is None else res.driver),
                     None if res is None else _landmark_image(res.target, reenactor.image_size),
                     None if res is None else res.image, res, item.index, processed, box.dropped,
                     pipeline.skipped, {} if res is None else dict(res.timings)))
         except Exception as e:  # noqa: BLE001 — shown in the window; the worker keeps serving
-            msg = _describe(e)
+            msg = describe(e)
             self.failed.emit(msg)
             reason = msg
         finally:
@@ -311,29 +294,47 @@ class ReenactWorker(QObject):
             self._running = False
             self.stopped.emit(reason)
 
-    def _capture(self, source, box: _LatestFrame) -> None:
+    def _paste_target(self, sources: Sources):
+        """(photo, crop) to paste into — the target photo at most RECORD_MAX_SIDE wide — or
+        None when paste-back is off."""
+        with self._lock:
+            if not self._paste_on:
+                return None
+        original, crop = sources.paste
+        h, w = original.shape[:2]
+        scale = min(1.0, RECORD_MAX_SIDE / max(h, w))
+        if scale >= 1.0:
+            return original, crop
+        small = cv2.resize(original, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA)
+        return small, crop.for_resized_original(scale)
+
+    def _capture(self, source, box: Latest) -> None:
         """Capture thread: newest frame into the mailbox until stopped or the source ends."""
         try:
             for frame in source:
                 if self._stop.is_set():
                     break
                 box.put(frame)
-            box.finish("end", "")
+            box.finish(("end", ""))
         except Exception as e:  # noqa: BLE001 — e.g. CameraError: camera unplugged
-            box.finish("error", _describe(e))
+            box.finish(("error", describe(e)))
         finally:
             if not _is_camera(source):
                 source.close()       # a file reader is closed by the thread that reads it
 
-    def _apply_commands(self, pipeline, recorder, source):
+    def _apply_commands(self, pipeline, recorder, source, sources: Sources):
+        """The GUI's commands since the last frame; returns (recorder, sources in use)."""
         with self._lock:
             new, self._new_sources = self._new_sources, None
             neutral, self._neutral = self._neutral, False
             cmd, self._record_cmd = self._record_cmd, None
+            paste, self._paste_changed = self._paste_changed, False
         if new is not None:
             pipeline.set_sources(new.images, new.points, new.target_points)
-        if neutral:
-            pipeline.mark_neutral()
+            sources = new
+        if new is not None or paste:
+            pipeline.paste_back = self._paste_target(sources)
         if cmd is not None:
             if recorder is not None:
                 self._finish_recording(recorder)
@@ -342,13 +343,15 @@ class ReenactWorker(QObject):
                 from caingan.pipeline.reenact import TimedRecorder
                 recorder = TimedRecorder(cmd[1], cmd[2] or source.fps)
                 self.recordingStarted.emit(str(recorder.path))
-        return recorder
+        if neutral:
+            pipeline.mark_neutral()
+        return recorder, sources
 
     def _finish_recording(self, recorder) -> None:
         try:
             path = recorder.close()
         except Exception as e:  # noqa: BLE001
-            self.recordingFailed.emit(_describe(e))
+            self.recordingFailed.emit(describe(e))
             return
         if path is None:
             self.recordingFailed.emit("Nothing was recorded (no face was generated while "
@@ -357,12 +360,8 @@ class ReenactWorker(QObject):
             self.recordingFinished.emit(str(path), recorder.frames)
 
     def _publish(self, frame: LiveFrame) -> None:
-        with self._lock:
-            self._display = frame
-            notify = not self._display_pending
-            self._display_pending = True
-        if notify:
-            self.frameReady.emit()
+        if self._display.put(frame):
+            self.frameReady.emit()          # one notice per frame the GUI has not taken yet
 
 
 def _is_camera(source) -> bool:
@@ -382,13 +381,16 @@ class ReenactWindow(QWidget):
     sessionStopped = Signal(str)     # after the window shows that the session ended (reason)
     recordingSaved = Signal(str, int)  # path, frames — after the window shows it
 
-    def __init__(self, weights, device: str = "auto", *, sources_provider=None,
+    def __init__(self, weights, device: str = "auto", *, sources: Sources | None = None,
                  loader=default_loader, detector_factory=None, camera_lister=None,
-                 parent: QWidget | None = None):
+                 folder: Callable[[], str] | None = None, parent: QWidget | None = None):
+        """`sources`: the editor's photos and target (MainWindow.sourcesChanged keeps them
+        current through set_sources); `folder()`: where file dialogs start."""
         super().__init__(parent, Qt.WindowType.Window)
         self.setWindowTitle("Reenact from camera or video")
         self.resize(1100, 520)
-        self.sources_provider = sources_provider or (lambda: None)
+        self.sources = sources
+        self._folder = folder
         self.cameras: list[int] | None = None
         self.video_path: str | None = None
         self.last_frame: LiveFrame | None = None
@@ -397,7 +399,6 @@ class ReenactWindow(QWidget):
         self._build()
         self.worker = ReenactWorker(weights, device, loader=loader,
                                     detector_factory=detector_factory, camera_lister=camera_lister)
-        self._thread = WorkerThread(self.worker, "reenact")
         w = self.worker
         w.camerasListed.connect(self._cameras_listed)
         w.frameReady.connect(self._show_frame)
@@ -424,7 +425,12 @@ class ReenactWindow(QWidget):
         self.neutral_button.setToolTip("Make the next driving frame the neutral pose: the face "
                                        "then moves relative to it")
         self.record_button = QPushButton("Record…")
-        self.record_button.setToolTip("Record the generated face to an MP4 file")
+        self.record_button.setToolTip("Record what the right-hand pane shows to an MP4 file, at "
+                                      "the driving video's frame rate")
+        self.paste_box = QCheckBox("Paste into the photo")
+        self.paste_box.setChecked(True)
+        self.paste_box.setToolTip("Show and record the whole target photo with the animated "
+                                  "face pasted in (off: the model's face crop only)")
         self.fps_label = QLabel("– fps")
         self.fps_label.setFixedWidth(70)
         self.stats_label = QLabel("")
@@ -440,7 +446,8 @@ class ReenactWindow(QWidget):
         top.addStretch(1)
         top.addWidget(self.device_label)
         controls = QHBoxLayout()
-        for wdg in (self.start_button, self.stop_button, self.neutral_button, self.record_button):
+        for wdg in (self.start_button, self.stop_button, self.neutral_button, self.record_button,
+                    self.paste_box):
             controls.addWidget(wdg)
         controls.addSpacing(12)
         controls.addWidget(self.fps_label)
@@ -452,7 +459,7 @@ class ReenactWindow(QWidget):
         grid = QGridLayout()
         grid.addWidget(titled("<b>Driving frame</b>", self.frame_pane), 0, 0)
         grid.addWidget(titled("<b>Target landmarks (model input)</b>", self.landmark_pane), 0, 1)
-        grid.addWidget(titled("<b>Generated face</b>", self.face_pane), 0, 2)
+        grid.addWidget(titled("<b>Animated face</b>", self.face_pane), 0, 2)
 
         lay = QVBoxLayout(self)
         lay.addLayout(top)
@@ -467,6 +474,7 @@ class ReenactWindow(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.neutral_button.clicked.connect(self.set_neutral)
         self.record_button.clicked.connect(self._record_clicked)
+        self.paste_box.toggled.connect(lambda on: self.worker.set_paste_back(on))
         self._set_running(False)
 
     def _set_running(self, on: bool) -> None:
@@ -503,8 +511,13 @@ class ReenactWindow(QWidget):
             box.addItem("No camera found", None)
         box.setCurrentIndex(box.count() - 1 if self.video_path else 0)
 
+    def dialog_folder(self) -> str:
+        from .main_window import start_folder
+        return start_folder(self._folder() if self._folder else None)
+
     def open_video_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open driving video", "", VIDEO_FILTER)
+        start = str(Path(self.video_path).parent) if self.video_path else self.dialog_folder()
+        path, _ = QFileDialog.getOpenFileName(self, "Open driving video", start, VIDEO_FILTER)
         if path:
             self.open_video(path)
 
@@ -522,7 +535,7 @@ class ReenactWindow(QWidget):
             self.show_message("No input: connect a camera and press “Refresh cameras”, or open "
                               "a video file.")
             return False
-        sources = self.sources_provider()
+        sources = self.sources
         if sources is None:
             self.show_message("Add a source photo in the editor first: its face is the one "
                               "that is animated.")
@@ -536,6 +549,7 @@ class ReenactWindow(QWidget):
         self.status_label.setText("Starting… (loading the model and the detector)")
         self.face_pane.set_message("")
         self._set_running(True)
+        self.worker.set_paste_back(self.paste_box.isChecked())
         self.worker.start(spec, sources)
         return True
 
@@ -546,19 +560,20 @@ class ReenactWindow(QWidget):
         self.worker.mark_neutral()
         self.status_label.setText("The next frame with a face becomes the neutral pose.")
 
-    def sources_changed(self) -> None:
-        """The editor's sources or target changed: a running session picks them up."""
-        if self.worker.running:
-            s = self.sources_provider()
-            if s is not None:
-                self.worker.set_sources(s)
+    def set_sources(self, sources: Sources | None) -> None:
+        """The editor's photos or target changed: the next Start uses them, a running session
+        picks them up (with no photo left it keeps the last ones)."""
+        self.sources = sources
+        if sources is not None and self.worker.running:
+            self.worker.set_sources(sources)
 
     def _record_clicked(self) -> None:
         if self.recording_path:
             self.stop_recording()
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Record generated face", "reenactment.mp4",
-                                              "MP4 video (*.mp4)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Record", str(Path(self.dialog_folder()) / "reenactment.mp4"),
+            "MP4 video (*.mp4)")
         if path:
             self.start_recording(path)
 
@@ -585,9 +600,9 @@ class ReenactWindow(QWidget):
         self.show_error(f"Recording failed: {msg}")
 
     def _started(self, what: str) -> None:
-        s = self.sources_provider()
+        s = self.sources
         self.status_label.setText(f"Driving from {Path(what).name if what else what}"
-                                  + (f" — {s.label}" if s else ""))
+                                  + (f" — {s.describe()}" if s else ""))
 
     def _stopped(self, reason: str) -> None:
         self._set_running(False)
@@ -607,7 +622,7 @@ class ReenactWindow(QWidget):
             self.face_pane.set_message("No face in the driving frames yet")
         else:
             self.landmark_pane.set_image(f.landmarks)
-            self.face_pane.set_image(f.face)
+            self.face_pane.set_image(f.face if f.result.pasted is None else f.result.pasted)
             self.face_pane.set_message(
                 "No face in this frame: keeping the last pose" if f.result.skipped else "")
         now = time.perf_counter()
@@ -637,7 +652,7 @@ class ReenactWindow(QWidget):
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
         self.worker.stop()
-        self._thread.stop()
+        self.worker.wait(10.0)
 
     def closeEvent(self, e) -> None:  # noqa: N802
         self.worker.stop()

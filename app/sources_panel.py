@@ -1,11 +1,14 @@
-"""Source photos: thumbnails with their landmarks, add/remove/reorder, and the r_i strip."""
+"""Source photos: thumbnails with their landmarks, add/remove/reorder, and which face to edit.
+
+(Where the model took each region from, r_i, is shown over the preview on demand: the editor's
+"Show which source" option, app.preview_worker.sources_overlay.)"""
 
 from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPointF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QLabel, QListWidget,
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QListWidget,
                                QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
 
 from .convert import qpixmap_from_rgb
@@ -89,48 +92,6 @@ class _SourceList(QListWidget):
             super().dropEvent(e)
 
 
-class ResponsibilityStrip(QWidget):
-    """One small heat map per source: where the generator took its appearance from (r_i)."""
-
-    COLUMNS = 8
-
-    def __init__(self, parent=None, side: int = 28):
-        super().__init__(parent)
-        self._side = side
-        self._cells: list[QLabel] = []
-        title = QLabel("Responsibility r_i (which source each region comes from)")
-        title.setWordWrap(True)
-        title.setStyleSheet("color: gray;")
-        self._grid = QGridLayout()
-        self._grid.setSpacing(2)
-        self._grid.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 4, 0, 0)
-        lay.addWidget(title)
-        lay.addLayout(self._grid)
-        # room for all 16 cells: a fixed size, so new maps never re-flow the window
-        rows = -(-MAX_SOURCES // self.COLUMNS)
-        self.setFixedHeight(rows * (side + 2) + 40)
-        for i in range(MAX_SOURCES):
-            cell = QLabel()
-            cell.setFixedSize(side, side)
-            cell.setStyleSheet("background:#181818;")
-            cell.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            self._grid.addWidget(cell, i // self.COLUMNS, i % self.COLUMNS)
-            self._cells.append(cell)
-        self.maps: list[np.ndarray] = []
-
-    def set_maps(self, maps: list[np.ndarray]) -> None:
-        self.maps = list(maps)
-        for i, cell in enumerate(self._cells):
-            if i < len(maps):
-                cell.setPixmap(qpixmap_from_rgb(maps[i]).scaled(self._side, self._side))
-                cell.setToolTip(f"source {i + 1}")
-            else:
-                cell.clear()
-                cell.setToolTip("")
-
-
 class SourcesPanel(QWidget):
     addRequested = Signal()
     pasteRequested = Signal()
@@ -154,9 +115,11 @@ class SourcesPanel(QWidget):
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self._remove_selected)
         up = QPushButton("▲")
+        up.setFixedWidth(36)
         up.setToolTip("Move up")
         up.clicked.connect(lambda: self._move(-1))
         down = QPushButton("▼")
+        down.setFixedWidth(36)
         down.setToolTip("Move down")
         down.clicked.connect(lambda: self._move(1))
         target = QPushButton("Edit this face")
@@ -167,9 +130,9 @@ class SourcesPanel(QWidget):
         for b in (add, paste, self.remove_button):
             row1.addWidget(b)
         row2 = QHBoxLayout()
-        for b in (up, down, target):
+        for b in (up, down):
             row2.addWidget(b)
-        self.strip = ResponsibilityStrip(self)
+        row2.addWidget(target, 1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(QLabel("<b>Source photos</b>"))
@@ -177,7 +140,6 @@ class SourcesPanel(QWidget):
         lay.addWidget(self.count_label)
         lay.addLayout(row1)
         lay.addLayout(row2)
-        lay.addWidget(self.strip)
         self._update_count()
 
     # -- items

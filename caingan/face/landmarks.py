@@ -150,6 +150,10 @@ class _DlibBackend:
         boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
         return boxes
 
+    def any_face(self, gray: np.ndarray) -> bool:
+        """One HOG pass at the image's own scale (no upsampling, no landmarks)."""
+        return len(self._detector(gray, 0)) > 0
+
     def predict(self, gray: np.ndarray, box: tuple) -> np.ndarray:
         r = self._dlib.rectangle(*(int(round(v)) for v in box))
         s = self._predictor(gray, r)
@@ -182,6 +186,9 @@ class _FABackend:
         boxes = [tuple(float(v) for v in d[:4]) for d in found]
         boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
         return boxes
+
+    def any_face(self, rgb: np.ndarray) -> bool:
+        return bool(self.boxes(rgb))
 
     def predict(self, rgb: np.ndarray, box: tuple) -> np.ndarray:
         res = self._fa.get_landmarks_from_image(rgb, detected_faces=[np.array(box, np.float32)])
@@ -242,6 +249,13 @@ class LandmarkDetector:
         pts = self._impl.predict(x, boxes[0])
         return FaceDetection(pts, tuple(float(v) for v in boxes[0]),
                              [tuple(float(v) for v in b) for b in boxes[1:]])
+
+    def has_face(self, image) -> bool:
+        """Whether a face is in `image` — meant for a small window around a tracked face, to
+        confirm it is still there: the backend's quickest check, no landmarks (dlib: one HOG
+        pass without upsampling, ~2 ms on 200², so faces of ~80–200 px are found)."""
+        rgb = _as_rgb(image)
+        return self._impl.any_face(self._input(rgb))
 
     def refine(self, image, previous_points) -> FaceDetection:
         """Landmarks on a box derived from the previous frame's points: no detector pass."""

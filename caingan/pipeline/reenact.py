@@ -16,12 +16,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from caingan.face.landmarks import FaceDetection, box_from_points
 from caingan.face.retarget import RetargetResult, Retargeter
 from caingan.media.writers import Mp4Writer
+
+if TYPE_CHECKING:
+    from caingan.pipeline.inference import ReenactorProtocol
 
 ROI_SCALE = 1.8        # verification window around the previous face, in face boxes
 ROI_SIDE = 200         # the window is resized to this side (face ≈ 110 px: HOG finds it at once)
@@ -90,15 +94,10 @@ class FaceTracker:
         if r - l < 8 or b - t < 8:
             return False
         roi = np.ascontiguousarray(image[t:b, l:r, :3])
-        impl = getattr(self.detector, "_impl", None)
-        hog = getattr(impl, "_detector", None) if getattr(self.detector, "backend", "") == "dlib" else None
-        if hog is None:
-            # Other backends: their own detector on the window (slower, same answer).
-            return bool(self.detector.detect_all(roi))
         s = ROI_SIDE / max(roi.shape[:2])
         small = cv2.resize(roi, (max(1, round(roi.shape[1] * s)), max(1, round(roi.shape[0] * s))),
                            interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        return len(hog(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), 0)) > 0
+        return self.detector.has_face(small)
 
 
 @dataclass
@@ -118,7 +117,7 @@ class ReenactResult:
 class ReenactPipeline:
     """detect → retarget → generate for one driving frame at a time (a live loop or a file)."""
 
-    def __init__(self, reenactor, detector, retargeter: Retargeter, *,
+    def __init__(self, reenactor: ReenactorProtocol, detector, retargeter: Retargeter, *,
                  tracker: FaceTracker | None = None, paste_back=None):
         """`reenactor` must already have its sources set (Reenactor.set_sources); `retargeter`
         holds the target person's points; `paste_back` is None or (original photo, FaceCrop)."""
@@ -136,13 +135,13 @@ class ReenactPipeline:
         """New source photos and/or target person: the neutral is kept, the motion restarts."""
         self.reenactor.set_sources(images, points)
         old = self.retargeter
-        neutral, f = old.neutral, old.filter
+        f = old.filter
         self.retargeter = Retargeter(target_points, smoothing=old.smoothing,
                                      min_cutoff=f.min_cutoff, beta=f.beta, d_cutoff=f.d_cutoff,
                                      head_motion=old.head_motion,
-                                     expression_gain=old.expression_gain, fps=old.fps)
-        if neutral is not None:
-            self.retargeter.set_neutral(neutral)
+                                     expression_gain=old.expression_gain, fps=old.fps,
+                                     settle_s=old.settle_s)
+        self.retargeter.carry_neutral_from(old)
         self._last = None
 
     def mark_neutral(self) -> None:

@@ -49,13 +49,14 @@ def test_photos_load_as_thumbnails_and_bad_files_become_messages(
     errs = errors(w)
     assert any(corrupt_photo.name in e for e in errs), errs
     assert any(faceless_photo.name in e and "face" in e.lower() for e in errs), errs
-    assert w.banner.isVisible() and w.banner.text()
+    # Both failures are on screen, not just the last one.
+    assert w.banner.isVisible()
+    assert corrupt_photo.name in w.banner.text() and faceless_photo.name in w.banner.text()
     # the good photo became the target and is being previewed
     assert w.target is src
     np.testing.assert_allclose(shown(w), src.crop.points, atol=1e-4)
     wait_quiet(qtbot, w)   # the preview may already have arrived while the others failed
     assert w.last_result.image.shape == (w.image_size, w.image_size, 3)
-    assert len(w.sources_panel.strip.maps) == 1
     assert "Device: CPU" in w.device_label.text()
     assert w.latency_label.text().endswith(" ms") and "–" not in w.latency_label.text()
 
@@ -70,7 +71,21 @@ def test_several_sources_reorder_remove_and_responsibility_maps(
     assert w.last_result.source_ids == (a, b)
     assert w.last_result.weights.shape[0] == 2
     np.testing.assert_allclose(w.last_result.weights.sum(0), 1.0, atol=1e-3)
-    assert len(w.sources_panel.strip.maps) == 2
+
+    # "Show which source": the face coloured by source, the two photos as its legend below.
+    w.sources_used_box.setChecked(True)
+    shown_img = w.preview_pane.image()
+    side = shown_img.shape[1]
+    assert shown_img.shape[0] > side * 1.1                   # face + legend row
+    legend = shown_img[side:]
+    tiles = legend[legend.reshape(len(legend), -1).std(1) > 0]   # rows with content
+    assert len(tiles) >= side // 8                           # thumbnails big enough to see
+    from app.preview_worker import SOURCE_COLOURS
+    row = tiles[len(tiles) // 2]
+    for k in range(2):                                       # each framed in its colour
+        assert (np.abs(row.astype(int) - SOURCE_COLOURS[k]).sum(1) < 10).any()
+    w.sources_used_box.setChecked(False)
+    assert w.preview_pane.image().shape == w.last_result.display.shape
 
     w.sources_panel.list.setCurrentRow(1)
     with qtbot.waitSignal(w.previewShown, timeout=20000,
@@ -421,3 +436,103 @@ def test_main_parses_options():
     assert parse_args([]).weights.endswith("assets/caingan-small.safetensors")
     with pytest.raises(SystemExit):
         parse_args(["--device", "tpu"])
+
+
+# ----------------------------------------------------------------------------- layout, dialogs
+
+def _fully_visible(widget, window) -> bool:
+    """Shown, not squeezed below what its text needs, and inside the window."""
+    from PySide6.QtCore import QPoint, QRect
+    if not widget.isVisible() or widget.visibleRegion().isEmpty():
+        return False
+    hint = widget.sizeHint()
+    top_left = widget.mapTo(window, QPoint(0, 0))
+    inside = QRect(QPoint(0, 0), window.size()).contains(QRect(top_left, widget.size()))
+    return inside and widget.width() >= hint.width() and widget.height() >= hint.height() - 2 \
+        and widget.visibleRegion().boundingRect() == widget.rect()
+
+
+def test_everything_fits_a_1024x640_screen(qtbot, make_window, good_photo):
+    from PySide6.QtWidgets import QPushButton
+
+    w = make_window()
+    wait_model(qtbot, w)
+    add_photo(qtbot, w, good_photo)
+    w.resize(1024, 640)
+    qtbot.waitUntil(lambda: w.width() == 1024 and w.height() == 640, timeout=5000)
+    assert w.minimumSizeHint().width() <= 1024
+    assert "Target" in w.editor_title.text()
+    assert _fully_visible(w.editor_title, w)
+    edit = next(b for b in w.sources_panel.findChildren(QPushButton) if b.text() == "Edit this face")
+    assert _fully_visible(edit, w)
+    for box in (w.paste_back_box, w.sources_used_box):
+        assert _fully_visible(box, w), box.text()
+
+
+def test_file_dialogs_start_beside_the_photo_and_saved_files_are_readable(
+        qtbot, make_window, good_photo, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from PySide6.QtWidgets import QFileDialog
+
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    photo = shutil.copy(good_photo, folder / good_photo.name)
+    w = make_window()
+    wait_model(qtbot, w)
+    asked = []
+
+    def fake(kind, answer=""):
+        def dialog(parent, caption, start="", *a, **k):
+            asked.append((kind, start))
+            return ([] if kind == "open_many" else answer), ""
+        return dialog
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", fake("open_many"))
+    w.add_photos_dialog()                                   # no photo yet: not the cwd
+    assert asked[-1][1] and os.path.realpath(asked[-1][1]) != os.path.realpath(os.getcwd())
+    add_photo(qtbot, w, photo)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", fake("save", str(out / "r.png")))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", fake("open"))
+    w.save_result_dialog()
+    assert asked[-1] == ("save", str(folder / f"{photo.stem}-edited.png"))
+    w.open_landmarks_dialog()
+    assert asked[-1][1] == str(out)                         # where the user last went
+    old = os.umask(0o022)
+    try:
+        assert w.save_result(out / "r.png") and w.save_landmarks(out / "pose.json")
+    finally:
+        os.umask(old)
+    for name in ("r.png", "pose.json"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_busy_machine_gets_fewer_model_threads(qtbot, make_window, good_photo):
+    from app.workers import ThreadBudget, interactive_threads
+
+    assert interactive_threads(0.0, cpus=2) == 2
+    assert interactive_threads(1.0, cpus=2) == 1           # one core taken by another process
+    assert interactive_threads(0.3, cpus=2) == 2           # light background noise
+    assert interactive_threads(5.0, cpus=2) == 1           # never below one
+    assert interactive_threads(1.0, cpus=16) == 8          # interactive work is capped
+
+    class Load:
+        value = 0.0
+
+        def others(self):
+            return self.value
+
+    load, set_to = Load(), []
+    budget = ThreadBudget(every=0.0, set_threads=set_to.append, load=load)
+    budget.apply()
+    load.value = 3.0
+    budget.apply()
+    assert set_to[-1] == 1 and budget.threads == 1
+
+    w = make_window()
+    wait_model(qtbot, w)
+    add_photo(qtbot, w, good_photo)
+    assert w.preview.stats()["threads"] >= 1

@@ -97,10 +97,14 @@ def test_video_as_camera_drives_the_face_skips_faceless_frames_and_stops(
     assert failed == []
 
 
-def test_set_neutral_and_record_to_mp4(qtbot, live, mixed_clip, tmp_path):
+def test_set_neutral_and_record_the_whole_photo_at_the_videos_frame_rate(
+        qtbot, live, mixed_clip, tmp_path, good_photo):
     import cv2
 
+    from caingan.media.images import load_image
+
     w, rv, shown, failed = live
+    assert rv.paste_box.isChecked()               # the face is pasted back into the photo
     rv.open_video(mixed_clip)
     qtbot.waitUntil(lambda: any(f.result is not None for f in shown), timeout=60000)
     first_neutral = next(f.result.neutral_frame for f in shown if f.result is not None)
@@ -122,9 +126,14 @@ def test_set_neutral_and_record_to_mp4(qtbot, live, mixed_clip, tmp_path):
     assert Path(path) == rec and frames >= 8
     cap = cv2.VideoCapture(str(rec))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0, abs=0.01)   # the clip's rate
     ok, bgr = cap.read()
-    assert ok and bgr.shape == (w.image_size, w.image_size, 3)
     cap.release()
+    h, w_ = load_image(good_photo).shape[:2]          # the whole photo, not the 128² face
+    assert ok and bgr.shape == (h + h % 2, w_ + w_ % 2, 3)
+    # and what the window showed while recording was that pasted-back frame too
+    last = next(f for f in reversed(shown) if f.result is not None)
+    assert rv.face_pane.image().shape[:2] == last.result.pasted.shape[:2] == (h, w_)
     assert [p.name for p in tmp_path.iterdir()] == ["rec.mp4"]
     assert rv.record_button.text() == "Record…" and failed == []
     with qtbot.waitSignal(rv.sessionStopped, timeout=10000):
@@ -135,7 +144,7 @@ def test_no_camera_is_a_message_not_a_crash(qtbot, tiny_weights, detector):
     from app.reenact_view import ReenactWindow
 
     rv = ReenactWindow(tiny_weights, "cpu", camera_lister=lambda: [],
-                       detector_factory=lambda: detector, sources_provider=lambda: None)
+                       detector_factory=lambda: detector)
     qtbot.addWidget(rv)
     rv.show()
     try:
@@ -150,14 +159,17 @@ def test_no_camera_is_a_message_not_a_crash(qtbot, tiny_weights, detector):
 
 def test_broken_video_and_missing_sources_are_shown_in_the_window(
         qtbot, tiny_weights, detector, tmp_path, good_photo):
-    from app.reenact_view import ReenactSources, ReenactWindow
+    from app.detect_worker import LoadedSource
+    from app.reenact_view import ReenactWindow
+    from app.sources import Sources
+    from caingan.face.crop import crop_face
     from caingan.face.landmark_edit import mean_face
 
-    s = 64
-    sources = ReenactSources([np.full((s, s, 3), 120, np.uint8)], [mean_face(s)], mean_face(s))
-    provided = {"value": None}
+    photo = np.full((200, 200, 3), 120, np.uint8)
+    crop = crop_face(photo, mean_face(200), 64)
+    sources = Sources.of([LoadedSource(1, "grey", None, photo, crop, None)])
     rv = ReenactWindow(tiny_weights, "cpu", camera_lister=lambda: [],
-                       detector_factory=lambda: detector, sources_provider=lambda: provided["value"])
+                       detector_factory=lambda: detector)
     qtbot.addWidget(rv)
     rv.show()
     try:
@@ -165,10 +177,27 @@ def test_broken_video_and_missing_sources_are_shown_in_the_window(
         broken.write_bytes(b"not a video at all" * 50)
         rv.open_video(broken)
         assert "Add a source photo" in rv.message()        # refused before anything runs
-        provided["value"] = sources
+        rv.set_sources(sources)
         with qtbot.waitSignal(rv.sessionStopped, timeout=20000):
             assert rv.start()
         assert "broken.mp4" in rv.message() and _errors(rv)
         assert rv.start_button.isEnabled() and not rv.worker.running
     finally:
         rv.shutdown()
+
+
+def test_the_window_follows_the_editors_sources_and_target(qtbot, live, second_photo):
+    w, rv, shown, failed = live
+    (a,) = w.source_ids()
+    assert rv.sources is not None and rv.sources.ids == (a,) and rv.sources.target is w.target
+    b = add_photo(qtbot, w, second_photo)
+    assert rv.sources.ids == (a, b) and rv.sources.target.job_id == a
+    w.set_target(w.sources[b], ask=False)             # "Edit this face" on the second photo
+    assert rv.sources.target.job_id == b
+    np.testing.assert_array_equal(rv.sources.target_points, w.sources[b].crop.points)
+    w.sources_panel.list.setCurrentRow(1)
+    with qtbot.waitSignal(w.sourcesChanged, timeout=5000):
+        w.sources_panel._move(-1)                     # ▲: the order the model sees
+    assert rv.sources.ids == (b, a)
+    w.remove_sources([a, b])
+    assert rv.sources is None

@@ -1,0 +1,194 @@
+"""What the app's background threads share: a keep-only-the-newest mailbox, a QThread owner,
+error text, and how many threads interactive model work may use.
+
+Interactive work (the preview, live reenactment) wants the newest request, not every request:
+`Latest` is a one-slot, thread-safe mailbox where a new value replaces an unread one (counted as
+dropped), so a slow consumer lags by at most one item instead of by a growing queue. The preview
+worker keeps one per kind of message, the reenactment loop one from the capture thread and one
+towards the GUI.
+
+Thread counts: with another process busy on a 2-core machine, one small-model preview took
+1.3–3.3 s with torch's default 2 intra-op threads and 44 ms with 1 (OpenMP threads spin waiting
+for a core that is taken). `interactive_threads()` gives the model the cores nobody else is
+using (at least 1), and `ThreadBudget` re-checks that every few seconds between renders.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread
+
+from caingan.errors import CainGANError
+
+EMPTY = object()            # what Latest.take returns when there is nothing to take
+
+
+class Latest:
+    """A one-slot mailbox between threads: `put` replaces an unread value, `take` empties it.
+
+    `finish(value)` leaves a last value that is delivered after the pending one and is never
+    replaced (e.g. "the video ended"); later puts are ignored.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._value: Any = EMPTY
+        self._final: Any = EMPTY
+        self.dropped = 0            # values replaced before anyone took them
+        self.puts = 0
+
+    def put(self, value) -> bool:
+        """Store `value`; True when the slot was empty (the reader may need a wake-up)."""
+        with self._cond:
+            if self._final is not EMPTY:
+                return False
+            self.puts += 1
+            was_empty = self._value is EMPTY
+            if not was_empty:
+                self.dropped += 1
+            self._value = value
+            self._cond.notify()
+            return was_empty
+
+    def finish(self, value) -> None:
+        with self._cond:
+            if self._final is EMPTY:
+                self._final = value
+            self._cond.notify()
+
+    def take(self, timeout: float | None = 0.0):
+        """The value (or the final value once the slot is empty); EMPTY when none arrives within
+        `timeout` seconds (0: do not wait; None: wait for ever)."""
+        with self._cond:
+            if self._value is EMPTY and self._final is EMPTY and timeout != 0:
+                self._cond.wait(timeout)
+            if self._value is not EMPTY:
+                value, self._value = self._value, EMPTY
+                return value
+            return self._final
+
+    def pending(self) -> bool:
+        with self._cond:
+            return self._value is not EMPTY
+
+
+def describe(e: BaseException) -> str:
+    """Expected failures read as their message; bugs also name the exception type and place."""
+    if isinstance(e, CainGANError):
+        return str(e)
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+class WorkerThread:
+    """Owns a QThread and a worker QObject moved into it; stop() joins it."""
+
+    def __init__(self, worker: QObject, name: str):
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName(name)
+        worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 10000) -> bool:
+        if not self.thread.isRunning():
+            return True
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)
+
+
+# ---------------------------------------------------------------------------------- threads
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class CpuLoad:
+    """How many CPUs *other* processes keep busy: /proc/stat's busy time minus this process's
+    own, between two calls (Linux); elsewhere the 1-minute load average (which counts us too)."""
+
+    def __init__(self):
+        self._last = self._sample()
+        self._t = time.monotonic()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [float(v) for v in f.readline().split()[1:]]
+            idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)    # idle + iowait
+            t = os.times()
+            hz = os.sysconf("SC_CLK_TCK")
+            return sum(fields), idle, (t.user + t.system) * hz
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+
+    def others(self, min_window: float = 0.2) -> float:
+        """Busy CPUs outside this process since the previous call (or creation); waits until
+        `min_window` seconds have passed since then (the counters tick at 100 Hz)."""
+        last = self._last
+        if last is not None:
+            wait = min_window - (time.monotonic() - self._t)
+            if wait > 0:
+                time.sleep(wait)
+        now = self._sample()
+        self._last, self._t = now, time.monotonic()
+        if now is not None and last is not None and now[0] > last[0]:
+            total = now[0] - last[0]
+            busy = total - (now[1] - last[1]) - (now[2] - last[2])
+            ncpu = os.cpu_count() or 1
+            return max(0.0, busy / total * ncpu)
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+
+
+def interactive_threads(others_busy: float, cpus: int | None = None, cap: int = 8) -> int:
+    """Intra-op threads for one interactive model thread: the usable CPUs less those other
+    processes keep busy (to the nearest whole CPU, so background noise does not count), at
+    least 1 and at most `cap`. Too few threads cost at most their share of speed; too many cost
+    many times it (threads spin waiting for a core another process holds)."""
+    cpus = usable_cpus() if cpus is None else cpus
+    free = cpus - math.floor(max(0.0, others_busy) + 0.5)
+    return int(max(1, min(cap, cpus, free)))
+
+
+class ThreadBudget:
+    """Call `apply()` in the thread that runs the model, between jobs: at most every `every`
+    seconds it measures the other processes' load and sets torch's intra-op threads for this
+    thread (torch.set_num_threads). Returns the thread count in use."""
+
+    def __init__(self, every: float = 3.0, set_threads: Callable[[int], None] | None = None,
+                 load: CpuLoad | None = None):
+        self.every = every
+        self._load = load or CpuLoad()
+        self._set = set_threads
+        self._next = 0.0
+        self.threads: int | None = None
+
+    def apply(self, force: bool = False) -> int:
+        now = time.monotonic()
+        if force or self.threads is None or now >= self._next:
+            self._next = now + self.every
+            n = interactive_threads(self._load.others())
+            if n != self.threads:
+                if self._set is not None:
+                    self._set(n)
+                else:
+                    import torch
+                    torch.set_num_threads(n)
+                self.threads = n
+        return self.threads
