@@ -250,7 +250,7 @@ def test_open_landmarks_refuses_bad_files_with_a_message(qtbot, make_window, tmp
         w.open_lm_action.trigger()
         msg = _errors(w)[-1]
         assert path.name in msg and expect in msg, msg
-        assert w.banner.isVisible() and w.banner.text() == msg
+        assert w.banner.isVisible() and msg in w.banner.text()
         assert w.doc.state is before and w.doc.undo_stack.count() == steps   # unchanged
         assert not w.open_landmarks(path)
     assert "Traceback" not in capfd.readouterr().err
