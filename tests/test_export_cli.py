@@ -100,6 +100,7 @@ def test_video_export_writes_n_frames_and_videos_then_resumes(weights, clip, pho
     assert code == 2 and "--overwrite" in stderr and stderr.startswith("caingan-export: error:")
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_frames_and_rerun_resumes(weights, clip, photo, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--weights", weights, "--source", photo, "--driving", clip, "--max-frames", 200,
@@ -134,6 +135,7 @@ def test_ctrl_c_keeps_frames_and_rerun_resumes(weights, clip, photo, tmp_path, c
     assert len(_frames(out)) == 200
 
 
+@pytest.mark.slow
 def test_landmark_sequence_single_pose_and_keyframes(weights, photo, tmp_path, capsys):
     from caingan.face.keyframes import Keyframe, KeyframeTrack
     from caingan.face.landmark_edit import mean_face
@@ -252,6 +254,7 @@ def group_photo(stills, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_face_picks_the_nth_largest_face_of_a_group_photo(weights, group_photo, tmp_path,
                                                            capsys):
     from caingan.face.landmark_edit import mean_face

@@ -127,6 +127,7 @@ def detected_points(csim: metrics.CSIM, image: np.ndarray) -> np.ndarray:
     return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_csim_identical_one_degraded_and_other_person_lower(csim):
     amy, amy2, penny = load_still("amy", 1), load_still("amy", 2), load_still("penny", 1)
     same, fell_back = csim(amy, amy)
@@ -190,6 +191,7 @@ def test_lowrank_and_sqrtm_frechet_distances_agree():
     assert metrics.fid_from_features(a, a, method="lowrank") == pytest.approx(0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_fid_self_zero_other_draw_lower_than_noised(inception):
     path, cache = inception
     feats = metrics.InceptionFeatures(path, batch_size=8, cache_dir=cache)

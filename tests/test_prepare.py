@@ -187,6 +187,7 @@ def test_clip_without_faces_is_skipped_and_junk_fails(tmp_path, data_dir):
     assert s2["failed"] == ["junk.mp4"]
 
 
+@pytest.mark.slow
 def test_two_workers_build_the_same_cache(tmp_path, data_dir):
     clips = clips_from_csv(data_dir)
     one, two = tmp_path / "w1", tmp_path / "w2"

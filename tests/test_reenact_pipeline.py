@@ -94,6 +94,7 @@ def _layout(points) -> tuple[float, float]:
     return float(nose), float(gap)
 
 
+@pytest.mark.slow
 def test_a_driver_starting_turned_with_open_mouth_does_not_squash_the_face(shared_data, detector):
     """Issue: Start with a 3/4 photo and AOC/gt.mp4 drew the eyes, nose and mouth squashed onto
     one side of the outline with crossed lips, until "Set neutral". Its first frame is turned

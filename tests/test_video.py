@@ -16,6 +16,7 @@ def short_row(clip_rows) -> dict:
     return min(clip_rows, key=lambda r: int(r["frames"]))
 
 
+@pytest.mark.slow
 def test_real_clips_report_size_fps_and_frame_count(shared_data, clip_rows):
     for row in clip_rows[::7]:
         with VideoReader(shared_data / row["path"]) as r:

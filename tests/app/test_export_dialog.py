@@ -98,6 +98,7 @@ def test_driving_video_export_writes_n_files(qtbot, dialog, clip, tmp_path):
     assert "Exported 6 frames" in dlg.last_message and clip.name in dlg.last_message
 
 
+@pytest.mark.slow
 def test_cancel_keeps_complete_frames_and_export_again_continues(qtbot, dialog, clip, tmp_path):
     w, dlg = dialog
     dlg.video_edit.setText(str(clip))
