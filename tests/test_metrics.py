@@ -69,6 +69,17 @@ def test_ssim_uses_the_wang_settings():
     assert metrics.ssim(a, b) == pytest.approx(reference_ssim(a, b), abs=1e-6)
 
 
+@pytest.mark.parametrize("size", [11, 48, 128, 256])
+def test_ssim_equals_skimage_structural_similarity(size):
+    """The OpenCV implementation is skimage's computation, not an approximation of it."""
+    from skimage.metrics import structural_similarity
+
+    a = smooth_images(1, size, seed=4)[0]
+    for b in (add_noise(a[None], 25, seed=5)[0], smooth_images(1, size, seed=6)[0], a):
+        want = structural_similarity(a, b, **metrics.SSIM_SETTINGS)
+        assert metrics.ssim(a, b) == pytest.approx(want, abs=1e-10)
+
+
 def test_ssim_rejects_mismatched_inputs():
     a = smooth_images(1, 32, seed=0)[0]
     with pytest.raises(ValueError):
@@ -149,6 +160,27 @@ def test_csim_falls_back_to_the_given_landmarks_and_reports_it(csim):
     assert fallbacks == 1
     assert values[0] == pytest.approx(1.0, abs=1e-6)
     assert values[1] < values[0]
+
+
+def test_dlib_detector_upsamples_only_small_images():
+    """128² crops (~65 px faces) need dlib's upsampling; 256² ones are detected without it."""
+    calls = []
+
+    class Shape:
+        pass
+
+    d = metrics.FaceDescriptor()
+    d._models = (lambda img, up: calls.append((img.shape[0], up)) or [SimpleNamespace(
+                     width=lambda: 10, height=lambda: 10)],
+                 lambda img, rect: Shape(),
+                 SimpleNamespace(compute_face_descriptor=lambda img, shape, jitter: [1.0] * 128))
+    for side in (128, 199, 200, 256):
+        d(np.zeros((side, side, 3), np.uint8))
+    assert calls == [(128, 1), (199, 1), (200, 0), (256, 0)]
+    fixed = metrics.FaceDescriptor(upsample=2)
+    fixed._models = d._models
+    fixed(np.zeros((256, 256, 3), np.uint8))
+    assert calls[-1] == (256, 2)
 
 
 # --- FID ------------------------------------------------------------------------------------

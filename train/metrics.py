@@ -37,15 +37,49 @@ def _check_image(image: np.ndarray, what: str) -> np.ndarray:
     return image
 
 
+def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter's 1-D kernel (radius int(truncate·σ + 0.5))."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+_SSIM_KERNEL = _gaussian_kernel(SSIM_SETTINGS["sigma"], 3.5)   # skimage truncates at 3.5σ
+
+
 def ssim(generated: np.ndarray, truth: np.ndarray) -> float:
-    """Structural similarity of two RGB uint8 images of the same size (1 = identical)."""
-    from skimage.metrics import structural_similarity
+    """Structural similarity of two RGB uint8 images of the same size (1 = identical).
+
+    skimage's `structural_similarity(**SSIM_SETTINGS)` computed with OpenCV's separable filter
+    (~15× faster at 256²): the same 11-tap kernel in float64, local statistics, constants and the
+    mean over the image less a 5-pixel border (where skimage's padding mode would matter), per
+    channel then over channels. Agrees with skimage to ~1e-12 (tests/test_metrics.py).
+    """
+    import cv2
 
     a = _check_image(generated, "generated")
     b = _check_image(truth, "truth")
     if a.shape != b.shape:
         raise ValueError(f"image sizes differ: {a.shape} vs {b.shape}")
-    return float(structural_similarity(a, b, **SSIM_SETTINGS))
+    pad = (len(_SSIM_KERNEL) - 1) // 2
+    if min(a.shape[:2]) < len(_SSIM_KERNEL):
+        raise ValueError(f"images must be at least {len(_SSIM_KERNEL)} px on each side for SSIM")
+    x = a.astype(np.float64)
+    y = b.astype(np.float64)
+
+    def blur(z):
+        return cv2.sepFilter2D(z, cv2.CV_64F, _SSIM_KERNEL, _SSIM_KERNEL,
+                               borderType=cv2.BORDER_REFLECT)
+
+    r = float(SSIM_SETTINGS["data_range"])
+    c1, c2 = (0.01 * r) ** 2, (0.03 * r) ** 2
+    ux, uy = blur(x), blur(y)
+    vx = blur(x * x) - ux * ux
+    vy = blur(y * y) - uy * uy
+    vxy = blur(x * y) - ux * uy
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return float(s[pad:-pad, pad:-pad].mean(axis=(0, 1)).mean())
 
 
 def ssim_batch(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -55,9 +89,6 @@ def ssim_batch(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array([ssim(g, t) for g, t in zip(generated, truth)], dtype=np.float64)
 
 
-# --------------------------------------------------------------------------------------------
-# dlib model files
-# --------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------
 # CSIM
 # --------------------------------------------------------------------------------------------
@@ -86,9 +117,15 @@ class FaceDescriptor:
     blurred or broken generated image), the predictor is run inside a box around the landmarks
     the caller knows for that frame (the target landmarks), and `last_fallback` says so. A
     generated face that cannot be detected is thus still scored instead of silently dropped.
+
+    `upsample` None (default): dlib's detector upsamples images under UPSAMPLE_BELOW px once
+    (the ~65 px faces of 128² crops need it; 256² crops do not, and skipping it makes detection
+    ~4× cheaper there).
     """
 
-    def __init__(self, upsample: int = 1, jitter: int = 0):
+    UPSAMPLE_BELOW = 200
+
+    def __init__(self, upsample: int | None = None, jitter: int = 0):
         self.upsample = upsample
         self.jitter = jitter
         self._models = None
@@ -109,7 +146,10 @@ class FaceDescriptor:
     def __call__(self, image: np.ndarray, fallback_points: np.ndarray | None = None) -> np.ndarray:
         image = np.ascontiguousarray(_check_image(image, "image"))
         detector, predictor, recogniser = self._load()
-        rects = detector(image, self.upsample)
+        upsample = self.upsample
+        if upsample is None:
+            upsample = 1 if min(image.shape[:2]) < self.UPSAMPLE_BELOW else 0
+        rects = detector(image, upsample)
         self.last_fallback = False
         if len(rects):
             rect = max(rects, key=lambda r: r.width() * r.height())
@@ -245,7 +285,8 @@ class InceptionFeatures:
             for s in starts:
                 x = torch.from_numpy(images[s:s + self.batch_size]).to(self.device)
                 x = x.permute(0, 3, 1, 2).float()
-                x = resize_bilinear_tf(x) / 128.0 - 1.0
+                # channels-last: ~1.5× faster on CPU, features equal to ~1e-6
+                x = (resize_bilinear_tf(x) / 128.0 - 1.0).contiguous(memory_format=torch.channels_last)
                 out.append(model(x).reshape(x.shape[0], -1).double().cpu().numpy())
         feats = np.concatenate(out) if out else np.zeros((0, 2048))
         if cached is not None:
@@ -360,3 +401,4 @@ def landmark_errors(images: Iterable[np.ndarray], targets: Sequence[np.ndarray],
     if len(errors) != len(targets):
         raise ValueError(f"{len(errors)} images but {len(targets)} target landmark sets")
     return np.array(errors, dtype=np.float64), missed
+
