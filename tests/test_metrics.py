@@ -183,6 +183,29 @@ def test_dlib_detector_upsamples_only_small_images():
     assert calls[-1] == (256, 2)
 
 
+def test_torch_descriptor_net_agrees_with_dlibs_own():
+    """net='torch' runs the torch port of dlib's ResNet on the same detected chip."""
+    from caingan.errors import CainGANError
+
+    try:
+        fast = metrics.FaceDescriptor(net="torch")
+        fast._torch()
+    except CainGANError as exc:
+        pytest.skip(f"face-api weights absent: {exc}")
+    ref = metrics.FaceDescriptor(net="dlib")
+    faces = [load_still("amy", 1), load_still("amy", 2), load_still("penny", 1)]
+    d_ref = [ref(f) for f in faces]
+    d_fast = [fast(f) for f in faces]
+    for a, b in zip(d_ref, d_fast):
+        assert metrics.cosine_similarity(a, b) > 0.999
+    same = metrics.cosine_similarity(d_fast[0], d_fast[1])
+    other = metrics.cosine_similarity(d_fast[0], d_fast[2])
+    assert abs(same - metrics.cosine_similarity(d_ref[0], d_ref[1])) < 0.005
+    assert other < same
+    with pytest.raises(ValueError):
+        metrics.FaceDescriptor(net="arcface")
+
+
 # --- FID ------------------------------------------------------------------------------------
 def test_tf_bilinear_resize_samples_at_j_times_in_over_out():
     x = torch.arange(8, dtype=torch.float64).view(1, 1, 1, 8).expand(1, 1, 8, 8).contiguous()

@@ -120,6 +120,13 @@ def _size(m) -> str:
     return f"{m.image_size}²" + (f" → {out}²" if out != m.image_size else "")
 
 
+def _net_text(net) -> str:
+    if net == "torch":
+        return (" (dlib's detector, shape predictor and aligned chip; the network run by its torch "
+                "port, caingan.nn.face_id, which agrees with dlib's to ~3e-4 in CSIM)")
+    return " (dlib's own network)" if net == "dlib" else ""
+
+
 def render_report(rows: Sequence[dict[str, Any]], methods: Sequence, ctx: dict[str, Any]) -> str:
     from train.metrics import SSIM_SETTINGS
 
@@ -179,7 +186,7 @@ def render_report(rows: Sequence[dict[str, Any]], methods: Sequence, ctx: dict[s
         + ", ".join(f"{k}={v}" for k, v in SSIM_SETTINGS.items())
         + "; computed with OpenCV, equal to skimage's to 1e-12), mean over target frames.",
         "- **CSIM**: cosine similarity of dlib's 128-D ResNet face descriptors of generated vs real "
-        "frame. The paper used a different face-recognition network, so only our rows compare with "
+        f"frame{_net_text(ctx.get('csim_net'))}. The paper used a different face-recognition network, so only our rows compare with "
         "each other; dlib's cosines are compressed (different people ≈ 0.84, same person ≈ 0.95 on "
         "the project's stills). dlib's detector upsamples images under 200 px once. When it finds "
         "no face in a generated frame, the descriptor is taken in a box around the target "
