@@ -15,6 +15,7 @@ import torch
 
 from caingan.errors import CainGANError
 from caingan.face.landmark_file import rescale_points
+from caingan.files import file_hash
 from train import eval_methods as em
 from train import eval_protocol as ep
 from train import eval_report as er
@@ -366,7 +367,7 @@ def test_model_file_loads_through_the_reenactor(tmp_path):
     path = save_model(tmp_path / "m.safetensors", CainGAN(cfg), cfg, {"arch": "caingan", "step": 3})
     m = em.load_method("CainGAN", path)
     assert (m.arch, m.step, m.image_size, m.k_fixed) == ("caingan", 3, SIZE, None)
-    assert m.sha256 == em.sha256_file(path)
+    assert m.sha256 == file_hash(path)
     with pytest.raises(CainGANError, match="not found"):
         em.load_method("x", tmp_path / "missing.safetensors")
 

@@ -11,7 +11,6 @@ evaluation size when it differs (INTER_AREA down, INTER_CUBIC up), which is what
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 
 from caingan.errors import CainGANError
 from caingan.face.landmark_file import rescale_points
+from caingan.files import file_hash
 
 from .eval_protocol import EvalSet, resize_crops
 from .warp_baselines import BASELINES, DEFAULT_NAMES, make_baseline
@@ -102,14 +102,6 @@ class Method:
                 "personalized": bool(self.personalized), "baseline": bool(self.baseline)}
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory → its newest complete training state; files are returned as given."""
     from caingan.nn.checkpoint import checkpoint_paths
@@ -149,7 +141,7 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
 
     st_path = resolve_checkpoint(path)
     meta = read_meta(st_path)
-    digest = sha256_file(st_path)
+    digest = file_hash(st_path)
     if meta.get("kind") == MODEL_KIND:
         from caingan.pipeline.inference import Reenactor
         r = Reenactor.from_checkpoint(st_path, device=device, precision="fp32")

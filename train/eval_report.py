@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from caingan.errors import CainGANError
+from caingan.files import atomic_write
 
 from .eval_protocol import PROTOCOLS, EvalSet
 
@@ -249,9 +250,7 @@ def figure_grid(data: EvalSet, k: int, generated: dict[str, np.ndarray], rows: S
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    atomic_write(path, payload)
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
