@@ -31,9 +31,9 @@ from caingan.media.writers import MAX_FPS, check_fps
 from caingan.pipeline.export import ExportOptions, ExportResult, run_export
 from caingan.pipeline.export_inputs import DrivingSpec, SourceSet
 
+from .dialogs import VIDEO_FILTER
 from .preview_worker import WorkerThread, _describe
 
-VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v);;All files (*)"
 JSON_FILTER = "Landmark files (*.json);;All files (*)"
 
 
@@ -226,19 +226,22 @@ class ExportDialog(QDialog):
         self._update_keys()
 
     def _browse_video(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Driving video", "", VIDEO_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Driving video",
+                                              self.editor.dialog_folder(), VIDEO_FILTER)
         if path:
             self.video_edit.setText(path)
             self.video_radio.setChecked(True)
 
     def _browse_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Landmark file", "", JSON_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Landmark file",
+                                              self.editor.dialog_folder(), JSON_FILTER)
         if path:
             self.file_edit.setText(path)
             self.file_radio.setChecked(True)
 
     def _browse_out(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder", self.out_edit.text())
+        path = QFileDialog.getExistingDirectory(self, "Output folder",
+                                                self.out_edit.text() or self.editor.dialog_folder())
         if path:
             self.out_edit.setText(path)
 
@@ -275,7 +278,8 @@ class ExportDialog(QDialog):
         self.save_keys_button.setEnabled(n > 0)
 
     def _save_keyframes_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save keyframes", "keyframes.json", JSON_FILTER)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save keyframes", self.editor.dialog_path("keyframes.json"), JSON_FILTER)
         if path:
             self.save_keyframes(path)
 

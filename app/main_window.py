@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, QStandardPaths, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
                                QMessageBox, QSplitter, QVBoxLayout, QWidget)
 
@@ -27,10 +27,12 @@ from caingan.face import landmark_file as lmf
 from caingan.errors import CainGANError
 
 from .convert import rgb_from_qimage
+from .dialogs import IMAGE_FILTER, start_folder
 from .detect_worker import DetectWorker, LoadedSource, SourceJob, default_detector_factory
 from .document import EditDocument, EditState
 from .image_pane import ImagePane, titled
 from .landmark_view import LandmarkView
+from .menus import build_actions
 from .notifications import Banner, MessagesDialog, Notifier
 from .preview_worker import PreviewResult, PreviewWorker, default_loader, sources_overlay
 from .sliders import SlidersPanel
@@ -40,7 +42,6 @@ from .workers import WorkerThread
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO / "assets" / "caingan-small.safetensors"
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
 
 
 def _fixed_label(text: str, width: int, tip: str) -> QLabel:
@@ -50,17 +51,6 @@ def _fixed_label(text: str, width: int, tip: str) -> QLabel:
     label.setToolTip(tip)
     label.setFrameShape(QLabel.Shape.StyledPanel)
     return label
-
-
-def start_folder(*candidates) -> str:
-    """Where a file dialog opens: the first of `candidates` that is an existing folder (the
-    photo's folder, the last one used), else the user's Pictures folder, else home — never the
-    process's working directory (for a user that is wherever the app was started from)."""
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return str(c)
-    pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
-    return pictures if pictures and Path(pictures).is_dir() else str(Path.home())
 
 
 class MainWindow(QMainWindow):
@@ -97,7 +87,7 @@ class MainWindow(QMainWindow):
         self.notifier = Notifier(self)
         self.doc = EditDocument(self)
         self._build_ui()
-        self._build_actions()
+        build_actions(self)
 
         self.preview = PreviewWorker(self.loader)
         self.detect = DetectWorker(self.detector_factory)
@@ -164,76 +154,6 @@ class MainWindow(QMainWindow):
                                           "Time from the last landmark change to its preview")
         for w in (self.detector_label, self.device_label, self.latency_label):
             sb.addPermanentWidget(w)
-
-    def _build_actions(self) -> None:
-        us = self.doc.undo_stack
-        self.undo_action = us.createUndoAction(self, "Undo")
-        self.undo_action.setShortcut(QKeySequence("Ctrl+Z"))
-        self.redo_action = us.createRedoAction(self, "Redo")
-        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-
-        def act(text, slot, shortcut=None, checkable=False, tip=None) -> QAction:
-            a = QAction(text, self)
-            if shortcut:
-                a.setShortcut(QKeySequence(shortcut))
-            a.setCheckable(checkable)
-            if tip:
-                a.setToolTip(tip)
-                a.setStatusTip(tip)
-            (a.toggled if checkable else a.triggered).connect(slot)
-            self.addAction(a)
-            return a
-
-        self.add_action = act("Add photos…", self.add_photos_dialog, "Ctrl+O")
-        self.paste_action = act("Paste image", self.paste_from_clipboard, "Ctrl+V")
-        self.open_lm_action = act("Open landmarks…", self.open_landmarks_dialog, "Ctrl+Shift+O")
-        self.save_lm_action = act("Save landmarks…", self.save_landmarks_dialog, "Ctrl+S")
-        self.save_result_action = act("Save result…", self.save_result_dialog, "Ctrl+Shift+S")
-        self.reenact_action = act("Reenact from camera or video…", self.open_reenact,
-                                  tip="Drive the face with a webcam or a video, live")
-        self.export_action = act("Export frames…", self.open_export_dialog, "Ctrl+E",
-                                 tip="Render a driving video, landmark file or keyframes to files")
-        self.quit_action = act("Quit", self.close, "Ctrl+Q")
-        self.reset_action = act("Reset edits", self.doc.reset, "Ctrl+R",
-                                tip="Back to the detected landmarks, sliders at 0")
-        self.symmetrize_action = act("Symmetrize", self.symmetrize,
-                                     tip="Make the face left/right symmetric (undoable)")
-        self.point_mode = act("Point", lambda on: None, checkable=True,
-                              tip="Drag moves one point")
-        self.part_mode = act("Part", self._set_part_mode, checkable=True,
-                             tip="Drag moves the whole part (eye, brow, nose, mouth, jaw)")
-        group = QActionGroup(self)
-        group.setExclusive(True)
-        group.addAction(self.point_mode)
-        group.addAction(self.part_mode)
-        self.point_mode.setChecked(True)
-        self.symmetric_action = act("Symmetric", lambda on: None, checkable=True,
-                                    tip="Mirror every drag left↔right about the face's axis")
-        self.messages_action = act("Messages…", self.show_messages)
-        for a in (self.undo_action, self.redo_action):
-            self.addAction(a)
-
-        m = self.menuBar().addMenu("&File")
-        for a in (self.add_action, self.paste_action, None, self.open_lm_action,
-                  self.save_lm_action, self.save_result_action, None, self.reenact_action,
-                  self.export_action, None, self.quit_action):
-            m.addSeparator() if a is None else m.addAction(a)
-        m = self.menuBar().addMenu("&Edit")
-        for a in (self.undo_action, self.redo_action, None, self.reset_action,
-                  self.symmetrize_action, None, self.point_mode, self.part_mode,
-                  self.symmetric_action):
-            m.addSeparator() if a is None else m.addAction(a)
-        m = self.menuBar().addMenu("&View")
-        m.addAction(self.messages_action)
-
-        tb = self.addToolBar("Edit")
-        tb.setObjectName("editToolbar")
-        tb.setMovable(False)
-        tb.setIconSize(QSize(16, 16))
-        for a in (self.add_action, None, self.point_mode, self.part_mode, self.symmetric_action,
-                  None, self.undo_action, self.redo_action, self.reset_action,
-                  self.symmetrize_action, None, self.save_result_action):
-            tb.addSeparator() if a is None else tb.addAction(a)
 
     def _connect(self) -> None:
         self.notifier.posted.connect(self._show_message)

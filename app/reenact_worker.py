@@ -1,0 +1,366 @@
+"""The live reenactment loop behind app.reenact_view: capture, detect → retarget → generate.
+
+    capture thread ──latest frame──▶ session: detect → retarget → generate ──latest──▶ GUI
+
+The capture thread only reads frames into a one-slot mailbox (app.workers.Latest: a newer frame
+replaces an unread one), so a slow model drops frames instead of queueing them and the face
+follows the camera with at most one frame of backlog. The session runs
+caingan.pipeline.reenact.ReenactPipeline, the same per-frame code as the exporter and the
+benchmark, and hands each result to the GUI through a second one-slot mailbox; the GUI thread
+only paints. Frames without a face keep the last target. Sessions and the camera search are
+superqt thread workers (the napari pattern: a function run on Qt's thread pool, its result or
+error coming back as signals).
+
+The face is pasted back into the target photo (at most RECORD_MAX_SIDE px wide), and a
+recording is that full frame, at the driving video's (or camera's) frame rate.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from superqt.utils import create_worker
+
+from caingan.pipeline.inference import ReenactorProtocol
+
+from .preview_worker import default_loader
+from .sources import Sources
+from .workers import EMPTY, Latest, ThreadBudget, describe
+
+FRAME_DISPLAY_SIDE = 480      # driving frames are downscaled for display (drawing cost)
+RECORD_MAX_SIDE = 1280        # the pasted-back frame (shown and recorded) is at most this wide
+
+
+@dataclass
+class LiveFrame:
+    """One processed driving frame, as the GUI shows it."""
+
+    frame: np.ndarray                 # driving frame (display size) with the driver points drawn
+    landmarks: np.ndarray | None      # target landmark image (model input)
+    face: np.ndarray | None           # generated face (None before the first face)
+    # (result.pasted: the face pasted back into the target photo, when paste-back is on)
+    result: Any                       # caingan.pipeline.reenact.ReenactResult or None
+    index: int                        # driving frame number
+    processed: int                    # frames processed this session
+    dropped: int                      # frames the capture replaced before they were processed
+    skipped: int                      # processed frames without a face
+    timings: dict = field(default_factory=dict)
+
+
+def _draw_points(frame: np.ndarray, points: np.ndarray | None) -> np.ndarray:
+    """A display-size copy of the frame with the driver's landmarks as dots."""
+    h, w = frame.shape[:2]
+    s = min(1.0, FRAME_DISPLAY_SIDE / max(h, w))
+    img = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))),
+                     interpolation=cv2.INTER_AREA) if s < 1 else frame.copy()
+    if points is not None:
+        r = max(1, round(min(img.shape[:2]) / 160))
+        for x, y in np.asarray(points, np.float64) * s:
+            if np.isfinite(x) and np.isfinite(y):
+                cv2.circle(img, (int(round(x)), int(round(y))), r, (0, 255, 120), -1, cv2.LINE_AA)
+    return img
+
+
+class ReenactWorker(QObject):
+    """Owns its own Reenactor and detector (neither is shared with the editor's workers).
+
+    The public methods are thread-safe and return at once. A session is one call of `_session`
+    on a thread-pool thread (superqt.utils.create_worker); while it runs, commands reach it
+    through locked fields checked once per frame. Its signals come back to the GUI queued.
+    """
+
+    modelReady = Signal(str)             # device description
+    camerasListed = Signal(list)         # camera indices
+    frameReady = Signal()                # a LiveFrame waits in take_frame()
+    started = Signal(str)                # what is driving
+    stopped = Signal(str)                # why the session ended ("" = the user stopped it)
+    failed = Signal(str)
+    recordingStarted = Signal(str)
+    recordingFinished = Signal(str, int)   # path, frames
+    recordingFailed = Signal(str)
+
+    def __init__(self, weights, device: str = "auto", *,
+                 loader: Callable[[str, str], ReenactorProtocol] = default_loader,
+                 detector_factory: Callable[[], Any] | None = None,
+                 camera_lister: Callable[[], list] | None = None):
+        super().__init__()
+        self.weights, self.device = str(weights), device
+        self._loader = loader
+        self._detector_factory = detector_factory
+        self._camera_lister = camera_lister
+        self._reenactor: ReenactorProtocol | None = None
+        self._detector = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._idle = threading.Event()        # no job (session, camera search) is running
+        self._idle.set()
+        self._jobs = 0
+        self._running = False
+        self._source = None
+        self._new_sources: Sources | None = None
+        self._paste_on = True
+        self._paste_changed = False
+        self._neutral = False
+        self._record_cmd: tuple | None = None       # ("start", path, fps) | ("stop",)
+        self._display = Latest()                    # newest LiveFrame for the GUI
+
+    # ------------------------------------------------------------ GUI side (any thread)
+    def _launch(self, fn, *args) -> None:
+        """Run fn(*args) on Qt's thread pool (superqt); `_idle` is clear until it returns."""
+        def job():
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self._jobs -= 1
+                    if not self._jobs:
+                        self._idle.set()
+
+        with self._lock:
+            self._jobs += 1
+            self._idle.clear()
+        worker = create_worker(job, _start_thread=False)
+        worker.errored.connect(lambda e: self.failed.emit(describe(e)))
+        worker.start()
+
+    def list_cameras(self, max_index: int = 4) -> None:
+        self._launch(self._list_cameras, max_index)
+
+    def start(self, spec: tuple, sources: Sources) -> None:
+        """spec: ('camera', index) or ('video', path, loop)."""
+        with self._lock:
+            self._stop.clear()
+            self._new_sources = None
+            self._neutral = False
+            self._running = True
+        self._launch(self._session, spec, sources)
+
+    def stop(self) -> None:
+        self._stop.set()
+        src = self._source
+        if _is_camera(src):
+            src.close()          # CameraSource.close is safe from any thread; unblocks a read
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Block until no session or camera search runs (shutdown)."""
+        return self._idle.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def set_sources(self, sources: Sources) -> None:
+        with self._lock:
+            self._new_sources = sources
+
+    def set_paste_back(self, on: bool) -> None:
+        with self._lock:
+            self._paste_on = bool(on)
+            self._paste_changed = True
+
+    def mark_neutral(self) -> None:
+        with self._lock:
+            self._neutral = True
+
+    def start_recording(self, path, fps: float | None = None) -> None:
+        with self._lock:
+            self._record_cmd = ("start", str(path), fps)
+
+    def stop_recording(self) -> None:
+        with self._lock:
+            self._record_cmd = ("stop",)
+
+    def take_frame(self) -> LiveFrame | None:
+        f = self._display.take()
+        return None if f is EMPTY else f
+
+    # ------------------------------------------------------------ pool threads
+    def _list_cameras(self, max_index: int) -> None:
+        try:
+            if self._camera_lister is not None:
+                found = list(self._camera_lister())
+            else:
+                from caingan.media.frames import list_cameras
+                found = list(list_cameras(max_index))
+        except Exception as e:  # noqa: BLE001 — no camera list is a message, not a crash
+            self.failed.emit(f"Could not list cameras: {describe(e)}")
+            found = []
+        self.camerasListed.emit(found)
+
+    def _ensure_model(self) -> tuple[ReenactorProtocol, Any]:
+        if self._reenactor is None:
+            self._reenactor = self._loader(self.weights, self.device)
+            self.modelReady.emit(self._reenactor.device_name)
+        if self._detector is None:
+            if self._detector_factory is not None:
+                self._detector = self._detector_factory()
+            else:
+                from caingan.face.landmarks import LandmarkDetector
+                self._detector = LandmarkDetector("dlib")
+        return self._reenactor, self._detector
+
+    def _open(self, spec):
+        from caingan.media.frames import CameraSource, VideoFileSource
+
+        if spec[0] == "camera":
+            return CameraSource(int(spec[1]))
+        if spec[0] == "video":
+            loop = bool(spec[2]) if len(spec) > 2 else True
+            return VideoFileSource(spec[1], paced=True, drop_late=True, loop=loop)
+        raise ValueError(f"unknown input {spec!r}")
+
+    def _session(self, spec, sources: Sources) -> None:
+        if self._stop.is_set():
+            self._running = False
+            self.stopped.emit("")
+            return
+        reason = ""
+        capture = None
+        box = Latest()
+        recorder = None
+        threads = ThreadBudget()
+        try:
+            from caingan.face.retarget import Retargeter
+            from caingan.pipeline.reenact import ReenactPipeline
+
+            threads.apply(force=True)          # this pool thread's torch threads
+            reenactor, detector = self._ensure_model()
+            source = self._open(spec)
+            self._source = source
+            reenactor.set_sources(sources.images, sources.points)
+            pipeline = ReenactPipeline(reenactor, detector,
+                                       Retargeter(sources.target_points, fps=source.fps),
+                                       paste_back=self._paste_target(sources))
+            capture = threading.Thread(target=self._capture, args=(source, box),
+                                       name="reenact-capture", daemon=True)
+            capture.start()
+            self.started.emit(str(spec[1]))
+            processed = 0
+            while not self._stop.is_set():
+                recorder, sources = self._apply_commands(pipeline, recorder, source, sources)
+                item = box.take(0.1)
+                if item is EMPTY:
+                    continue
+                if not hasattr(item, "image"):           # ("end" | "error", message)
+                    kind, message = item
+                    if kind == "error":
+                        self.failed.emit(message)
+                    reason = message or "The video ended."
+                    break
+                threads.apply()
+                res = pipeline.step(item.image, item.timestamp)
+                processed += 1
+                if recorder is not None and res is not None:
+                    try:
+                        recorder.add(res.image if res.pasted is None else res.pasted,
+                                     item.timestamp)
+                    except Exception as e:  # noqa: BLE001 — a full disk ends the recording only
+                        recorder.abort()
+                        recorder = None
+                        self.recordingFailed.emit(describe(e))
+                self._publish(LiveFrame(
+                    _draw_points(item.image, None if res is None else res.driver),
+                    None if res is None else _landmark_image(res.target, reenactor.image_size),
+                    None if res is None else res.image, res, item.index, processed, box.dropped,
+                    pipeline.skipped, {} if res is None else dict(res.timings)))
+        except Exception as e:  # noqa: BLE001 — shown in the window; the worker keeps serving
+            msg = describe(e)
+            self.failed.emit(msg)
+            reason = msg
+        finally:
+            self._stop.set()
+            src, self._source = self._source, None
+            if _is_camera(src):
+                src.close()
+            if capture is not None:
+                capture.join(5.0)
+            if recorder is not None:
+                self._finish_recording(recorder)
+            with self._lock:
+                self._record_cmd = None
+            self._running = False
+            self.stopped.emit(reason)
+
+    def _paste_target(self, sources: Sources):
+        """(photo, crop) to paste into — the target photo at most RECORD_MAX_SIDE wide — or
+        None when paste-back is off."""
+        with self._lock:
+            if not self._paste_on:
+                return None
+        original, crop = sources.paste
+        h, w = original.shape[:2]
+        scale = min(1.0, RECORD_MAX_SIDE / max(h, w))
+        if scale >= 1.0:
+            return original, crop
+        small = cv2.resize(original, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA)
+        return small, crop.for_resized_original(scale)
+
+    def _capture(self, source, box: Latest) -> None:
+        """Capture thread: newest frame into the mailbox until stopped or the source ends."""
+        try:
+            for frame in source:
+                if self._stop.is_set():
+                    break
+                box.put(frame)
+            box.finish(("end", ""))
+        except Exception as e:  # noqa: BLE001 — e.g. CameraError: camera unplugged
+            box.finish(("error", describe(e)))
+        finally:
+            if not _is_camera(source):
+                source.close()       # a file reader is closed by the thread that reads it
+
+    def _apply_commands(self, pipeline, recorder, source, sources: Sources):
+        """The GUI's commands since the last frame; returns (recorder, sources in use)."""
+        with self._lock:
+            new, self._new_sources = self._new_sources, None
+            neutral, self._neutral = self._neutral, False
+            cmd, self._record_cmd = self._record_cmd, None
+            paste, self._paste_changed = self._paste_changed, False
+        if new is not None:
+            pipeline.set_sources(new.images, new.points, new.target_points)
+            sources = new
+        if new is not None or paste:
+            pipeline.paste_back = self._paste_target(sources)
+        if cmd is not None:
+            if recorder is not None:
+                self._finish_recording(recorder)
+                recorder = None
+            if cmd[0] == "start":
+                from caingan.pipeline.reenact import TimedRecorder
+                recorder = TimedRecorder(cmd[1], cmd[2] or source.fps)
+                self.recordingStarted.emit(str(recorder.path))
+        if neutral:
+            pipeline.mark_neutral()
+        return recorder, sources
+
+    def _finish_recording(self, recorder) -> None:
+        try:
+            path = recorder.close()
+        except Exception as e:  # noqa: BLE001
+            self.recordingFailed.emit(describe(e))
+            return
+        if path is None:
+            self.recordingFailed.emit("Nothing was recorded (no face was generated while "
+                                      "recording); no file was written.")
+        else:
+            self.recordingFinished.emit(str(path), recorder.frames)
+
+    def _publish(self, frame: LiveFrame) -> None:
+        if self._display.put(frame):
+            self.frameReady.emit()          # one notice per frame the GUI has not taken yet
+
+
+def _is_camera(source) -> bool:
+    from caingan.media.frames import CameraSource
+    return isinstance(source, CameraSource)
+
+
+def _landmark_image(points, size: int) -> np.ndarray:
+    from caingan.face.landmark_image import draw_landmarks
+    return draw_landmarks(points, size)
