@@ -61,6 +61,12 @@ class ModelConfig:
     # Ablation switches: w/o T (embedder ignores the target landmarks), w/o R (plain mean, eq. 7).
     targeted: bool = True
     responsibility: bool = True
+    # Warp-guided model (caingan.nn.warp_model): sources moved by a landmark warp, a generator for
+    # what the warp cannot do. False = the paper's model.
+    warp: bool = False
+    # Warp-guided only: the resolution of the training output (bi-layer detail above image_size);
+    # 0 = image_size. At inference the output follows the sources' resolution.
+    output_size: int = 0
     # Discriminator: pix2pixHD multi-scale PatchGAN.
     disc_scales: int = 2
     disc_layers: int = 4
@@ -82,7 +88,10 @@ class ModelConfig:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) \
                 or not 0 < w <= _MAX_WIDTH:
             raise ConfigError(f"width must be a number in (0, {_MAX_WIDTH:g}], got {w!r}")
-        for name in ("targeted", "responsibility"):
+        if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or not (
+                self.output_size == 0 or self.image_size <= self.output_size <= 4096):
+            raise ConfigError(f"output_size must be 0 or in [image_size, 4096], got {self.output_size!r}")
+        for name in ("targeted", "responsibility", "warp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.baselines, BaselineConfig):
@@ -104,6 +113,11 @@ class ModelConfig:
         # Width 0.3125 fits G ≤ 80 ms alone, but the editor's K=1 drag-to-preview budget (60 ms)
         # covers embedding + G: 0.25 measured 44 ms (G) + ~12 ms (K=1 embed); see benchmarks.md.
         return cls(image_size=128, width=0.25, embed_channels=32)
+
+    @classmethod
+    def warp_small(cls) -> "ModelConfig":
+        """The default model: warp-guided, networks at 128², trained against 256² targets."""
+        return cls(image_size=128, width=0.25, embed_channels=32, warp=True, output_size=256)
 
     @classmethod
     def tiny(cls, image_size: int = 64) -> "ModelConfig":
@@ -146,3 +160,11 @@ def _baselines_from_dict(d: Any) -> BaselineConfig:
     _refuse_unknown("BaselineConfig", d, BaselineConfig)
     return BaselineConfig(**d)
 
+
+# Named model sizes for the command lines (`--preset`): the default model first.
+MODEL_PRESETS = {
+    "warp": ModelConfig.warp_small,   # warp-guided, the app's default
+    "small": ModelConfig.small,       # the paper's model at CPU size
+    "paper": ModelConfig.paper,       # the paper's model, 224², width 1
+    "tiny": ModelConfig.tiny,         # for tests
+}

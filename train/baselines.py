@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from caingan.config import ModelConfig
-from caingan.nn.model import CainGAN
+from caingan.nn.model import build_network
 
 from .config import Arch
 
@@ -229,7 +229,7 @@ class FSHM(nn.Module):
 def build_model(name: str, cfg: ModelConfig, k: int) -> nn.Module:
     """'caingan' | 'pix2pixhd' | 'fshm' → a generator with CainGAN's forward signature."""
     if name == "caingan":
-        return CainGAN(cfg)
+        return build_network(cfg)
     if name == "pix2pixhd":
         return Pix2PixHD(cfg, k)
     if name == "fshm":

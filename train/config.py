@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Sequence, get_args
 
 import tyro
 
-from caingan.config import ConfigError, ModelConfig
+from caingan.config import MODEL_PRESETS, ConfigError, ModelConfig
 
 Arch = Literal["caingan", "pix2pixhd", "fshm"]      # pix2pixhd, fshm: the paper's baselines
 Ablation = Literal["wo_t", "wo_r", "wo_i"]
@@ -47,6 +47,11 @@ class TrainConfig:
     lambda_p: float = 1.0
     lambda_i: float = 1.0
     lambda_i_warmup_epochs: int = 10
+    # Warp-guided model: L1 at the output resolution, and extra L1 weight on eyes and mouth.
+    lambda_l1: float = 0.0
+    lambda_region: float = 0.0
+    # Identity: 1 − cos of 128-D face descriptors (caingan.nn.face_id; the network dlib's CSIM uses).
+    lambda_id: float = 0.0
     perceptual: Perceptual = "vgg16_hed"  # vgg19 (paper) | vgg16_hed (offline) | none
     amp: Amp = "auto"               # mixed precision; auto = bf16 on a CUDA device that has it
     seed: int = 0
@@ -122,14 +127,14 @@ class TrainConfig:
 # What a resumed run may change; everything else stays as the run was started.
 OVERRIDABLE = ("max_steps", "max_minutes", "epochs", "num_workers", "device", "threads",
                "log_every", "image_every", "save_every", "keep_last")
-PRESETS = ("small", "paper", "tiny")
+PRESETS = tuple(MODEL_PRESETS)
 
 
 @dataclass
 class _Command:
     train: TrainConfig
     config: str | None = None       # TrainConfig JSON to start from (a run's config.json works)
-    preset: Literal["small", "paper", "tiny"] | None = None  # model size, before --image-size etc.
+    preset: Literal["warp", "small", "paper", "tiny"] | None = None  # model size, before --image-size etc.
     init_from: str | None = None    # warm start a new run from shipped weights (e.g. assets/)
 
 
@@ -152,7 +157,7 @@ def from_command_line(argv: Sequence[str] | None = None, description: str | None
     else:
         base = TrainConfig.load(known.config).to_dict() if known.config else TrainConfig().to_dict()
         if known.preset in PRESETS:
-            base["model"] = getattr(ModelConfig, known.preset)().to_dict()
+            base["model"] = MODEL_PRESETS[known.preset]().to_dict()
     # --ablation appends; it starts empty so that given ablations replace the base's.
     default = _Command(train=TrainConfig.from_dict({**base, "ablations": []}))
     cmd = tyro.cli(_Command, args=argv, default=default, description=description,

@@ -20,7 +20,7 @@ from torch import nn
 from caingan.config import ModelConfig
 from caingan.errors import CheckpointError
 from caingan.files import atomic_write
-from caingan.nn.model import CainGAN
+from caingan.nn.model import build_network
 
 FORMAT = "caingan-checkpoint"
 FORMAT_VERSION = 1
@@ -166,7 +166,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{json_path}: invalid model config: {exc}") from None
     tensors = _load_tensors(st_path)
-    model = CainGAN(cfg)
+    model = build_network(cfg)
     load_module_state(model, tensors, st_path)
     model.checkpoint_meta = meta
     return model.to(device).eval()
