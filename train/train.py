@@ -33,7 +33,11 @@ from caingan.nn.checkpoint import save_model
 from caingan.device import pick_device
 from caingan.nn.discriminator import MultiscaleDiscriminator
 from caingan.errors import CainGANError
+from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
+from caingan.face.regions import region_mask
+from caingan.nn.face_id import FaceDescriptor
+from caingan.nn.warp_model import WarpCainGAN
 from caingan.nn.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
 
 from . import state as st
@@ -49,6 +53,13 @@ EXIT_NAN = 3
 
 class NonFiniteLoss(CainGANError):
     """A loss became NaN/inf: the run stops and keeps its last good checkpoint."""
+
+
+def _area(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-downsample (B,C,H,W) to size² (no-op at that size): what D and VGG see."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="area")
 
 
 def split_outputs(outs: list[list[torch.Tensor]]) -> tuple[list, list]:
@@ -78,10 +89,13 @@ class Trainer:
 
         self.train_set, self.val_set = build_datasets(cfg)
         self.gen = build_generator(cfg).to(device)
+        self.warp = isinstance(self.gen, WarpCainGAN)
         mc = cfg.model
         self.d_i = MultiscaleDiscriminator(6, mc).to(device)
         self.d_p = MultiscaleDiscriminator(6, mc).to(device)
         self.perceptual = PerceptualLoss(cfg.perceptual).to(device)
+        # Held beside the model, not in it: its weights stay out of every checkpoint.
+        self.face_id = FaceDescriptor.load(device) if cfg.lambda_id > 0 else None
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(list(self.d_i.parameters()) + list(self.d_p.parameters()),
                                       lr=cfg.lr_d, betas=cfg.betas)
@@ -161,16 +175,37 @@ class Trainer:
             self.batch_in_epoch = 0
 
     def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Batch → device tensors. Images come at the dataset's size (the warp-guided model's
+        output_size); landmark images and the `*_lo` copies the discriminators and the
+        perceptual loss see are at the networks' image_size."""
         size = self.cfg.model.image_size
-        src = batch["sources"].to(self.device, non_blocking=True)
-        b, k = src.shape[:2]
-        src_pts = batch["source_points"].reshape(b * k, 68, 2)
-        return {
+        dev = self.device
+        src = batch["sources"].to(dev, non_blocking=True)
+        tgt = batch["target"].to(dev, non_blocking=True)
+        b, k, _, res, _ = src.shape
+        src_pts, tgt_pts = batch["source_points"], batch["target_points"]
+        x = {
             "sources": src,
-            "source_lms": landmark_images(src_pts, size).reshape(b, k, 3, size, size).to(self.device),
-            "target": batch["target"].to(self.device, non_blocking=True),
-            "target_lm": landmark_images(batch["target_points"], size).to(self.device),
+            "target": tgt,
+            "source_points": src_pts.to(dev),
+            "target_points": tgt_pts.to(dev),
+            "source_lms": landmark_images(rescale_points(src_pts.reshape(b * k, 68, 2).numpy(), res, size),
+                                          size).reshape(b, k, 3, size, size).to(dev),
+            "target_lm": landmark_images(rescale_points(tgt_pts.numpy(), res, size), size).to(dev),
+            "target_lo": _area(tgt, size),
+            "sources_lo": _area(src.flatten(0, 1), size).unflatten(0, (b, k)),
         }
+        if self.cfg.lambda_region > 0:
+            masks = np.stack([region_mask(p, res) for p in tgt_pts.numpy()])
+            x["region"] = torch.from_numpy(masks).unsqueeze(1).to(dev)
+        return x
+
+    def render(self, gen: torch.nn.Module, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image at the dataset's size, weights); the warp-guided model also takes the points."""
+        if self.warp:
+            return gen(x["sources"], x["source_lms"], x["target_lm"], x["source_points"],
+                       x["target_points"])
+        return gen(x["sources"], x["source_lms"], x["target_lm"])
 
     # -- steps ---------------------------------------------------------------------------
     def autocast(self):
@@ -180,13 +215,13 @@ class Trainer:
 
     def d_step(self, x: dict[str, torch.Tensor]) -> dict[str, float]:
         with torch.no_grad(), self.autocast():
-            fake, _ = self.gen(x["sources"], x["source_lms"], x["target_lm"])
-        fake = fake.detach().float()
-        src0 = x["sources"][:, 0]
+            fake, _ = self.render(self.gen, x)
+        fake = _area(fake.detach().float(), self.cfg.model.image_size)
+        src0 = x["sources_lo"][:, 0]
         with self.autocast():
-            out_i = self.d_i_ddp(torch.cat([torch.cat([x["target"], src0], 1),
+            out_i = self.d_i_ddp(torch.cat([torch.cat([x["target_lo"], src0], 1),
                                             torch.cat([fake, src0], 1)]))
-            out_p = self.d_p_ddp(torch.cat([torch.cat([x["target"], x["target_lm"]], 1),
+            out_p = self.d_p_ddp(torch.cat([torch.cat([x["target_lo"], x["target_lm"]], 1),
                                             torch.cat([fake, x["target_lm"]], 1)]))
             loss_i = hinge_d_loss(*split_outputs(out_i))
             loss_p = hinge_d_loss(*split_outputs(out_p))
@@ -204,21 +239,36 @@ class Trainer:
         gen = gen or self.gen_ddp
         d_i = d_i or self.d_i
         d_p = d_p or self.d_p
-        fake, weights = gen(x["sources"], x["source_lms"], x["target_lm"])
-        src0 = x["sources"][:, 0]
-        real_i, fake_i = split_outputs(d_i(torch.cat([torch.cat([x["target"], src0], 1),
-                                                      torch.cat([fake, src0], 1)])))
-        real_p, fake_p = split_outputs(d_p(torch.cat([torch.cat([x["target"], x["target_lm"]], 1),
-                                                      torch.cat([fake, x["target_lm"]], 1)])))
-        adv = hinge_g_loss(fake_i) + hinge_g_loss(fake_p)
-        fm_i = feature_matching_loss(real_i, fake_i)
-        fm_p = feature_matching_loss(real_p, fake_p)
-        perc = self.perceptual(fake, x["target"]) if cfg.lambda_vgg > 0 else fake.new_zeros(())
+        fake_hi, weights = self.render(gen, x)
+        fake = _area(fake_hi, cfg.model.image_size)
+        if cfg.d_steps > 0:
+            src0 = x["sources_lo"][:, 0]
+            real_i, fake_i = split_outputs(d_i(torch.cat([torch.cat([x["target_lo"], src0], 1),
+                                                          torch.cat([fake, src0], 1)])))
+            real_p, fake_p = split_outputs(d_p(torch.cat([torch.cat([x["target_lo"], x["target_lm"]], 1),
+                                                          torch.cat([fake, x["target_lm"]], 1)])))
+            adv = hinge_g_loss(fake_i) + hinge_g_loss(fake_p)
+            fm_i = feature_matching_loss(real_i, fake_i)
+            fm_p = feature_matching_loss(real_p, fake_p)
+        else:  # reconstruction only: no discriminator at all (a cheap first phase on a CPU)
+            adv = fm_i = fm_p = fake.new_zeros((), dtype=torch.float32)
+        perc = self.perceptual(fake, x["target_lo"]) if cfg.lambda_vgg > 0 else fake.new_zeros(())
         total = adv + cfg.lambda_fm * (lambda_i * fm_i + cfg.lambda_p * fm_p) + cfg.lambda_vgg * perc
-        l1 = F.l1_loss(fake.float(), x["target"].float())
+        err = (fake_hi.float() - x["target"].float()).abs()
+        l1 = err.mean()
+        total = total + cfg.lambda_l1 * l1
         logs = {"g/total": total, "g/adv": adv, "g/fm_identity": fm_i, "g/fm_pose": fm_p,
                 "g/perceptual": perc, "g/l1": l1}
-        return total, fake, weights, logs
+        if self.face_id is not None:
+            ident = self.face_id.identity_loss(fake_hi.float(), x["target"].float(), points=x["target_points"])
+            total = total + cfg.lambda_id * ident
+            logs["g/identity"] = ident
+        if "region" in x:
+            region = (err * x["region"]).sum() / (x["region"].sum() * 3).clamp_min(1.0)
+            total = total + cfg.lambda_region * region
+            logs["g/l1_eyes_mouth"] = region
+        logs["g/total"] = total
+        return total, fake_hi, weights, logs
 
     def g_step(self, x: dict[str, torch.Tensor], lambda_i: float) -> tuple[dict[str, float], torch.Tensor]:
         for p in list(self.d_i.parameters()) + list(self.d_p.parameters()):
@@ -252,8 +302,9 @@ class Trainer:
         for batch in loader:
             x = self.prepare(batch)
             with self.autocast():
-                fake, _ = self.gen(x["sources"], x["source_lms"], x["target_lm"])
-                err = F.l1_loss(fake.float(), x["target"]) + self.perceptual(fake, x["target"]).float()
+                fake, _ = self.render(self.gen, x)
+                lo = _area(fake.float(), self.cfg.model.image_size)
+                err = F.l1_loss(fake.float(), x["target"]) + self.perceptual(lo, x["target_lo"]).float()
             total += err.item() * fake.shape[0]
             n += fake.shape[0]
         self.gen.train()
@@ -269,7 +320,8 @@ class Trainer:
         for k, v in logs.items():
             self.writer.add_scalar(k, v, self.step)
         if x is not None and fake is not None:
-            grid = sample_grid(x["sources"], x["target_lm"], fake, x["target"])
+            size = self.cfg.model.image_size
+            grid = sample_grid(x["sources_lo"], x["target_lm"], _area(fake, size), x["target_lo"])
             self.writer.add_image("samples", grid, self.step, dataformats="HWC")
             save_png(self.run_dir / "samples" / f"step_{self.step:08d}.png", grid)
         with open(self.run_dir / "log.jsonl", "a") as f:
