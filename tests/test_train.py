@@ -18,7 +18,11 @@ import pytest
 import torch
 
 from caingan.config import ModelConfig
+from caingan.nn.checkpoint import load_model
+from caingan.nn.warp_model import WarpCainGAN
 from train import state as st
+from train.bundle import export, warm_start
+from train.distributed import DistInfo
 from train.config import TrainConfig
 from train.config import from_command_line
 from train.train import Trainer, build_generator, main as train_main
@@ -300,3 +304,27 @@ def test_resumed_run_keeps_its_config_and_says_what_it_ignored(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "warning" in err and "k" in err and "model" in err and "--preset" in err
     assert "max_steps" not in err.split("ignored:")[1].split("(only")[0]
+
+
+def tiny_warp_model() -> ModelConfig:
+    return dataclasses.replace(ModelConfig.tiny(64), warp=True, output_size=64)
+
+
+@pytest.mark.slow
+def test_warp_model_trains_bundles_under_its_name_and_warm_starts(tiny_cache, tmp_path):
+    cfg = tiny_config(tiny_cache, tmp_path / "run", model=tiny_warp_model(), max_steps=12,
+                      d_steps=0, lambda_l1=10.0, lambda_region=10.0, lr_g=1e-3, betas=(0.9, 0.999))
+    assert train_main(args_for(cfg)) == 0
+    rows = [r for r in read_log(tmp_path / "run") if "g/l1" in r]
+    assert "g/l1_eyes_mouth" in rows[0] and rows[0]["g/adv"] == 0.0   # no discriminator
+    model_path, disc_path = export(tmp_path / "run", tmp_path / "assets")
+    assert model_path.name == "caingan-warp.safetensors"
+    assert disc_path.name == "caingan-warp-discriminators.safetensors"
+    shipped = load_model(model_path)
+    assert isinstance(shipped, WarpCainGAN)
+    # A new run warm-starts from the shipped folder with exactly those weights.
+    warm = tiny_config(tiny_cache, tmp_path / "warm", model=tiny_warp_model(), max_steps=0, d_steps=0)
+    trainer = Trainer(warm, torch.device("cpu"), DistInfo())
+    warm_start(trainer, tmp_path / "assets")
+    for (name, a), b in zip(trainer.gen.state_dict().items(), shipped.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -1,8 +1,10 @@
 """The weights shipped in assets/: export them from a run, and warm-start a new run from them.
 
-The app needs only E+G (`caingan-small.safetensors`). To let a later session (on a fresh machine)
+The app needs only the generator side: `caingan-warp.safetensors` (the default, warp-guided model)
+or `caingan-small.safetensors` (the paper's model). To let a later session (on a fresh machine)
 continue training from what is committed, the discriminators and the step counters ride along in
-`assets/train/discriminators.safetensors`. Adam's moments are not shipped: with β1 = 0 there is
+`assets/train/` (`discriminators.safetensors` for the paper's model, `<name>-discriminators…`
+for others). Adam's moments are not shipped: with β1 = 0 there is
 no momentum, and the second moment (β2 = 0.9) rebuilds within a few dozen steps.
 
     python -m train.bundle --run-dir runs/small --out assets
@@ -17,6 +19,8 @@ from typing import Any
 
 import torch
 
+from caingan.assets import DEFAULT_WEIGHTS, PAPER_WEIGHTS
+from caingan.config import ModelConfig
 from caingan.errors import CainGANError
 from caingan.nn.checkpoint import load_checkpoint, load_module_state, save_checkpoint, save_model
 
@@ -24,12 +28,21 @@ from . import state as st
 from .config import TrainConfig
 from .models import build_generator
 
-MODEL_FILE = "caingan-small.safetensors"
-DISC_FILE = "train/discriminators.safetensors"
 DISC_KIND = "caingan-discriminators"
 
 
-def export(run_dir: Path, out: Path, model_file: str = MODEL_FILE) -> tuple[Path, Path]:
+def model_file(model: ModelConfig) -> str:
+    """The shipped file name of a model: the default warp-guided one or the paper's."""
+    return (DEFAULT_WEIGHTS if model.warp else PAPER_WEIGHTS).name
+
+
+def disc_file(model_name: str) -> str:
+    if model_name == PAPER_WEIGHTS.name:
+        return "train/discriminators.safetensors"   # the name earlier sessions shipped
+    return f"train/{Path(model_name).stem}-discriminators.safetensors"
+
+
+def export(run_dir: Path, out: Path, name: str | None = None) -> tuple[Path, Path]:
     ckpts = st.list_checkpoints(run_dir)
     if not ckpts:
         raise CainGANError(f"{run_dir}: no checkpoints to export")
@@ -41,9 +54,10 @@ def export(run_dir: Path, out: Path, model_file: str = MODEL_FILE) -> tuple[Path
     counters = meta["counters"]
     extra = {"step": step, "epoch": counters["epoch"], "train_config": meta["config"],
              "source_checkpoint": path.name}
-    model_path = save_model(out / model_file, gen, cfg.model, extra)
+    name = name or model_file(cfg.model)
+    model_path = save_model(out / name, gen, cfg.model, extra)
     disc = {k: v for k, v in tensors.items() if k.startswith(("d_i.", "d_p."))}
-    disc_path = save_checkpoint(out / DISC_FILE, disc, {"kind": DISC_KIND, "counters": counters,
+    disc_path = save_checkpoint(out / disc_file(name), disc, {"kind": DISC_KIND, "counters": counters,
                                                        "config": meta["config"]})
     return model_path, disc_path
 
@@ -51,10 +65,10 @@ def export(run_dir: Path, out: Path, model_file: str = MODEL_FILE) -> tuple[Path
 def warm_start(trainer, source: Path) -> dict[str, Any]:
     """Load E+G (and discriminators + counters when shipped beside them) into a fresh trainer."""
     source = Path(source)
-    model_path = source / MODEL_FILE if source.is_dir() else source
+    model_path = source / model_file(trainer.cfg.model) if source.is_dir() else source
     tensors, meta = load_checkpoint(model_path, kind="caingan-model")
     load_module_state(trainer.gen, tensors, model_path)
-    disc_path = model_path.parent / DISC_FILE
+    disc_path = model_path.parent / disc_file(model_path.name)
     counters: dict[str, Any] = {}
     if disc_path.is_file():
         dt, dmeta = load_checkpoint(disc_path, kind=DISC_KIND)
@@ -68,9 +82,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Export a run's newest weights into assets/.")
     p.add_argument("--run-dir", required=True, type=Path)
     p.add_argument("--out", default=Path("assets"), type=Path)
+    p.add_argument("--name", default=None, help="file name (default: by the model's kind, "
+                   f"{DEFAULT_WEIGHTS.name} or {PAPER_WEIGHTS.name})")
     args = p.parse_args(argv)
     try:
-        for path in export(args.run_dir, args.out):
+        for path in export(args.run_dir, args.out, args.name):
             print(path)
     except CainGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
