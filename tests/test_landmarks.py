@@ -248,3 +248,86 @@ def test_refine_reuses_previous_points(dlib_detector, clip_frames):
     nxt = dlib_detector.refine(clip_frames[1], first.points)
     ref = dlib_detector.detect(clip_frames[1]).points
     assert np.abs(nxt.points - ref).mean() < 0.05 * np.ptp(ref, axis=0).mean()
+
+
+# --- several faces: the caller picks one ---------------------------------------------------------
+def _two_faces(stills):
+    people = _one_still_per_person(stills)
+    big = cv2.resize(load_image(people[0]), (300, 300), interpolation=cv2.INTER_CUBIC)
+    canvas = np.full((380, 640, 3), 128, np.uint8)
+    canvas[40:340, 20:320] = big
+    canvas[110:260, 430:580] = load_image(people[1])
+    return canvas
+
+
+def test_detect_any_face_by_its_rank(dlib_detector, stills):
+    canvas = _two_faces(stills)
+    faces = dlib_detector.detect_all(canvas)
+    assert [f.index for f in faces] == [0, 1]
+    second = dlib_detector.detect(canvas, face=1)
+    assert 430 < (second.box[0] + second.box[2]) / 2 < 580, "face=1 is the smaller, right face"
+    assert (second.points[:, 0] > 420).all() and second.index == 1
+    assert len(second.others) == 1 and (second.others[0][0] + second.others[0][2]) / 2 < 320
+    np.testing.assert_array_equal(dlib_detector.detect(canvas, face=0).points, faces[0].points)
+    with pytest.raises(NoFaceError, match="face 2 asked for, but 2 faces found in two.png"):
+        dlib_detector.detect(canvas, name="two.png", face=2)
+
+
+# --- false faces: landmarks that do not fit a face are rejected ----------------------------------
+def test_shape_check_accepts_faces_and_rejects_other_shapes():
+    from caingan.face.landmark_edit import mean_face
+    from caingan.face.landmarks import shape_problem, shape_residual
+    face = mean_face(200.0).astype(np.float64)
+    box = (40.0, 40.0, 160.0, 160.0)
+    a = np.deg2rad(20)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    assert shape_problem(face, box) is None
+    assert shape_problem((face - 100) @ rot.T * 0.8 + 100, box) is None, "a tilted face is a face"
+    upside_down = face.copy()
+    upside_down[:, 1] = 200 - upside_down[:, 1]
+    assert shape_residual(upside_down)[1] and "mirrored" in shape_problem(upside_down, box)
+    scrambled = face[np.random.default_rng(0).permutation(68)]
+    assert "face shape" in shape_problem(scrambled, box)
+    assert "eyes" in shape_problem(face, (0.0, 0.0, 900.0, 900.0)), "tiny face in a huge box"
+
+
+@pytest.mark.parametrize("shift", [5, 10])
+def test_name_patch_of_a_cut_photo_is_not_a_face(dlib_detector, shift):
+    """The astronaut cut through her face at the left border: the HOG detector then finds the
+    name patch on her suit, and its 68 points look face-shaped enough to fool a shape check."""
+    from skimage import data
+    photo = data.astronaut()
+    cx = int(dlib_detector.detect(photo).points[:, 0].mean())
+    cut = np.ascontiguousarray(photo[:, cx + shift:])
+    unchecked = LandmarkDetector("dlib", verify=False).detect_all(cut)
+    assert unchecked and unchecked[0].box[1] > 300, "the detector's false face (the name patch)"
+    assert dlib_detector.detect_all(cut) == []
+    assert dlib_detector.rejected and dlib_detector.rejected[0][0] == unchecked[0].box
+    with pytest.raises(NoFaceError) as ei:
+        dlib_detector.detect(cut, name="astronaut-cut.png")
+    msg = str(ei.value)
+    assert "astronaut-cut.png" in msg and "did not look like a face" in msg, msg
+
+
+def test_every_real_face_in_the_stills_is_kept(dlib_detector, stills):
+    unchecked = LandmarkDetector("dlib", verify=False)
+    found = 0
+    for path in stills:
+        image = load_image(path)
+        raw = unchecked.detect_all(image)
+        kept = dlib_detector.detect_all(image)
+        assert len(kept) == len(raw), f"{path.name}: a real face was rejected: {dlib_detector.rejected}"
+        found += len(kept)
+    assert found >= 39
+
+
+def test_text_on_a_wall_in_a_clip_is_not_a_face(dlib_detector, shared_data):
+    """A frame of the shared Wav2Lip clip where HOG finds a 'face' in a wall of words."""
+    from caingan.media.video import VideoReader
+    reader = VideoReader(shared_data / "clips/extra/Rudrabha__Wav2Lip__checkpoints_test.mov")
+    try:
+        frame = reader.read(340)
+    finally:
+        reader.close()
+    assert LandmarkDetector("dlib", verify=False).detect_all(frame), "HOG's false face"
+    assert dlib_detector.detect_all(frame) == []
