@@ -2,6 +2,10 @@
 
 Jobs run first-in first-out (every photo must be processed, unlike preview targets); a job
 removed before it starts is skipped. Failures come back as messages naming the photo.
+
+Every face of a photo is kept (largest first), so the user can switch to another one without
+detecting again (LoadedSource.with_face). Photos are bounded to PHOTO_MAX_SIDE while decoding;
+the face is also cropped at the photo's own resolution (up to VIEW_MAX_SIDE) for the Target view.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ class SourceJob:
     image: np.ndarray | None = None   # …or use this RGB image (clipboard, sample)
 
 
+PHOTO_MAX_SIDE = 8192     # photos are decoded at most this large (memory follows the output)
+VIEW_MAX_SIDE = 768       # the Target view's crop: the photo's resolution up to this (repaint cost)
+SAVE_MAX_SIDE = 4096      # a saved face crop: the photo's resolution up to this
+
+
 @dataclass
 class LoadedSource:
     job_id: int
@@ -35,6 +44,60 @@ class LoadedSource:
     detection: Any                    # caingan.face.landmarks.FaceDetection (in photo pixels)
     n_faces: int = 1
     notes: list[str] = field(default_factory=list)
+    faces: list = field(default_factory=list)    # every FaceDetection in the photo, largest first
+    face_index: int = 0                          # which of them `crop` shows
+    view: np.ndarray | None = None               # the crop's square at the photo's resolution
+
+    @property
+    def output_side(self) -> int:
+        """The face crop's side in the photo (≥ the model's size): a saved result's size."""
+        return int(min(max(self.crop.native_side, self.crop.size), SAVE_MAX_SIDE))
+
+    def at_photo_size(self, face: np.ndarray) -> np.ndarray:
+        """A generated face (any square size) at output_side, smoothly resized."""
+        from caingan.face.crop import resize_square
+        return resize_square(face, self.output_side)
+
+    @property
+    def short_note(self) -> str:
+        """What the source list says under the name ('' for a photo with one face)."""
+        if self.n_faces < 2:
+            return ""
+        which = "largest" if self.face_index == 0 else f"face {self.face_index + 1}"
+        return f"{self.n_faces} faces: {which} used"
+
+    def with_face(self, index: int) -> "LoadedSource":
+        """The same photo with another of its faces (no detection: crops only, milliseconds)."""
+        return make_source(self.job_id, self.label, self.path, self.original, self.faces,
+                           index, self.crop.size)
+
+
+def make_source(job_id: int, label: str, path: str | None, original: np.ndarray, faces: list,
+                index: int, image_size: int) -> LoadedSource:
+    from caingan.face.crop import crop_face
+
+    if not 0 <= index < len(faces):
+        raise IndexError(f"face {index} of {len(faces)} in {label}")
+    det = faces[index]
+    crop = crop_face(original, det.points, image_size)
+    view_side = int(min(max(crop.native_side, image_size), VIEW_MAX_SIDE))
+    view = crop.image if view_side == image_size else crop.at_side(original, view_side)
+    n = len(faces)
+    notes = []
+    if n > 1 and index == 0:
+        notes.append(f"{n} faces found in {label}; using the largest (Faces… picks another)")
+    return LoadedSource(job_id, label, path, original, crop, det, n, notes, list(faces), index, view)
+
+
+def _bounded(image: np.ndarray) -> np.ndarray:
+    """A pasted or sample image as RGB uint8, no larger than PHOTO_MAX_SIDE."""
+    import cv2
+    a = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+    h, w = a.shape[:2]
+    s = PHOTO_MAX_SIDE / max(h, w)
+    if s < 1:
+        a = cv2.resize(a, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return a
 
 
 def default_detector_factory():
@@ -85,18 +148,15 @@ class DetectWorker(QObject):
             self.failed.emit(job.job_id, job.label, _describe(e))
 
     def _load(self, job: SourceJob) -> LoadedSource:
-        from caingan.face.crop import crop_face
         from caingan.media.images import load_image
 
         if job.image is not None:
-            original = np.ascontiguousarray(job.image[..., :3], dtype=np.uint8)
+            original = _bounded(job.image)
         else:
-            original = load_image(job.path)
-        det = self._detector_instance().detect(original)
-        crop = crop_face(original, det.points, job.image_size)
-        others = getattr(det, "others", None) or []
-        n = 1 + len(others)
-        notes = []
-        if n > 1:
-            notes.append(f"{n} faces found in {job.label}; using the largest")
-        return LoadedSource(job.job_id, job.label, job.path, original, crop, det, n, notes)
+            original = load_image(job.path, max_side=PHOTO_MAX_SIDE)
+        detector = self._detector_instance()
+        find_all = getattr(detector, "detect_all", None)
+        faces = find_all(original) if find_all is not None else []
+        if not faces:      # none (or a detector without detect_all): detect() says why
+            faces = [detector.detect(original)]     # (the GUI adds the photo's name)
+        return make_source(job.job_id, job.label, job.path, original, faces, 0, job.image_size)

@@ -30,14 +30,14 @@ from .convert import rgb_from_qimage
 from .dialogs import IMAGE_FILTER, start_folder
 from .detect_worker import DetectWorker, LoadedSource, SourceJob, default_detector_factory
 from .document import EditDocument, EditState
-from .image_pane import ImagePane, titled
+from .image_pane import ImagePane, show_crop, titled
 from .landmark_view import LandmarkView
 from .menus import build_actions
 from .notifications import Banner, MessagesDialog, Notifier
 from .preview_worker import PreviewResult, PreviewWorker, default_loader, sources_overlay
 from .sliders import SlidersPanel
 from .sources import Sources
-from .sources_panel import MAX_SOURCES, SourcesPanel, thumbnail
+from .sources_panel import MAX_SOURCES, SourcesPanel, choose_face, thumbnail
 from .workers import WorkerThread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,6 +164,7 @@ class MainWindow(QMainWindow):
         sp.removeRequested.connect(self.remove_sources)
         sp.orderChanged.connect(lambda _ids: self._sources_changed())
         sp.targetRequested.connect(lambda i: self.set_target(self.sources[i]))
+        sp.faceRequested.connect(lambda i: choose_face(self, i))
 
         self.editor.dragStarted.connect(
             lambda i, part: self.doc.begin_drag(i, part, self.symmetric_action.isChecked()))
@@ -283,9 +284,9 @@ class MainWindow(QMainWindow):
             return   # removed while it was being detected
         self.sources[src.job_id] = src
         note = "; ".join(src.notes)
-        short = f"{src.n_faces} faces: largest used" if src.n_faces > 1 else ""
         self.sources_panel.set_loaded(src.job_id, src.label,
-                                      thumbnail(src.crop.image, src.crop.points), short)
+                                      thumbnail(src.crop.image, src.crop.points), src.short_note,
+                                      src.n_faces)
         for n in src.notes:
             self.notifier.info(n)
         if not note:
@@ -337,7 +338,7 @@ class MainWindow(QMainWindow):
         self.target = src
         if src.path:
             self.last_folder = str(Path(src.path).parent)
-        self.editor.set_image(src.crop.image)
+        show_crop(self.editor, src.crop.image if src.view is None else src.view, src.crop.size)
         self.doc.start(src.crop.points)
         self._paste_back_toggled(self.paste_back_box.isChecked())
         self.statusBar().showMessage(f"Editing the face from {src.label}", 4000)
@@ -445,7 +446,7 @@ class MainWindow(QMainWindow):
         if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             path = path.with_suffix(".png")
         try:
-            image = r.image
+            image = self.target.at_photo_size(r.image) if self.target else r.image
             if r.pasted is not None and self.paste_back_box.isChecked():
                 QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
                 try:

@@ -8,16 +8,20 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QPointF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHBoxLayout, QLabel,
+                               QListWidget, QListWidgetItem, QMenu, QPushButton, QVBoxLayout,
+                               QWidget)
 
 from .convert import qpixmap_from_rgb
+from .image_pane import FaceBoxesPane
 from .part_colors import point_colors
 
 MAX_SOURCES = 16
 THUMB = 96
+PICKER_MAX_SIDE = 1024      # the face picker shows the photo at most this large
 ID_ROLE = Qt.ItemDataRole.UserRole
 PENDING_ROLE = Qt.ItemDataRole.UserRole + 1
+FACES_ROLE = Qt.ItemDataRole.UserRole + 2     # how many faces the photo has
 
 
 def thumbnail(image: np.ndarray, points: np.ndarray, side: int = THUMB) -> QPixmap:
@@ -92,6 +96,78 @@ class _SourceList(QListWidget):
             super().dropEvent(e)
 
 
+class FacePicker(QDialog):
+    """The whole photo with a box on every face: clicking a box chooses that face."""
+
+    chosen = Signal(int)              # face index (0: the largest)
+
+    def __init__(self, photo: np.ndarray, boxes, current: int = 0, label: str = "",
+                 parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Choose a face — {label}" if label else "Choose a face")
+        import cv2
+        h, w = photo.shape[:2]
+        s = min(1.0, PICKER_MAX_SIDE / max(h, w))
+        shown = photo if s >= 1 else cv2.resize(
+            photo, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        k = shown.shape[1] / w          # box coordinates follow the shown copy (pixel centres)
+        self.pane = FaceBoxesPane(min_side=320)
+        self.pane.set_image(np.ascontiguousarray(shown))
+        self.pane.set_boxes([((b[0] + 0.5) * k - 0.5, (b[1] + 0.5) * k - 0.5,
+                              (b[2] + 0.5) * k - 0.5, (b[3] + 0.5) * k - 0.5) for b in boxes],
+                            current)
+        self.pane.faceClicked.connect(self._clicked)
+        self.index: int | None = None
+        n = len(boxes)
+        text = QLabel(f"{n} faces found{' in ' + label if label else ''}. Click the face to use "
+                      f"(green: the one used now).")
+        text.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(text)
+        lay.addWidget(self.pane, 1)
+        lay.addWidget(buttons)
+        self.resize(min(900, max(420, shown.shape[1] + 40)), min(720, max(380, shown.shape[0] + 90)))
+
+    def _clicked(self, i: int) -> None:
+        self.index = i
+        self.chosen.emit(i)
+        self.accept()
+
+
+def choose_face(window, job_id: int) -> FacePicker | None:
+    """The editor's 'Faces…': the photo with its faces boxed; a click uses that face."""
+    src = window.sources.get(job_id)
+    if src is None or src.n_faces < 2:
+        return None
+    picker = FacePicker(src.original, [f.box for f in src.faces], src.face_index, src.label,
+                        window)
+    picker.chosen.connect(lambda i: use_face(window, job_id, i))
+    picker.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    picker.open()
+    return picker
+
+
+def use_face(window, job_id: int, index: int) -> bool:
+    """Another face of the same photo for this source, and for the edited face if it is this
+    photo's (after the usual 'discard the edits?' question). False when nothing changed."""
+    src = window.sources.get(job_id)
+    if src is None or index == src.face_index:
+        return False
+    new = src.with_face(index)
+    window.sources[job_id] = new
+    if window.target is not None and window.target.job_id == job_id:
+        window.set_target(new)                 # asks before discarding edits
+        if window.target is not new:
+            window.sources[job_id] = src       # the user kept the edits
+            return False
+    window.sources_panel.set_loaded(job_id, new.label, thumbnail(new.crop.image, new.crop.points),
+                                    new.short_note, new.n_faces)
+    window._sources_changed()
+    return True
+
+
 class SourcesPanel(QWidget):
     addRequested = Signal()
     pasteRequested = Signal()
@@ -99,6 +175,7 @@ class SourcesPanel(QWidget):
     removeRequested = Signal(list)    # ids
     orderChanged = Signal(list)       # ids in the new order
     targetRequested = Signal(int)     # id
+    faceRequested = Signal(int)       # id: the user wants to pick another face of this photo
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -126,6 +203,13 @@ class SourcesPanel(QWidget):
         target.setToolTip("Use the selected source's crop and landmarks as the target to edit")
         target.clicked.connect(self._target_selected)
         self.list.itemDoubleClicked.connect(lambda it: self._target_item(it))
+        self.face_button = QPushButton("Faces…")
+        self.face_button.setToolTip("This photo has several faces: click the one to use")
+        self.face_button.clicked.connect(self._faces_selected)
+        self.face_button.setEnabled(False)
+        self.list.currentItemChanged.connect(lambda *_: self._update_face_button())
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._context_menu)
         row1 = QHBoxLayout()
         for b in (add, paste, self.remove_button):
             row1.addWidget(b)
@@ -133,11 +217,14 @@ class SourcesPanel(QWidget):
         for b in (up, down):
             row2.addWidget(b)
         row2.addWidget(target, 1)
+        row0 = QHBoxLayout()
+        row0.addWidget(self.count_label, 1)
+        row0.addWidget(self.face_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(QLabel("<b>Source photos</b>"))
         lay.addWidget(self.list, 1)
-        lay.addWidget(self.count_label)
+        lay.addLayout(row0)
         lay.addLayout(row1)
         lay.addLayout(row2)
         self._update_count()
@@ -154,15 +241,27 @@ class SourcesPanel(QWidget):
         self.list.addItem(it)
         self._update_count()
 
-    def set_loaded(self, item_id: int, label: str, pixmap: QPixmap, note: str = "") -> None:
+    def set_loaded(self, item_id: int, label: str, pixmap: QPixmap, note: str = "",
+                   faces: int = 1) -> None:
+        """A detected photo: its thumbnail and a note; with several `faces` the entry offers
+        the choice (Faces… button, right-click menu)."""
         it = self._item(item_id)
         if it is None:
             return
         it.setText(label + (f"\n{note}" if note else ""))
-        it.setToolTip(label + (f"\n{note}" if note else ""))
+        tip = label + (f"\n{note}" if note else "")
+        if faces > 1:
+            tip += "\nFaces… (or right-click) shows the photo: click the face to use."
+        it.setToolTip(tip)
         it.setIcon(QIcon(pixmap))
         it.setData(PENDING_ROLE, False)
+        it.setData(FACES_ROLE, int(faces))
         it.setFlags(it.flags() | Qt.ItemFlag.ItemIsDragEnabled)
+        self._update_face_button()
+
+    def faces(self, item_id: int) -> int:
+        it = self._item(item_id)
+        return int(it.data(FACES_ROLE) or 1) if it is not None else 0
 
     def remove(self, item_id: int) -> None:
         it = self._item(item_id)
@@ -224,6 +323,28 @@ class SourcesPanel(QWidget):
     def _target_item(self, it: QListWidgetItem) -> None:
         if not it.data(PENDING_ROLE):
             self.targetRequested.emit(int(it.data(ID_ROLE)))
+
+    def _has_faces(self, it: QListWidgetItem | None) -> bool:
+        return it is not None and not it.data(PENDING_ROLE) and int(it.data(FACES_ROLE) or 1) > 1
+
+    def _update_face_button(self) -> None:
+        self.face_button.setEnabled(self._has_faces(self.list.currentItem()))
+
+    def _faces_selected(self) -> None:
+        it = self.list.currentItem()
+        if self._has_faces(it):
+            self.faceRequested.emit(int(it.data(ID_ROLE)))
+
+    def _context_menu(self, pos) -> None:
+        it = self.list.itemAt(pos)
+        if it is None or it.data(PENDING_ROLE):
+            return
+        menu = QMenu(self)
+        menu.addAction("Edit this face", lambda: self._target_item(it))
+        faces = menu.addAction("Choose face…",
+                               lambda: self.faceRequested.emit(int(it.data(ID_ROLE))))
+        faces.setEnabled(self._has_faces(it))
+        menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def keyPressEvent(self, e) -> None:  # noqa: N802
         if e.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
