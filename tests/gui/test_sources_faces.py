@@ -141,6 +141,13 @@ def test_target_view_shows_the_face_at_the_photo_resolution(qtbot, make_window, 
     assert face.std() > 10, "the grab shows the face"
     same = float((np.abs(np.diff(face, axis=1)).max(-1) == 0).mean())
     assert same < 0.3, f"pixelated Target view: {same:.0%} of neighbours are copies"
+    # the model's (small) output in the Preview: enlarged smoothly too
+    pv = _grab(w.preview_pane)
+    c = np.array(pv.shape[:2]) // 2
+    out = pv[c[0] - 80:c[0] + 80, c[1] - 80:c[1] + 80].astype(np.int16)
+    assert out.std() > 3
+    same = float((np.abs(np.diff(out, axis=1)).max(-1) == 0).mean())
+    assert same < 0.3, f"pixelated Preview: {same:.0%} of neighbours are copies"
 
 
 def test_saved_result_has_the_photo_resolution(qtbot, make_window, big_photo, tmp_path):
