@@ -22,6 +22,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
                                QMessageBox, QSplitter, QVBoxLayout, QWidget)
 
+from caingan.assets import DEFAULT_WEIGHTS
 from caingan.face import landmark_edit as le
 from caingan.face import landmark_file as lmf
 from caingan.errors import CainGANError
@@ -41,7 +42,6 @@ from .sources_panel import MAX_SOURCES, SourcesPanel, choose_face, thumbnail
 from .workers import WorkerThread
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO / "assets" / "caingan-small.safetensors"
 
 
 def _fixed_label(text: str, width: int, tip: str) -> QLabel:

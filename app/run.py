@@ -7,7 +7,7 @@ import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from .main_window import DEFAULT_WEIGHTS
+    from caingan.assets import DEFAULT_WEIGHTS
 
     p = argparse.ArgumentParser(prog="caingan-app",
                                 description="Edit the pose and expression of a face in a photo.")

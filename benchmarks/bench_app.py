@@ -16,8 +16,8 @@ Each K is measured twice: on the machine as it is, and with a background load â€
 process spinning on a CPU (`--hogs`) for the whole measurement, what a busy laptop looks like.
 The preview worker picks its torch thread count from the other processes' load
 (app.workers.ThreadBudget); the table shows the count it used.
-Uses assets/caingan-small.safetensors when present, else a randomly initialised
-ModelConfig.small() (same architecture and cost; the output is noise).
+Uses the bundled default model (assets/caingan-warp.safetensors) when present, else a randomly initialised
+ModelConfig.warp_small() (same architecture and cost; the output is noise).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from report import replace_section  # noqa: E402  (benchmarks/report.py)
+from caingan.assets import DEFAULT_WEIGHTS  # noqa: E402  (no torch import)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from app.qt_env import prepare_qt_environment  # noqa: E402
@@ -244,7 +245,7 @@ def measure(app, w, rec: Recorder, samples: int, drag_seconds: float) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(REPO / "assets" / "caingan-small.safetensors"))
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--samples", type=int, default=25)
     ap.add_argument("--drag-seconds", type=float, default=4.0)
@@ -261,7 +262,7 @@ def main(argv=None) -> int:
 
     from caingan.nn.checkpoint import checkpoint_paths, save_model
     from caingan.config import ModelConfig
-    from caingan.nn.model import CainGAN
+    from caingan.nn.model import build_network
 
     weights = Path(args.weights)
     tmp = None
@@ -270,9 +271,9 @@ def main(argv=None) -> int:
     else:
         tmp = tempfile.TemporaryDirectory()
         torch.manual_seed(0)
-        cfg = ModelConfig.small()
-        weights = save_model(Path(tmp.name) / "random-small", CainGAN(cfg), cfg)
-        model_desc = ("a randomly initialised `ModelConfig.small()` (bundled weights absent; same "
+        cfg = ModelConfig.warp_small()
+        weights = save_model(Path(tmp.name) / "random-warp", build_network(cfg), cfg)
+        model_desc = ("a randomly initialised `ModelConfig.warp_small()` (bundled weights absent; same "
                       "architecture and cost)")
 
     from app.main_window import MainWindow

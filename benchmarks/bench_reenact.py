@@ -13,8 +13,8 @@ Export: caingan.pipeline.export.export_frames into PNGs (batch 8) at K=1 and K=8
 sequence (model + PNG writing) and, at K=1, from the driving video (+ decoding and tracking), as
 `caingan-export` runs them. Median frames/s over --repeats fresh runs.
 
-Model: assets/caingan-small.safetensors when present, else a randomly initialised
-ModelConfig.small() (same architecture and cost; the output is noise).
+Model: the bundled default (assets/caingan-warp.safetensors) when present, else a randomly initialised
+ModelConfig.warp_small() (same architecture and cost; the output is noise).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from report import cpu_name, load_avg, replace_section  # noqa: E402  (benchmarks/report.py)
+from caingan.assets import DEFAULT_WEIGHTS  # noqa: E402  (no torch import)
 DATA = REPO.parent / "shared" / "data"
 SECTION = "## Reenactment and export"
 
@@ -71,12 +72,12 @@ def model_weights(path: Path, tmp: Path) -> tuple[Path, str]:
 
     from caingan.nn.checkpoint import save_model
     from caingan.config import ModelConfig
-    from caingan.nn.model import CainGAN
+    from caingan.nn.model import build_network
 
     torch.manual_seed(0)
-    cfg = ModelConfig.small()
-    return (save_model(tmp / "random-small", CainGAN(cfg), cfg),
-            "a randomly initialised `ModelConfig.small()` (assets/caingan-small.safetensors is "
+    cfg = ModelConfig.warp_small()
+    return (save_model(tmp / "random-warp", build_network(cfg), cfg),
+            "a randomly initialised `ModelConfig.warp_small()` (the bundled weights are "
             "absent; same architecture and cost)")
 
 
@@ -136,7 +137,7 @@ def export_rate(reenactor, sources, make_targets, n: int, repeats: int, tmp: Pat
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(REPO / "assets" / "caingan-small.safetensors"))
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seconds", type=float, default=15.0, help="live measurement per mode")
     ap.add_argument("--frames", type=int, default=48, help="frames per export run")

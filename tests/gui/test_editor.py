@@ -438,7 +438,7 @@ def test_main_parses_options():
     from app.run import parse_args
     a = parse_args(["--weights", "x.safetensors", "--device", "cpu", "a.png"])
     assert a.weights == "x.safetensors" and a.device == "cpu" and a.photos == ["a.png"]
-    assert parse_args([]).weights.endswith("assets/caingan-small.safetensors")
+    assert parse_args([]).weights.endswith("assets/caingan-warp.safetensors")
     with pytest.raises(SystemExit):
         parse_args(["--device", "tpu"])
 

@@ -6,7 +6,8 @@ from .conftest import wait_model, wait_quiet
 
 
 def test_opens_with_bundled_weights_and_sample_face(qtbot, detector):
-    from app.main_window import DEFAULT_WEIGHTS, MainWindow
+    from app.main_window import MainWindow
+    from caingan.assets import DEFAULT_WEIGHTS
 
     assert DEFAULT_WEIGHTS.is_file(), f"the bundled weights {DEFAULT_WEIGHTS} are missing"
     w = MainWindow(device="cpu", detector_factory=lambda: detector, confirm_discard=False)
@@ -19,7 +20,7 @@ def test_opens_with_bundled_weights_and_sample_face(qtbot, detector):
         src = next(iter(w.sources.values()))
         assert "astronaut" in src.label
         assert w.target is src
-        assert w.last_result.image.shape == (128, 128, 3)
+        assert w.last_result.image.shape == (256, 256, 3)  # the default model renders 256²
         assert w.last_result.image.std() > 10          # a picture, not a flat fill
         assert "CPU" in w.device_label.text()
         assert not [m.text for m in w.notifier.history if m.level == "error"]
