@@ -18,11 +18,20 @@ from pathlib import Path
 # name → extra train.train flags
 METHODS = {
     "CainGAN": [],
+    "Warp-guided CainGAN": ["--preset", "warp"],
     "w/o T": ["--ablation", "wo_t"],
     "w/o R": ["--ablation", "wo_r"],
     "w/o I": ["--ablation", "wo_i"],
     "FSHM": ["--arch", "fshm"],
     "pix2pixHD": ["--arch", "pix2pixhd"],
+}
+
+
+# objective → train.train flags, the same for every method of a sweep
+OBJECTIVES = {
+    "paper": ["--amp", "none"],
+    "recon": ["--d-steps", "0", "--lambda-l1", "10", "--lambda-region", "10", "--lambda-id", "2",
+              "--betas", "0.9", "0.999", "--lr-g", "2e-4", "--amp", "bf16"],
 }
 
 
@@ -44,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-k", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--targets", type=int, default=8, help="target frames per test clip")
     p.add_argument("--report", default="docs/RESULTS.md")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="paper",
+                   help="paper: hinge GAN + FM + perceptual (eq. 5); recon: L1 + eyes/mouth L1 + "
+                        "identity + perceptual, no discriminator (the CPU phase of the default model)")
     p.add_argument("--skip-eval", action="store_true")
     return p.parse_args(argv)
 
@@ -60,7 +72,7 @@ def main(argv=None) -> int:
                "--batch-size", str(a.batch_size), "--samples-per-clip", "8", "--num-workers", "0",
                "--threads", str(a.threads), "--max-steps", str(a.steps), "--save-every", "100",
                "--image-every", "250", "--log-every", "25", "--keep-last", "1",
-               "--perceptual", "vgg16_hed", "--amp", "none", "--seed", "0", *METHODS[name]]
+               "--perceptual", "vgg16_hed", "--seed", "0", *OBJECTIVES[a.objective], *METHODS[name]]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         rc = subprocess.call(cmd, env=env)
         if rc != 0:
