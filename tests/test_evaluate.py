@@ -372,6 +372,31 @@ def test_model_file_loads_through_the_reenactor(tmp_path):
         em.load_method("x", tmp_path / "missing.safetensors")
 
 
+def test_warp_model_renders_above_its_network_size_and_is_scored_at_the_evaluation_size(tmp_path):
+    """A warp-guided model (networks at 32², output 128²) evaluated on 64² crops: points go in at
+    32², the 128² output comes back INTER_AREA-downscaled to 64²."""
+    import dataclasses
+
+    pytest.importorskip("caingan.nn.warp_model")
+    from caingan.config import ModelConfig
+    from caingan.nn.checkpoint import save_model
+    from caingan.nn.model import build_network
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(ModelConfig.tiny(32), warp=True, output_size=128)
+    path = save_model(tmp_path / "w.safetensors", build_network(cfg), cfg, {"arch": "caingan"})
+    m = em.load_method("warp", path)
+    assert (m.image_size, m.output_size) == (32, 128)
+    data = ep.build_eval_set([fake_clip("c", 40)], 3, 2, 0, progress=False)
+    out = em.generate(m, data, 2)
+    assert out.shape == (3, SIZE, SIZE, 3) and out.dtype == np.uint8
+    m.reenactor.set_sources(list(data.source_frames[0][:2]), list(data.source_points[0][:2]))
+    raw = m.reenactor.generate_batch(rescale_points(data.target_points, SIZE, 32)).image
+    assert raw.shape == (3, 128, 128, 3)
+    want = np.stack([cv2.resize(i, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for i in raw])
+    assert np.array_equal(out, want)
+
+
 # --- the real metrics on real faces ---------------------------------------------------------
 STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 
