@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,10 @@ class ModelConfig:
     # Warp-guided only: the resolution of the training output (bi-layer detail above image_size);
     # 0 = image_size. At inference the output follows the sources' resolution.
     output_size: int = 0
+    # Warp-guided only: responsibilities are raised to this power before mixing (then renormalised):
+    # > 1 lets the sharpest source win per region instead of averaging K slightly misaligned
+    # warps into a blur. 1 = paper eq. 1 as is.
+    mix_power: float = 1.0
     # Discriminator: pix2pixHD multi-scale PatchGAN.
     disc_scales: int = 2
     disc_layers: int = 4
@@ -91,6 +96,10 @@ class ModelConfig:
         if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or not (
                 self.output_size == 0 or self.image_size <= self.output_size <= 4096):
             raise ConfigError(f"output_size must be 0 or in [image_size, 4096], got {self.output_size!r}")
+        mp = self.mix_power
+        if isinstance(mp, bool) or not isinstance(mp, (int, float)) or not math.isfinite(mp) \
+                or not 0 < mp <= 64:
+            raise ConfigError(f"mix_power must be a number in (0, 64], got {mp!r}")
         for name in ("targeted", "responsibility", "warp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -168,3 +177,26 @@ MODEL_PRESETS = {
     "paper": ModelConfig.paper,       # the paper's model, 224², width 1
     "tiny": ModelConfig.tiny,         # for tests
 }
+
+
+# Frame rates: one range for the command line, landmark/keyframe files, the dialog and writers.
+MIN_FPS = 0.1                   # one frame per 10 s
+MAX_FPS = 240.0
+
+
+def check_fps(fps, what: str = "fps", error: type[CainGANError] = CainGANError) -> float:
+    """A usable frame rate as a float: finite, MIN_FPS ≤ fps ≤ MAX_FPS, else `error`.
+
+    An infinite or absurd rate used to hang the old video writer or fail after every frame was
+    rendered; this check runs where a rate comes in (command line, files, dialog) instead.
+    """
+    ok = isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+    try:
+        ok = ok and math.isfinite(float(fps)) and MIN_FPS <= float(fps) <= MAX_FPS
+    except (OverflowError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        shown = repr(fps) if len(repr(fps)) <= 40 else repr(fps)[:37] + "..."
+        raise error(f"{what} must be a number of frames per second from {MIN_FPS:g} to "
+                    f"{MAX_FPS:g}, got {shown}")
+    return float(fps)

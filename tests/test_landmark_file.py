@@ -167,7 +167,7 @@ def test_fps_must_be_finite_and_at_most_240(tmp_path, kind, fps):
     doc = json.dumps({**_docs()[kind], "fps": fps})
     if fps in ("NaN", "Infinity"):   # Python's json reads these bare literals
         doc = doc.replace(f'"{fps}"', fps)
-    _refused(tmp_path / "f.json", doc, "'fps' must be a number above 0 and at most 240")
+    _refused(tmp_path / "f.json", doc, "'fps' must be a number of frames per second from 0.1 to 240")
 
 
 @pytest.mark.parametrize("kind", ["sequence", "keyframes"])

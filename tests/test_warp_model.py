@@ -154,3 +154,20 @@ def test_reenactor_renders_a_warp_checkpoint_at_its_output_size(tmp_path):
     assert r.generate_batch(np.stack([target] * 3)).image.shape == (3, 256, 256, 3)
     with pytest.raises(InferenceInputError):
         r.set_output_size(32)
+
+
+def test_mix_power_lets_one_source_win_per_region():
+    torch.manual_seed(0)
+    soft = WarpCainGAN(tiny_warp())
+    sharp = WarpCainGAN(tiny_warp(mix_power=16.0))
+    sharp.load_state_dict(soft.state_dict())
+    src, slm, tlm, sp, tp = inputs(soft.cfg, 3, 128)
+    with torch.no_grad():
+        w_soft = soft(src, slm, tlm, sp, tp)[1]
+        w_sharp = sharp(src, slm, tlm, sp, tp)[1]
+    assert torch.allclose(w_sharp.sum(1), torch.ones_like(w_sharp[:, 0]), atol=1e-5)
+    assert w_sharp.amax(1).mean() > w_soft.amax(1).mean() + 0.05
+    # The winner per pixel is the same source: sharpening reorders nothing.
+    assert torch.equal(w_sharp.argmax(1), w_soft.argmax(1))
+    with pytest.raises(ConfigError):
+        tiny_warp(mix_power=0.0)

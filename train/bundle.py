@@ -13,6 +13,7 @@ no momentum, and the second moment (β2 = 0.9) rebuilds within a few dozen steps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,11 @@ def disc_file(model_name: str) -> str:
     return f"train/{Path(model_name).stem}-discriminators.safetensors"
 
 
-def export(run_dir: Path, out: Path, name: str | None = None) -> tuple[Path, Path]:
+def export(run_dir: Path, out: Path, name: str | None = None, mix_power: float | None = None
+           ) -> tuple[Path, Path]:
+    """The run's newest weights → out/name (+ discriminators). mix_power, when given, is an
+    inference setting recorded in the shipped config (warp-guided model: how sharply the K
+    sources' responsibilities pick one source per region)."""
     ckpts = st.list_checkpoints(run_dir)
     if not ckpts:
         raise CainGANError(f"{run_dir}: no checkpoints to export")
@@ -55,7 +60,8 @@ def export(run_dir: Path, out: Path, name: str | None = None) -> tuple[Path, Pat
     extra = {"step": step, "epoch": counters["epoch"], "train_config": meta["config"],
              "source_checkpoint": path.name}
     name = name or model_file(cfg.model)
-    model_path = save_model(out / name, gen, cfg.model, extra)
+    model_cfg = cfg.model if mix_power is None else dataclasses.replace(cfg.model, mix_power=mix_power)
+    model_path = save_model(out / name, gen, model_cfg, extra)
     disc = {k: v for k, v in tensors.items() if k.startswith(("d_i.", "d_p."))}
     disc_path = save_checkpoint(out / disc_file(name), disc, {"kind": DISC_KIND, "counters": counters,
                                                        "config": meta["config"]})
@@ -84,9 +90,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=Path("assets"), type=Path)
     p.add_argument("--name", default=None, help="file name (default: by the model's kind, "
                    f"{DEFAULT_WEIGHTS.name} or {PAPER_WEIGHTS.name})")
+    p.add_argument("--mix-power", type=float, default=None,
+                   help="warp-guided model: responsibility sharpening to ship (default: as trained)")
     args = p.parse_args(argv)
     try:
-        for path in export(args.run_dir, args.out, args.name):
+        for path in export(args.run_dir, args.out, args.name, args.mix_power):
             print(path)
     except CainGANError as exc:
         print(f"error: {exc}", file=sys.stderr)

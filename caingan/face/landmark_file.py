@@ -36,6 +36,7 @@ from typing import Iterable, Union
 
 import numpy as np
 
+from caingan.config import check_fps as _check_fps
 from caingan.errors import CainGANError
 from caingan.files import atomic_write
 from caingan.face.keyframes import INTERPOLATIONS, Keyframe, KeyframeTrack
@@ -46,7 +47,6 @@ SEQUENCE_FORMAT = "caingan-landmark-sequence"
 KEYFRAMES_FORMAT = "caingan-keyframes"
 FORMATS = (LANDMARKS_FORMAT, SEQUENCE_FORMAT, KEYFRAMES_FORMAT)
 FORMAT_VERSION = 1
-MAX_FPS = 240.0
 MAX_COORD = 1e6          # px; a landmark further off its crop is a broken file
 MAX_FRAME = 1_000_000    # keyframe frame numbers (11 hours at 25 fps)
 
@@ -131,19 +131,10 @@ def _image_size(doc: dict, where: str, required: bool) -> int | None:
 
 
 def check_fps(fps, where: str) -> float | None:
-    """None, or a finite frame rate 0 < fps ≤ 240 as a float."""
+    """None, or a frame rate in the project's one range (caingan.config.check_fps)."""
     if fps is None:
         return None
-    ok = isinstance(fps, (int, float)) and not isinstance(fps, bool)
-    if ok:
-        try:
-            ok = math.isfinite(float(fps)) and 0 < fps <= MAX_FPS
-        except OverflowError:
-            ok = False
-    if not ok:
-        raise LandmarkFileError(f"{where}: 'fps' must be a number above 0 and at most "
-                                f"{MAX_FPS:g}, got {_short(fps)}")
-    return float(fps)
+    return _check_fps(fps, f"{where}: 'fps'", LandmarkFileError)
 
 
 def _sliders(value, where: str) -> EditParams:

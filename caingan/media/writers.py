@@ -27,11 +27,10 @@ import av
 import numpy as np
 from PIL import Image
 
+from caingan.config import MAX_FPS, MIN_FPS, check_fps
 from caingan.errors import CainGANError, ExportError
 from caingan.files import AtomicFile
 
-MIN_FPS = 0.1                   # one frame per 10 s
-MAX_FPS = 240.0
 GIF_TICKS_PER_SECOND = 100      # GIF delays are in 1/100 s
 GIF_MIN_TICKS = 2               # browsers slow shorter delays down to 1/10 s
 GIF_COLORS = 255                # + one transparent entry for unchanged pixels
@@ -39,23 +38,6 @@ PALETTE_SAMPLES = 16            # frames the shared palette is built from
 GIF_KEEP_LEVELS = 8             # a pixel this close (0-255, every channel) to what is shown stays
 H264_CRF = "18"                 # visually lossless for faces; ~20 KB/s at 128², 25 fps
 H264_PRESET = "fast"
-
-
-def check_fps(fps, what: str = "fps") -> float:
-    """A usable frame rate as a float: finite, MIN_FPS ≤ fps ≤ MAX_FPS, else CainGANError.
-
-    An infinite or absurd rate used to hang the old video writer or fail after every frame was
-    rendered; this check runs where a rate comes in (command line, files, dialog) instead.
-    """
-    ok = isinstance(fps, (int, float, np.integer, np.floating)) and not isinstance(fps, bool)
-    try:
-        ok = ok and math.isfinite(float(fps)) and MIN_FPS <= float(fps) <= MAX_FPS
-    except OverflowError:
-        ok = False
-    if not ok:
-        raise CainGANError(f"{what} must be a number of frames per second from {MIN_FPS:g} to "
-                           f"{MAX_FPS:g}, got {fps!r}")
-    return float(fps)
 
 
 def _rate(fps: float) -> Fraction:

@@ -169,7 +169,12 @@ class WarpCainGAN(nn.Module):
         g = g + _up(flow, s).permute(0, 2, 3, 1).to(g.dtype)
         warped, valid = tps.sample(src_lo, g)
         e, r = e.unflatten(0, (b, k)), r.unflatten(0, (b, k))
-        mixed_e, weights = mix_embeddings(e, r, self.cfg.responsibility)
+        if self.cfg.responsibility and self.cfg.mix_power != 1.0:
+            # Sharpened eq. 1: r_i^p / Σ r_j^p, computed in log space (r > 0).
+            weights = torch.softmax(self.cfg.mix_power * torch.log(r.float()), dim=1)
+            mixed_e = (e.float() * weights).sum(1).to(e.dtype)
+        else:
+            mixed_e, weights = mix_embeddings(e, r, self.cfg.responsibility)
         a = _up(weights.flatten(0, 1), s).unflatten(0, (b, k))                # (B,K,1,S,S)
         w_mix = (warped.unflatten(0, (b, k)).float() * a).sum(1)
         v_mix = (valid.unflatten(0, (b, k)).float() * a).sum(1)
