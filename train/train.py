@@ -165,7 +165,8 @@ class Trainer:
         while True:
             loader = self.loader(self.epoch)
             self.batches_per_epoch = max(1, len(loader))
-            it = iter(loader)
+            with _stop_signals_blocked():   # workers start ignoring them, race-free
+                it = iter(loader)
             for _ in range(self.batch_in_epoch):   # resume mid-epoch: skip what was consumed
                 next(it)
             for batch in it:
@@ -397,11 +398,25 @@ class Trainer:
         return 0
 
 
+@contextlib.contextmanager
+def _stop_signals_blocked():
+    """Block SIGTERM/SIGINT while data workers fork: they inherit the mask, so a signal sent to
+    the process group before their init function ran stays pending there (and is then ignored)
+    instead of killing them; the trainer receives it as soon as the block ends."""
+    stop = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _ignore_stop_signals(_worker_id: int) -> None:
     """`kill -TERM` / Ctrl+C on the process group must reach the trainer, which saves and stops;
     a data worker dying first would crash the loader before the checkpoint is written."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def main(argv=None) -> int:
