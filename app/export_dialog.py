@@ -343,7 +343,7 @@ class ExportDialog(QDialog):
                                  "“Add current pose as keyframe”.", error=True)
                 return None
             driving = DrivingSpec("track", track, max_frames)
-        sources = current.source_set()
+        sources = current.source_set(w.model_info.output_size if w.model_info else None)
         options = ExportOptions(Path(out), formats, fps=fps,
                                 paste_back=self.paste_box.isChecked(),
                                 overwrite=self.overwrite_box.isChecked())

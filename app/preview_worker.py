@@ -71,6 +71,7 @@ class ModelInfo:
     device_name: str
     image_size: int
     config: Any
+    output_size: int = 0             # side of the rendered face (≥ image_size)
 
 
 @dataclass
@@ -189,7 +190,7 @@ class PreviewWorker(QObject):
         self._reenactor = reenactor
         self._source_ids = ()
         self.modelReady.emit(ModelInfo(path, reenactor.device_name, int(reenactor.image_size),
-                                       reenactor.config))
+                                       reenactor.config, int(reenactor.output_size)))
 
     def _do_sources(self, value) -> None:
         ids, images, landmarks = value

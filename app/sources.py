@@ -83,9 +83,21 @@ class Sources:
         k = len(self.photos)
         return f"{k} source photo{'s' * (k > 1)}; target: {self.target.label}"
 
-    def source_set(self):
+    def model_inputs(self, side: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(crops, points) for Reenactor.set_sources: the crops cut again from the photos at
+        `side` (a warp-guided model's output size: its detail comes from them)."""
+        if not side or side == self.photos[0].crop.size:
+            return self.images, self.points
+        pairs = [p.crop.resampled(p.original, side) for p in self.photos]
+        return [a for a, _ in pairs], [b for _, b in pairs]
+
+    def source_set(self, detail_size: int | None = None):
         """The exporter's input (caingan.pipeline.export_inputs.SourceSet) for these photos."""
         from caingan.pipeline.export_inputs import SourceSet
 
+        detail = None
+        if detail_size and detail_size != self.photos[0].crop.size:
+            imgs, pts = self.model_inputs(detail_size)
+            detail = (imgs, np.stack(pts))
         return SourceSet([img.copy() for img in self.images], np.stack(self.points),
-                         self.labels, self.target_points, self.paste)
+                         self.labels, self.target_points, self.paste, detail)

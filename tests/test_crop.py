@@ -286,3 +286,20 @@ def test_paste_back_keeps_a_high_resolution_output(big_photo):
     nose = pts[30].astype(int)
     patch = out[nose[1] - 10:nose[1] + 10, nose[0] - 30:nose[0] + 30].astype(np.float32)
     assert patch.mean(2).std() > 60, "the stripes were blurred away (pasted at 128?)"
+
+
+def test_resampled_crop_is_the_same_square_at_more_pixels():
+    from skimage import data
+    photo = data.astronaut()
+    pts = LandmarkDetector("dlib").detect(photo).points
+    crop = crop_face(photo, pts, 128)
+    big, big_pts = crop.resampled(photo, 256)
+    assert big.shape == (256, 256, 3)
+    # The same picture: downsampled it matches the 128 crop; the points follow pixel centres.
+    small = cv2.resize(big, (128, 128), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - crop.image.astype(int)).mean() < 4
+    np.testing.assert_allclose((big_pts + 0.5) / 2 - 0.5, crop.points, atol=1e-4)
+    # More pixels means more detail than an upscaled 128 crop.
+    up = cv2.resize(crop.image, (256, 256), interpolation=cv2.INTER_CUBIC)
+    lap = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()  # noqa: E731
+    assert lap(big) > 1.5 * lap(up)

@@ -63,6 +63,15 @@ class FaceCrop:
         m = np.asarray(self.matrix, np.float64)
         return np.concatenate([m[:, :2] * k, (m[:, 2] * k + 0.5 * k - 0.5)[:, None]], axis=1)
 
+    def resampled(self, image: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the crop at side² from the original photo, its points at that size): what a
+        warp-guided model takes its detail from."""
+        if int(side) == self.size:
+            return self.image, np.asarray(self.points, np.float32)
+        k = int(side) / self.size
+        pts = (np.asarray(self.points, np.float64) + 0.5) * k - 0.5     # pixel centres
+        return self.at_side(image, int(side)), pts.astype(np.float32)
+
     def at_side(self, image: np.ndarray, side: int) -> np.ndarray:
         """The same square of `image` (the original photo) at `side` × `side` pixels, e.g. at
         native_side to show or save the face at the photo's own resolution."""

@@ -364,7 +364,7 @@ def run_export(reenactor, sources: SourceSet, driving: DrivingSpec | Driving,
                                target_points=sources.target_points)
     fps = check_fps(options.fps or driving.fps or 25.0,
                     f"the frame rate of {driving.description} (set one with --fps)")
-    res = export_frames(reenactor, (sources.images, sources.points), driving.targets,
+    res = export_frames(reenactor, sources.for_model, driving.targets,
                         options.out_dir, formats=options.formats, batch_size=options.batch_size,
                         paste_back=sources.paste if options.paste_back else None, fps=fps,
                         gif_scale=options.gif_scale, total=driving.total, progress=progress,

@@ -171,7 +171,8 @@ def _run(args, cancel_flag: dict) -> int:
             raise CainGANError(f"source photo {s}: file not found")
     reenactor = Reenactor.from_checkpoint(args.weights, device=args.device)
     detector = LandmarkDetector(args.detector)
-    sources = load_sources(args.source, detector, reenactor.image_size, face=args.face or 1)
+    sources = load_sources(args.source, detector, reenactor.image_size, face=args.face or 1,
+                           detail_size=reenactor.output_size)
     if args.driving:
         spec = DrivingSpec("video", args.driving, args.max_frames, args.neutral_frame)
     elif args.landmarks:

@@ -42,6 +42,14 @@ class SourceSet:
     labels: list[str]
     target_points: np.ndarray         # (68, 2): the target person's points
     paste: tuple | None = None        # (original photo, FaceCrop) of the target person
+    # The same crops at the model's output size (a warp-guided model renders its detail from
+    # them), or None: then the model gets `images`.
+    detail: tuple[list[np.ndarray], np.ndarray] | None = None
+
+    @property
+    def for_model(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """What Reenactor.set_sources gets: the detail crops when there are any."""
+        return self.detail if self.detail is not None else (self.images, self.points)
 
 
 def _ordinal(n: int) -> str:
@@ -67,11 +75,12 @@ def _pick_face(detector, image: np.ndarray, path: Path, face: int):
 
 
 def load_sources(paths: Sequence, detector, image_size: int,
-                 face: int | Sequence[int] = 1) -> SourceSet:
+                 face: int | Sequence[int] = 1, detail_size: int | None = None) -> SourceSet:
     """Load, detect and crop each photo; CainGANError names the photo that failed.
 
     face: which face of each photo, 1 = the largest, 2 = the second largest, … — one number for
-    every photo, or one per photo.
+    every photo, or one per photo. detail_size: also crop each photo at that size (the model's
+    output size) for the model's input (SourceSet.detail).
     """
     paths = [Path(p) for p in paths]
     if not 1 <= len(paths) <= MAX_SOURCES:
@@ -85,17 +94,20 @@ def load_sources(paths: Sequence, detector, image_size: int,
     bad = [f for f in faces if f < 1]
     if bad:
         raise CainGANError(f"--face must be 1 or more (1 is the largest face), got {bad[0]}")
-    images, points, paste = [], [], None
+    images, points, paste, detail = [], [], None, []
     for path, n in zip(paths, faces):
         original = load_image(path)
         det = _pick_face(detector, original, path, n)
         crop = crop_face(original, det.points, image_size)
         images.append(crop.image)
         points.append(crop.points)
+        if detail_size and detail_size != image_size:
+            detail.append(crop.resampled(original, detail_size))
         if paste is None:
             paste = (original, crop)
     pts = np.stack(points).astype(np.float32)
-    return SourceSet(images, pts, [p.name for p in paths], pts[0].copy(), paste)
+    hires = ([d[0] for d in detail], np.stack([d[1] for d in detail])) if detail else None
+    return SourceSet(images, pts, [p.name for p in paths], pts[0].copy(), paste, hires)
 
 
 # -- driving ----------------------------------------------------------------------------------
