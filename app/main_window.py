@@ -327,7 +327,7 @@ class MainWindow(QMainWindow):
             self.preview_pane.set_image(None)
             self.preview_pane.set_message("Add a source photo to start.")
             return
-        self.preview.set_sources(current.ids, *current.model_inputs(self.model_info.output_size))
+        self.preview.set_sources(current.ids, *current.model_inputs(current.render_side(self.model_info)))
         self.request_preview()
 
     # ------------------------------------------------------------------ target and edits

@@ -198,6 +198,8 @@ class PreviewWorker(QObject):
             return
         self._source_ids = ()
         if images:
+            if self._reenactor.warp:   # render at the size the crops were cut at
+                self._reenactor.set_output_size(images[0].shape[0])
             self._reenactor.set_sources(images, landmarks)
         self._source_ids = ids
         self.sourcesReady.emit(len(ids))

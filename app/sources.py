@@ -17,6 +17,8 @@ import numpy as np
 if TYPE_CHECKING:
     from .detect_worker import LoadedSource
 
+RENDER_MAX_SIDE = 512    # a warp-guided preview renders at the face's photo size up to this
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -82,6 +84,13 @@ class Sources:
     def describe(self) -> str:
         k = len(self.photos)
         return f"{k} source photo{'s' * (k > 1)}; target: {self.target.label}"
+
+    def render_side(self, info, max_side: int = RENDER_MAX_SIDE) -> int:
+        """Side to render at for a model (ModelInfo): a warp-guided model renders at the target
+        face's side in its photo, in [output_size, max_side] (only its detail layer grows)."""
+        if not info.config.warp:
+            return info.output_size
+        return int(min(max(self.target.crop.native_side, info.output_size), max_side))
 
     def model_inputs(self, side: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(crops, points) for Reenactor.set_sources: the crops cut again from the photos at
