@@ -182,6 +182,7 @@ def dlib_detector():
     return LandmarkDetector("dlib")
 
 
+@pytest.mark.slow
 def test_padding_of_tight_stills_has_no_streaks(stills, dlib_detector):
     """Repeating the border pixels drew streaks all around tight crops (the Target view, the
     thumbnails and the model input); the padding must hold no fine structure at all."""

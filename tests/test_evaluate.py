@@ -411,6 +411,7 @@ def stills_clip(name: str, detector) -> ep.TestClip:
     return ep.TestClip(name, len(frames), lambda: (frames, points))
 
 
+@pytest.mark.slow
 def test_scorer_perfect_copy_beats_another_person(tmp_path):
     from train import metrics
     from train.eval_scorer import Scorer

@@ -290,6 +290,7 @@ export_frames(Reenactor.from_checkpoint(weights, device="cpu"), _sources(), _tar
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["frame", "video"])
 def test_kill_9_leftovers_are_removed_on_resume(where, tiny_weights, tmp_path):
     import signal

@@ -63,6 +63,7 @@ def _summary(out: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+@pytest.mark.slow
 def test_video_export_writes_n_frames_and_videos_then_resumes(weights, clip, photo, tmp_path,
                                                              capsys):
     import cv2

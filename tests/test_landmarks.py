@@ -309,6 +309,7 @@ def test_name_patch_of_a_cut_photo_is_not_a_face(dlib_detector, shift):
     assert "astronaut-cut.png" in msg and "did not look like a face" in msg, msg
 
 
+@pytest.mark.slow
 def test_every_real_face_in_the_stills_is_kept(dlib_detector, stills):
     unchecked = LandmarkDetector("dlib", verify=False)
     found = 0

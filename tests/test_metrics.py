@@ -183,6 +183,7 @@ def test_dlib_detector_upsamples_only_small_images():
     assert calls[-1] == (256, 2)
 
 
+@pytest.mark.slow
 def test_torch_descriptor_net_agrees_with_dlibs_own():
     """net='torch' runs the torch port of dlib's ResNet on the same detected chip."""
     from caingan.errors import CainGANError

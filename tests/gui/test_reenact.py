@@ -54,6 +54,7 @@ def live(qtbot, make_window, good_photo):
     return w, rv, shown, failed
 
 
+@pytest.mark.slow
 def test_video_as_camera_drives_the_face_skips_faceless_frames_and_stops(
         qtbot, live, mixed_clip):
     w, rv, shown, failed = live
