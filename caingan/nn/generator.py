@@ -12,21 +12,25 @@ from caingan.config import ModelConfig
 from caingan.nn.embedder import channel_fn
 
 
+def encoder(cfg: ModelConfig, cin: int) -> tuple[nn.ModuleList, list[int], list[int]]:
+    """The generators' 4 down-steps from `cin` channels: (blocks, encoder widths, decoder widths)."""
+    ch = channel_fn(cfg)
+    if cfg.image_size % 16:
+        raise ValueError(f"image_size must be a multiple of 16 (4 down-steps), got {cfg.image_size}")
+    enc = [ch(64), ch(128), ch(256), ch(512)]
+    dec = [ch(512), ch(256), ch(128), ch(64)]
+    widths = [cin] + enc
+    down = nn.ModuleList(ResBlockDown(widths[i], c, preact=i > 0) for i, c in enumerate(enc))
+    return down, enc, dec
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        ch = channel_fn(cfg)
-        if cfg.image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 (4 down-steps), got {cfg.image_size}")
-        enc = [ch(64), ch(128), ch(256), ch(512)]
-        dec = [ch(512), ch(256), ch(128), ch(64)]
+        self.down, enc, dec = encoder(cfg, 3)
         hidden = dec  # SPADE conditioning as wide as the block (paper-size G: ~46 M params)
-        self.down = nn.ModuleList()
-        cin = 3
-        for i, c in enumerate(enc):
-            self.down.append(ResBlockDown(cin, c, preact=i > 0))
-            cin = c
+        cin = enc[-1]
         self.mid = nn.Sequential(*[ResBlock(cin) for _ in range(3)])
         self.up = nn.ModuleList()
         self.spade = nn.ModuleList()

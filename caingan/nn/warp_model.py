@@ -32,6 +32,7 @@ from caingan.config import ModelConfig
 from caingan.nn import tps
 from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3, inorm
 from caingan.nn.embedder import R_EPS, channel_fn
+from caingan.nn.generator import encoder
 from caingan.nn.mixing import mix_embeddings
 
 MAX_FLOW = 0.1  # learned correction, normalised units (0.1 = 6.4 px at 128²)
@@ -77,16 +78,8 @@ class WarpGenerator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        ch = channel_fn(cfg)
-        if cfg.image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 (4 down-steps), got {cfg.image_size}")
-        enc = [ch(64), ch(128), ch(256), ch(512)]
-        dec = [ch(512), ch(256), ch(128), ch(64)]
-        self.down = nn.ModuleList()
-        cin = 7
-        for i, c in enumerate(enc):
-            self.down.append(ResBlockDown(cin, c, preact=i > 0))
-            cin = c
+        self.down, enc, dec = encoder(cfg, 7)
+        cin = enc[-1]
         self.mid = nn.Sequential(*[ResBlock(cin) for _ in range(2)])
         skips = [enc[2], enc[1], enc[0], 7]  # features at S/8, S/4, S/2, S
         self.up, self.skip, self.spade = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
