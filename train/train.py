@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -37,7 +36,7 @@ from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.face.regions import region_mask
 from caingan.nn.face_id import FaceDescriptor
-from caingan.nn.warp_model import WarpCainGAN
+from caingan.nn.warp_model import WarpCainGAN, area_down
 from caingan.nn.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
 
 from . import state as st
@@ -53,13 +52,6 @@ EXIT_NAN = 3
 
 class NonFiniteLoss(CainGANError):
     """A loss became NaN/inf: the run stops and keeps its last good checkpoint."""
-
-
-def _area(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-downsample (B,C,H,W) to size² (no-op at that size): what D and VGG see."""
-    if images.shape[-1] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="area")
 
 
 def split_outputs(outs: list[list[torch.Tensor]]) -> tuple[list, list]:
@@ -193,8 +185,8 @@ class Trainer:
             "source_lms": landmark_images(rescale_points(src_pts.reshape(b * k, 68, 2).numpy(), res, size),
                                           size).reshape(b, k, 3, size, size).to(dev),
             "target_lm": landmark_images(rescale_points(tgt_pts.numpy(), res, size), size).to(dev),
-            "target_lo": _area(tgt, size),
-            "sources_lo": _area(src.flatten(0, 1), size).unflatten(0, (b, k)),
+            "target_lo": area_down(tgt, size),
+            "sources_lo": area_down(src.flatten(0, 1), size).unflatten(0, (b, k)),
         }
         if self.cfg.lambda_region > 0:
             masks = np.stack([region_mask(p, res) for p in tgt_pts.numpy()])
@@ -217,7 +209,7 @@ class Trainer:
     def d_step(self, x: dict[str, torch.Tensor]) -> dict[str, float]:
         with torch.no_grad(), self.autocast():
             fake, _ = self.render(self.gen, x)
-        fake = _area(fake.detach().float(), self.cfg.model.image_size)
+        fake = area_down(fake.detach().float(), self.cfg.model.image_size)
         src0 = x["sources_lo"][:, 0]
         with self.autocast():
             out_i = self.d_i_ddp(torch.cat([torch.cat([x["target_lo"], src0], 1),
@@ -241,7 +233,7 @@ class Trainer:
         d_i = d_i or self.d_i
         d_p = d_p or self.d_p
         fake_hi, weights = self.render(gen, x)
-        fake = _area(fake_hi, cfg.model.image_size)
+        fake = area_down(fake_hi, cfg.model.image_size)
         if cfg.d_steps > 0:
             src0 = x["sources_lo"][:, 0]
             real_i, fake_i = split_outputs(d_i(torch.cat([torch.cat([x["target_lo"], src0], 1),
@@ -304,7 +296,7 @@ class Trainer:
             x = self.prepare(batch)
             with self.autocast():
                 fake, _ = self.render(self.gen, x)
-                lo = _area(fake.float(), self.cfg.model.image_size)
+                lo = area_down(fake.float(), self.cfg.model.image_size)
                 err = F.l1_loss(fake.float(), x["target"]) + self.perceptual(lo, x["target_lo"]).float()
             total += err.item() * fake.shape[0]
             n += fake.shape[0]
@@ -322,7 +314,7 @@ class Trainer:
             self.writer.add_scalar(k, v, self.step)
         if x is not None and fake is not None:
             size = self.cfg.model.image_size
-            grid = sample_grid(x["sources_lo"], x["target_lm"], _area(fake, size), x["target_lo"])
+            grid = sample_grid(x["sources_lo"], x["target_lm"], area_down(fake, size), x["target_lo"])
             self.writer.add_image("samples", grid, self.step, dataformats="HWC")
             save_png(self.run_dir / "samples" / f"step_{self.step:08d}.png", grid)
         with open(self.run_dir / "log.jsonl", "a") as f:

@@ -106,7 +106,9 @@ class WarpGenerator(nn.Module):
         return self.out(F.leaky_relu(x, 0.2))
 
 
-def _area_down(x: torch.Tensor, size: int) -> torch.Tensor:
+def area_down(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-downsample (B,C,H,W) to size² (no-op at that size): the networks' view of a
+    higher-resolution image (the model's inputs; the trainer's discriminators and VGG)."""
     if x.shape[-1] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="area")
@@ -152,7 +154,7 @@ class WarpCainGAN(nn.Module):
         if grids is None:
             grids = self.grids(source_points, target_points, hi)
         src_hi = sources.flatten(0, 1)
-        src_lo = _area_down(src_hi, s)
+        src_lo = area_down(src_hi, s)
         g = grids.flatten(0, 1)
         warped, valid = tps.sample(src_lo, g)
         tlm = target_lm.unsqueeze(1).expand(b, k, *target_lm.shape[1:]).flatten(0, 1)
@@ -181,7 +183,7 @@ class WarpCainGAN(nn.Module):
             w_hi, _ = tps.sample(src_hi, tps.resize_grid(g, hi))
             a_hi = _up(a.flatten(0, 1), hi).unflatten(0, (b, k))
             w_hi = (w_hi.unflatten(0, (b, k)).float() * a_hi).sum(1)
-            detail = w_hi - _up(_area_down(w_hi, s), hi)
+            detail = w_hi - _up(area_down(w_hi, s), hi)
             image = _up(lo, hi) + _up(m, hi) * detail
         return WarpOutput(image.clamp(-1, 1), weights, lo, m, w_mix)
 
