@@ -198,9 +198,9 @@ class PreviewWorker(QObject):
             return
         self._source_ids = ()
         if images:
-            if self._reenactor.warp:   # render at the size the crops were cut at
-                self._reenactor.set_output_size(images[0].shape[0])
-            self._reenactor.set_sources(images, landmarks)
+            # A warp-guided model renders at the size the crops were cut at.
+            side = images[0].shape[0] if self._reenactor.warp else None
+            self._reenactor.set_sources(images, landmarks, output_size=side)
         self._source_ids = ids
         self.sourcesReady.emit(len(ids))
 

@@ -154,6 +154,12 @@ def test_reenactor_renders_a_warp_checkpoint_at_its_output_size(tmp_path):
     assert r.generate_batch(np.stack([target] * 3)).image.shape == (3, 256, 256, 3)
     with pytest.raises(InferenceInputError):
         r.set_output_size(32)
+    # New sources and their size in one call; a refused size leaves the sources as they were.
+    r.set_sources([img], [pts], output_size=160)
+    assert r.generate(target).image.shape == (160, 160, 3)
+    with pytest.raises(InferenceInputError):
+        r.set_sources([img], [pts], output_size=4096)
+    assert r.output_size == 160 and r.generate(target).image.shape == (160, 160, 3)
 
 
 def test_mix_power_lets_one_source_win_per_region():

@@ -51,6 +51,10 @@ class ReenactorProtocol(Protocol):
 
     config: ModelConfig
     image_size: int
+    output_size: int
+
+    @property
+    def warp(self) -> bool: ...
 
     @property
     def device_name(self) -> str: ...
@@ -112,7 +116,6 @@ class Reenactor:
         # Side of the generated images: the networks' size, or for the warp-guided model the
         # resolution its bi-layer detail renders at (set_output_size changes it).
         self.output_size: int = model.cfg.output_size or model.cfg.image_size
-        self.warp: bool = bool(model.cfg.warp)
         self.meta = meta or getattr(model, "checkpoint_meta", {}) or {}
         model = (copy_module(model) if copy else model)
         self.model = optimize_for_inference(model, self.device)
@@ -122,14 +125,24 @@ class Reenactor:
         self._points: torch.Tensor | None = None       # warp model: (1,K,68,2) at output_size
         self._raw: tuple[list, list] | None = None      # the last sources as given
 
-    def set_output_size(self, size: int) -> None:
-        """Warp-guided model only: render at size² (the photo's resolution of the face, for
-        instance); its detail comes from the sources, so they are re-read at that size."""
+    @property
+    def warp(self) -> bool:
+        """Whether this is the warp-guided model (it renders at output_size from its sources)."""
+        return bool(self.config.warp)
+
+    def _checked_output_size(self, size: int) -> int:
         if not self.warp:
             raise CainGANError("only the warp-guided model renders above its network size")
         size = int(size)
         if not self.image_size <= size <= 2048:
             raise InferenceInputError(f"output size must be in [{self.image_size}, 2048], got {size}")
+        return size
+
+    def set_output_size(self, size: int) -> None:
+        """Warp-guided model only: render at size² (the photo's resolution of the face, for
+        instance); its detail comes from the sources, so they are re-read at that size. (With
+        new sources at hand, set_sources(..., output_size=) does both in one upload.)"""
+        size = self._checked_output_size(size)
         if size != self.output_size:
             self.output_size = size
             if self._raw is not None:
@@ -155,15 +168,18 @@ class Reenactor:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ sources
-    def set_sources(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray]) -> None:
+    def set_sources(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
+                    output_size: int | None = None) -> None:
         """K face crops (H,W,3) uint8 with their (68,2) points. Crops not at the model size are
-        resized and their points scaled to match."""
+        resized and their points scaled to match. output_size (warp-guided model): render at
+        that size from now on (see set_output_size)."""
+        out = self.output_size if output_size is None else self._checked_output_size(output_size)
         images, landmarks = list(images), list(landmarks)
         if not images:
             raise InferenceInputError("at least one source image is needed")
         if len(images) != len(landmarks):
             raise InferenceInputError(f"{len(images)} source images but {len(landmarks)} landmark sets")
-        s = self.output_size if self.warp else self.image_size
+        s = out if self.warp else self.image_size
         crops, points = [], []
         for i, (img, pts) in enumerate(zip(images, landmarks)):
             img = np.asarray(img)
@@ -181,6 +197,7 @@ class Reenactor:
             points.append(p)
         src = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         lms = landmark_images(rescale_points(np.stack(points), s, self.image_size), self.image_size)
+        self.output_size = out
         self._raw = (images, landmarks)
         self._points = torch.from_numpy(np.stack(points)).unsqueeze(0).to(self.device)
         self._sources = src.unsqueeze(0).to(self.device)
