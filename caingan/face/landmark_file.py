@@ -249,22 +249,22 @@ def _parse_pose(doc: dict, where: str) -> LandmarkFile:
     return LandmarkFile(points, size, base, params)
 
 
-def _parse_sequence(doc: dict, where: str) -> LandmarkSequence:
-    raw = doc.get("frames")
+def _list_size_fps(doc: dict, key: str, where: str) -> tuple[list, int | None, float | None]:
+    """A sequence or keyframe file's head: its non-empty list `key`, image_size and fps."""
+    raw = doc.get(key)
     if not isinstance(raw, list) or not raw:
-        raise LandmarkFileError(f"{where}: 'frames' must be a non-empty list")
-    size = _image_size(doc, where, required=False)
-    fps = check_fps(doc.get("fps"), where)
+        raise LandmarkFileError(f"{where}: '{key}' must be a non-empty list")
+    return raw, _image_size(doc, where, required=False), check_fps(doc.get("fps"), where)
+
+
+def _parse_sequence(doc: dict, where: str) -> LandmarkSequence:
+    raw, size, fps = _list_size_fps(doc, "frames", where)
     frames = np.stack([parse_points(p, f"{where} frame {i}") for i, p in enumerate(raw)])
     return LandmarkSequence(frames, size, fps)
 
 
 def _parse_keyframes(doc: dict, where: str) -> KeyframeTrack:
-    raw = doc.get("keyframes")
-    if not isinstance(raw, list) or not raw:
-        raise LandmarkFileError(f"{where}: 'keyframes' must be a non-empty list")
-    size = _image_size(doc, where, required=False)
-    fps = check_fps(doc.get("fps"), where)
+    raw, size, fps = _list_size_fps(doc, "keyframes", where)
     mode = doc.get("interpolation", "smoothstep")
     if not isinstance(mode, str) or mode not in INTERPOLATIONS:
         raise LandmarkFileError(f"{where}: unknown interpolation {_short(mode)}; use one of "
