@@ -35,6 +35,7 @@ from .image_pane import ImagePane, show_crop, titled
 from .landmark_view import LandmarkView
 from .menus import build_actions
 from .notifications import Banner, MessagesDialog, Notifier
+from .personalize_panel import PersonalizePanel
 from .preview_worker import PreviewResult, PreviewWorker, default_loader, sources_overlay
 from .sliders import SlidersPanel
 from .sources import Sources
@@ -129,7 +130,8 @@ class MainWindow(QMainWindow):
         row.addWidget(self.paste_back_box)
         row.addWidget(self.sources_used_box)
         row.addStretch(1)
-        pv_box = titled("<b>Preview</b>", self.preview_pane, options)
+        self.personalize_panel = PersonalizePanel(self)        # Personalize, its progress, toggle
+        pv_box = titled("<b>Preview</b>", self.preview_pane, options, self.personalize_panel)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         for w, stretch in ((self.sources_panel, 0), (editor_box, 3), (lm_box, 2), (pv_box, 3)):
@@ -181,6 +183,7 @@ class MainWindow(QMainWindow):
         self.paste_back_box.toggled.connect(self._paste_back_toggled)
         self.sources_used_box.toggled.connect(lambda _on: self._show_preview())
 
+        self.personalize_panel.connect_preview(self.preview)
         self.preview.modelReady.connect(self._model_ready)
         self.preview.modelFailed.connect(self._model_failed)
         self.preview.rendered.connect(self._rendered)
@@ -583,7 +586,7 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Stop the worker threads (waits for a render in progress)."""
-        for extra in (self.reenact_window, self.export_dialog):
+        for extra in (self.reenact_window, self.export_dialog, self.personalize_panel):
             if extra is not None:
                 extra.shutdown()
         for t in self._threads:

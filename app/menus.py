@@ -66,6 +66,10 @@ def build_actions(win) -> None:
               win.symmetrize_action, None, win.point_mode, win.part_mode,
               win.symmetric_action):
         m.addSeparator() if a is None else m.addAction(a)
+    pp = win.personalize_panel
+    m = win.menuBar().addMenu("&Model")
+    for a in (pp.personalize_action, pp.personalized_action, None, pp.manage_action):
+        m.addSeparator() if a is None else m.addAction(a)
     m = win.menuBar().addMenu("&View")
     m.addAction(win.messages_action)
 

@@ -3,8 +3,11 @@
 The GUI never waits on the model. Each kind of message has a single-slot mailbox (latest wins,
 app.workers.Latest): a burst of targets while the user drags collapses to the last one, so the
 preview lags by at most one render instead of by a growing queue. Messages are applied in a
-fixed order: model, then sources, then paste-back photo, then the target. Between renders the
-worker sets torch's thread count from the machine's load (app.workers.ThreadBudget).
+fixed order: model, then personalization, then sources, then paste-back photo, then the
+target. A personalization (caingan.pipeline.personalize.Personalization, made by
+app.personalize_worker) is applied to the worker's own Reenactor in place, and each result names
+the one it was rendered with; loading a model clears it. Between renders the worker sets torch's
+thread count from the machine's load (app.workers.ThreadBudget).
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class ModelInfo:
     image_size: int
     config: Any
     output_size: int = 0             # side of the rendered face (≥ image_size)
+    model_id: str = ""               # the general weights' hash (warp-guided models: what a
+                                     # personalization is made for), else ""
 
 
 @dataclass
@@ -86,6 +91,7 @@ class PreviewResult:
     t_request: float              # perf_counter() when the GUI asked
     render_ms: float              # model + post-processing time in the worker
     paste_source: tuple | None = None   # (original, crop) for the full-size paste on saving
+    personal: str = ""                  # key of the personalization it was rendered with, or ""
 
     def full_size_pasted(self) -> np.ndarray | None:
         """The face pasted into the original photo at full resolution (computed on demand: the
@@ -99,7 +105,7 @@ class PreviewResult:
         return paste_back(original, self.image, crop)
 
 
-SLOTS = ("model", "sources", "paste", "target")   # applied in this order
+SLOTS = ("model", "personal", "sources", "paste", "target")   # applied in this order
 
 
 def default_loader(path: str, device: str) -> ReenactorProtocol:
@@ -112,6 +118,7 @@ class PreviewWorker(QObject):
 
     modelReady = Signal(object)      # ModelInfo
     modelFailed = Signal(str)
+    personalFailed = Signal(str)     # a personalization was refused (made for other weights)
     sourcesReady = Signal(int)       # K
     rendered = Signal(object)        # PreviewResult
     failed = Signal(str)             # any error while setting sources or rendering
@@ -121,20 +128,26 @@ class PreviewWorker(QObject):
                  threads: ThreadBudget | None = None):
         super().__init__()
         self._loader = loader
-        # model: (path, device); sources: (ids, images, landmarks); paste: ((original, crop) or
-        # None,); target: (request_id, points, t_request)
+        # model: (path, device); personal: (Personalization or None,); sources: (ids, images,
+        # landmarks); paste: ((original, crop) or None,); target: (request_id, points, t_request)
         self._box = {slot: Latest() for slot in SLOTS}
         self._renders = 0
         self.threads = threads or ThreadBudget()
         self._reenactor: ReenactorProtocol | None = None
         self._source_ids: tuple = ()
+        self._personal = ""
         self._paste: tuple | None = None
         self._paste_small: tuple | None = None
         self._wake.connect(self._drain)
 
     # ---------------------------------------------------------------- GUI side (any thread)
     def load_model(self, path: str | Path, device: str = "auto") -> None:
+        self._box["personal"].take()     # made for the model being replaced
         self._post("model", (str(path), device))
+
+    def set_personalization(self, personalization) -> None:
+        """Render with this Personalization from now on (None: the general model)."""
+        self._post("personal", (personalization,))
 
     def set_sources(self, ids, images, landmarks) -> None:
         self._post("sources", (tuple(ids), list(images), [np.asarray(p) for p in landmarks]))
@@ -176,11 +189,8 @@ class PreviewWorker(QObject):
             try:
                 getattr(self, f"_do_{slot}")(value)
             except Exception as e:  # noqa: BLE001 — reported, and the worker keeps serving
-                msg = describe(e)
-                if slot == "model":
-                    self.modelFailed.emit(msg)
-                else:
-                    self.failed.emit(msg)
+                failed = {"model": self.modelFailed, "personal": self.personalFailed}
+                failed.get(slot, self.failed).emit(describe(e))
 
     def _do_model(self, value) -> None:
         path, device = value
@@ -189,8 +199,17 @@ class PreviewWorker(QObject):
         reenactor = self._loader(path, device)
         self._reenactor = reenactor
         self._source_ids = ()
+        self._personal = ""
+        model_id = str(getattr(reenactor, "model_id", "") or "") if reenactor.warp else ""
         self.modelReady.emit(ModelInfo(path, reenactor.device_name, int(reenactor.image_size),
-                                       reenactor.config, int(reenactor.output_size)))
+                                       reenactor.config, int(reenactor.output_size), model_id))
+
+    def _do_personal(self, value) -> None:
+        personalization = value[0]
+        if self._reenactor is None or (personalization is None and not self._personal):
+            return
+        self._reenactor.set_personalization(personalization)   # refuses other weights' ones
+        self._personal = "" if personalization is None else personalization.key
 
     def _do_sources(self, value) -> None:
         ids, images, landmarks = value
@@ -229,7 +248,7 @@ class PreviewWorker(QObject):
             original, crop = self._paste_small or self._paste
             pasted = display = paste_back(original, image, crop)
         result = PreviewResult(request_id, points, image, weights, self._source_ids, pasted, display, t_request,
-                               (time.perf_counter() - t0) * 1000, self._paste)
+                               (time.perf_counter() - t0) * 1000, self._paste, self._personal)
         self._renders += 1
         self.rendered.emit(result)
 

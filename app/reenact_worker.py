@@ -24,13 +24,12 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 from PySide6.QtCore import QObject, Signal
-from superqt.utils import create_worker
 
 from caingan.pipeline.inference import ReenactorProtocol
 
 from .preview_worker import default_loader
 from .sources import Sources
-from .workers import EMPTY, Latest, ThreadBudget, describe
+from .workers import EMPTY, Latest, PoolJobs, ThreadBudget, describe
 
 FRAME_DISPLAY_SIDE = 480      # driving frames are downscaled for display (drawing cost)
 RECORD_MAX_SIDE = 1280        # the pasted-back frame (shown and recorded) is at most this wide
@@ -97,9 +96,7 @@ class ReenactWorker(QObject):
         self._detector = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._idle = threading.Event()        # no job (session, camera search) is running
-        self._idle.set()
-        self._jobs = 0
+        self._pool = PoolJobs(self.failed.emit)   # sessions, camera searches
         self._running = False
         self._source = None
         self._new_sources: Sources | None = None
@@ -110,26 +107,8 @@ class ReenactWorker(QObject):
         self._display = Latest()                    # newest LiveFrame for the GUI
 
     # ------------------------------------------------------------ GUI side (any thread)
-    def _launch(self, fn, *args) -> None:
-        """Run fn(*args) on Qt's thread pool (superqt); `_idle` is clear until it returns."""
-        def job():
-            try:
-                return fn(*args)
-            finally:
-                with self._lock:
-                    self._jobs -= 1
-                    if not self._jobs:
-                        self._idle.set()
-
-        with self._lock:
-            self._jobs += 1
-            self._idle.clear()
-        worker = create_worker(job, _start_thread=False)
-        worker.errored.connect(lambda e: self.failed.emit(describe(e)))
-        worker.start()
-
     def list_cameras(self, max_index: int = 4) -> None:
-        self._launch(self._list_cameras, max_index)
+        self._pool.launch(self._list_cameras, max_index)
 
     def start(self, spec: tuple, sources: Sources) -> None:
         """spec: ('camera', index) or ('video', path, loop)."""
@@ -138,7 +117,7 @@ class ReenactWorker(QObject):
             self._new_sources = None
             self._neutral = False
             self._running = True
-        self._launch(self._session, spec, sources)
+        self._pool.launch(self._session, spec, sources)
 
     def stop(self) -> None:
         self._stop.set()
@@ -148,7 +127,7 @@ class ReenactWorker(QObject):
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until no session or camera search runs (shutdown)."""
-        return self._idle.wait(timeout)
+        return self._pool.wait(timeout)
 
     @property
     def running(self) -> bool:

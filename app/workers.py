@@ -88,6 +88,41 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}{where}"
 
 
+class PoolJobs:
+    """Jobs on Qt's thread pool (superqt thread workers), counted so that shutdown can wait
+    for them: `launch(fn, *args)` runs fn(*args) there; an exception it raises goes to
+    `on_error` as text; `wait(timeout)` blocks until none runs."""
+
+    def __init__(self, on_error: Callable[[str], None]):
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._jobs = 0
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def launch(self, fn, *args) -> None:
+        from superqt.utils import create_worker
+
+        def job():
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self._jobs -= 1
+                    if not self._jobs:
+                        self._idle.set()
+
+        with self._lock:
+            self._jobs += 1
+            self._idle.clear()
+        worker = create_worker(job, _start_thread=False)
+        worker.errored.connect(lambda e: self._on_error(describe(e)))
+        worker.start()
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        return self._idle.wait(timeout)
+
+
 class WorkerThread:
     """Owns a QThread and a worker QObject moved into it; stop() joins it."""
 

@@ -72,6 +72,11 @@ class ModelConfig:
     # > 1 lets the sharpest source win per region instead of averaging K slightly misaligned
     # warps into a blur. 1 = paper eq. 1 as is.
     mix_power: float = 1.0
+    # Warp-guided model: prior on eq. 1's responsibilities for the sources whose pose is closest
+    # to the target's: log-weights get −pose_prior · d_i, d_i = RMS distance of source i's
+    # landmarks to the target's after a similarity alignment, relative to the face's size
+    # (0 = off). A K-shot model should draw a region from the photo that already shows it.
+    pose_prior: float = 0.0
     # Discriminator: pix2pixHD multi-scale PatchGAN.
     disc_scales: int = 2
     disc_layers: int = 4
@@ -100,6 +105,10 @@ class ModelConfig:
         if isinstance(mp, bool) or not isinstance(mp, (int, float)) or not math.isfinite(mp) \
                 or not 0 < mp <= 64:
             raise ConfigError(f"mix_power must be a number in (0, 64], got {mp!r}")
+        pp = self.pose_prior
+        if isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp) \
+                or not 0 <= pp <= 1000:
+            raise ConfigError(f"pose_prior must be a number in [0, 1000], got {pp!r}")
         for name in ("targeted", "responsibility", "warp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

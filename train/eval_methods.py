@@ -11,6 +11,7 @@ evaluation size when it differs (INTER_AREA down, INTER_CUBIC up), which is what
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -169,6 +170,72 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
     r = ModuleReenactor(module, cfg.model.image_size, device=str(_device(device)), k_fixed=k_fixed)
     return Method(name, r, cfg.model.image_size, arch=cfg.arch, k_fixed=k_fixed, path=str(st_path),
                   sha256=digest, step=step, note=note, output_size=cfg.model.image_size)
+
+
+class PersonalizingReenactor:
+    """A Reenactor that personalizes itself to every set of sources it is given (what a user
+    gets from the app's Personalize action); records how long each fine-tuning took."""
+
+    def __init__(self, reenactor, cfg):
+        self.reenactor = reenactor
+        self.cfg = cfg
+        self.seconds: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(self.reenactor, name)
+
+    def set_sources(self, images, points) -> None:
+        import time
+
+        from caingan.pipeline.personal_store import personalize_reenactor
+
+        self.reenactor.set_sources(images, points)
+        t0 = time.perf_counter()
+        personalize_reenactor(self.reenactor, list(images), list(points), cfg=self.cfg)
+        self.seconds.append(time.perf_counter() - t0)
+
+    def generate_batch(self, points, max_batch: int = 16):
+        return self.reenactor.generate_batch(points, max_batch=max_batch)
+
+
+def personalized_methods(specs: Sequence[tuple[str, str]], names: Sequence[str], args) -> list[Method]:
+    """'NAME (personalized)' for each --personalize NAME: the same weights, fine-tuned on each
+    clip's K sources before its targets are rendered."""
+    from caingan.pipeline.personalize import PersonalizeConfig
+
+    paths = dict(specs)
+    kwargs = {}
+    if getattr(args, "personalize_steps", None):
+        kwargs["steps"] = int(args.personalize_steps)
+    if getattr(args, "personalize_tune", None):
+        kwargs["tune"] = args.personalize_tune
+    if getattr(args, "personalize_lr", None):
+        kwargs["lr"] = float(args.personalize_lr)
+    if getattr(args, "personalize_side", None):
+        kwargs["train_side"] = int(args.personalize_side)
+    if getattr(args, "personalize_id", None) is not None:
+        kwargs["lambda_id"] = float(args.personalize_id)
+    fields = {f.name: f.type for f in dataclasses.fields(PersonalizeConfig)}
+    for spec in getattr(args, "personalize_set", []) or []:
+        name, _, value = spec.partition("=")
+        if name not in fields or not value:
+            raise CainGANError(f"--personalize-set {spec!r}: want FIELD=VALUE with FIELD one of "
+                               f"{', '.join(fields)}")
+        kind = type(getattr(PersonalizeConfig(), name))
+        kwargs[name] = kind(value)
+    cfg = PersonalizeConfig(**kwargs)
+    out = []
+    for name in names:
+        if name not in paths:
+            raise CainGANError(f"--personalize {name!r} names no --checkpoint")
+        m = load_method(f"{name} (personalized)", paths[name], args.device)
+        if m.baseline or not getattr(m.reenactor, "warp", False):
+            raise CainGANError(f"--personalize {name!r}: only the warp-guided model can be personalized")
+        m.reenactor = PersonalizingReenactor(m.reenactor, cfg)
+        m.personalized = True
+        m.note = f"personalized: {cfg.steps} steps, tune {cfg.tune}"
+        out.append(m)
+    return out
 
 
 def _device(name: str):

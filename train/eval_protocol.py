@@ -190,9 +190,11 @@ def cross_clip_set(same: EvalSet, clip_frames: dict[str, int] | None = None) -> 
         frames, [], [same.groups[c] for c, _ in pairs])
 
 
-def list_test_clips(cache: str | Path, split: str = "test", max_clips: int | None = None
-                    ) -> list[TestClip]:
-    """The split's clips in the data cache written by train.prepare, in a stable order."""
+def list_test_clips(cache: str | Path, split: str = "test", max_clips: int | None = None,
+                    holdout_groups: int | None = None) -> list[TestClip]:
+    """The split's clips in the data cache written by train.prepare, in a stable order;
+    `holdout_groups`: only those of the last N identity groups (sorted by name), which is how
+    training picks its validation groups (train.data.build_datasets)."""
     from .dataset import ClipDataset
 
     ds = ClipDataset(str(cache), split=split, k=1)
@@ -208,6 +210,9 @@ def list_test_clips(cache: str | Path, split: str = "test", max_clips: int | Non
         clips.append(TestClip(name=name, n_frames=int(rec["frames"]), load=load,
                               group=str(rec.get("identity_group", ""))))
     clips.sort(key=lambda c: c.name)
+    if holdout_groups:
+        held = set(sorted({c.group for c in clips})[-holdout_groups:])
+        clips = [c for c in clips if c.group in held]
     if max_clips:
         clips = clips[:max_clips]
     if not clips:

@@ -33,7 +33,7 @@ import numpy as np
 
 from caingan.errors import CainGANError
 
-from .eval_methods import Method, generate, load_method, method_specs
+from .eval_methods import Method, generate, load_method, method_specs, personalized_methods
 from .eval_protocol import (DEFAULT_RESERVE, PROTOCOLS, EvalSet, TestClip, build_eval_set,
                             cross_clip_set, list_test_clips)
 from .eval_report import (atomic_write_bytes, figure_grid, figure_rows, git_commit, hardware,
@@ -56,6 +56,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache", default=None,
                    help="data cache written by train.prepare (default $CAINGAN_CACHE/data)")
     p.add_argument("--split", default="test")
+    p.add_argument("--holdout-groups", type=int, default=None, metavar="N",
+                   help="keep only the last N identity groups of the split (with --split train: "
+                        "the groups training holds out for validation, TrainConfig.val_groups)")
+    p.add_argument("--personalize", action="append", default=[], metavar="NAME",
+                   help="also evaluate this --checkpoint personalized to each clip's K sources "
+                        "(caingan.pipeline.personalize; rows flagged personalized; repeatable)")
+    p.add_argument("--personalize-steps", type=int, default=None, help="steps (default: the app's)")
+    p.add_argument("--personalize-tune", default=None, help="all | generator | tail | embedder")
+    p.add_argument("--personalize-lr", type=float, default=None, help="learning rate (default: the app's)")
+    p.add_argument("--personalize-side", type=int, default=None, help="training crop side (default: the app's)")
+    p.add_argument("--personalize-id", type=float, default=None, help="identity-loss weight (default: the app's)")
+    p.add_argument("--personalize-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other PersonalizeConfig field (repeatable), e.g. move=0")
     p.add_argument("--protocol", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
                    help="same-clip (the paper's) and/or cross-clip sources")
     p.add_argument("--k", type=int, nargs="+", default=[1, 8], help="numbers of source frames")
@@ -139,14 +152,15 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
     protocols = [p for p in PROTOCOLS if p in getattr(args, "protocol", PROTOCOLS)]
     cache = args.cache or str(cache_dir() / "data")
     if methods is None:
-        methods = [load_method(n, p, args.device)
-                   for n, p in method_specs(args.checkpoint, getattr(args, "baseline", []))]
+        specs = method_specs(args.checkpoint, getattr(args, "baseline", []))
+        methods = [load_method(n, p, args.device) for n, p in specs]
+        methods += personalized_methods(specs, getattr(args, "personalize", []), args)
     default = getattr(args, "default", None)
     if default is not None and default not in {m.name for m in methods}:
         raise CainGANError(f"--default {default!r} names no evaluated method "
                            f"({', '.join(m.name for m in methods)})")
     if clips is None:
-        clips = list_test_clips(cache, args.split, args.max_clips)
+        clips = list_test_clips(cache, args.split, args.max_clips, getattr(args, "holdout_groups", None))
     same = build_eval_set(clips, args.targets, max(ks), args.seed,
                           image_size=getattr(args, "eval_size", None), progress=progress,
                           reserve=getattr(args, "reserve", DEFAULT_RESERVE))

@@ -8,6 +8,7 @@ size, so a truncated or swapped tensor file is caught before safetensors reads i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,16 @@ def load_module_state(module: nn.Module, tensors: dict[str, torch.Tensor], sourc
             parts.append(f"{len(shapes)} shape mismatch(es): {some(shapes)}")
         raise CheckpointError(f"{source}: weights do not match the model — " + "; ".join(parts))
     module.load_state_dict(tensors, strict=True)
+
+
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers by name: the same weights give the same
+    digest whatever file or device they came from (the export job hash, personalization ids)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

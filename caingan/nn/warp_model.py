@@ -114,6 +114,20 @@ def area_down(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="area")
 
 
+def pose_distance(sources: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,K,68,2) source points, (B,68,2) target points → (B,K) RMS distance of each source's
+    points to the target's after the least-squares similarity mapping one onto the other,
+    relative to the target's RMS radius (the same measure train.warp_baselines uses to pick
+    the closest source)."""
+    a = torch.complex(sources[..., 0], sources[..., 1])
+    b = torch.complex(target[..., 0], target[..., 1]).unsqueeze(1)
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    z = (a.conj() * b).sum(-1, keepdim=True) / (a.abs() ** 2).sum(-1, keepdim=True).clamp_min(1e-12)
+    size = (b.abs() ** 2).mean(-1).sqrt().clamp_min(1e-12)
+    return ((b - z * a).abs() ** 2).mean(-1).sqrt() / size
+
+
 def _up(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size:
         return x
@@ -164,9 +178,15 @@ class WarpCainGAN(nn.Module):
         g = g + _up(flow, s).permute(0, 2, 3, 1).to(g.dtype)
         warped, valid = tps.sample(src_lo, g)
         e, r = e.unflatten(0, (b, k)), r.unflatten(0, (b, k))
-        if self.cfg.responsibility and self.cfg.mix_power != 1.0:
-            # Sharpened eq. 1: r_i^p / Σ r_j^p, computed in log space (r > 0).
-            weights = torch.softmax(self.cfg.mix_power * torch.log(r.float()), dim=1)
+        prior = self.cfg.pose_prior
+        if self.cfg.responsibility and (self.cfg.mix_power != 1.0 or prior > 0):
+            # Sharpened eq. 1: r_i^p / Σ r_j^p, computed in log space (r > 0), times the pose
+            # prior exp(−pose_prior · d_i).
+            logits = self.cfg.mix_power * torch.log(r.float())
+            if prior > 0 and k > 1:
+                d = pose_distance(source_points.float(), target_points.float())       # (B,K)
+                logits = logits - prior * d[:, :, None, None, None]
+            weights = torch.softmax(logits, dim=1)
             mixed_e = (e.float() * weights).sum(1).to(e.dtype)
         else:
             mixed_e, weights = mix_embeddings(e, r, self.cfg.responsibility)

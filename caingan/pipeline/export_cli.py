@@ -27,6 +27,7 @@ from caingan.pipeline.export import (FORMATS, FRAME_NAME, ExportOptions, ExportR
 from caingan.pipeline.export_inputs import DrivingSpec, load_sources
 from caingan.pipeline.export_store import count_frames
 from caingan.pipeline.inference import Reenactor
+from caingan.pipeline.personalize import DEFAULT_STEPS
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -48,6 +49,16 @@ def _face(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"a face number 1 or more (1 is the largest face), "
                                          f"got {text!r}")
+    return n
+
+
+def _steps(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a whole number of steps, got {text!r}") from None
+    if not 1 <= n <= 100_000:
+        raise argparse.ArgumentTypeError(f"steps must be in 1..100000, got {n}")
     return n
 
 
@@ -106,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="landmark detector backend (default: %(default)s)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="export at most N frames")
+    p.add_argument("--personalize", type=_steps, nargs="?", const=DEFAULT_STEPS, default=None,
+                   metavar="STEPS",
+                   help="fine-tune the model to the source photos first (default "
+                        f"{DEFAULT_STEPS} steps); reused when the same photos come again")
+    p.add_argument("--personal-dir", default=None, metavar="DIR",
+                   help="where personalizations are kept (default: $CAINGAN_PERSONAL_DIR or "
+                        "~/.local/share/caingan/personal)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an export of different inputs found in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -173,6 +191,9 @@ def _run(args, cancel_flag: dict) -> int:
     detector = LandmarkDetector(args.detector)
     sources = load_sources(args.source, detector, reenactor.image_size, face=args.face or 1,
                            detail_size=reenactor.output_size)
+    if args.personalize is not None and not _personalize(args, reenactor, sources, cancel_flag):
+        _interrupted_message(Path(args.out), 0)
+        return EXIT_INTERRUPTED
     if args.driving:
         spec = DrivingSpec("video", args.driving, args.max_frames, args.neutral_frame)
     elif args.landmarks:
@@ -198,6 +219,41 @@ def _run(args, cancel_flag: dict) -> int:
           f"({res.generated} generated, {res.reused} reused from an earlier run{missed}); "
           f"wrote {_describe_outputs(res)}", flush=True)
     return 0
+
+
+def _personalize(args, reenactor, sources, cancel_flag: dict) -> bool:
+    """--personalize: fine-tune to the photos (or reuse that of an earlier run); False when
+    interrupted (the model is left general and nothing is saved)."""
+    from caingan.face.identity import FaceIdentity, identity_outliers
+    from caingan.pipeline.personal_store import PersonalStore, personalize_reenactor
+    from caingan.pipeline.personalize import PersonalizeConfig
+
+    if not reenactor.warp:
+        raise CainGANError(f"--personalize needs the warp-guided model; {args.weights} is the paper's")
+    store = PersonalStore(args.personal_dir)
+    odd = identity_outliers(FaceIdentity().descriptors(sources.images, sources.points)) \
+        if len(sources.images) > 1 else []
+    if odd:
+        names = ", ".join(sources.labels[i] for i in odd)
+        print(f"caingan-export: warning: {names} look{'s' * (len(odd) == 1)} like a different person "
+              "than the other photos; personalizing on a mix of people blurs who they are",
+              file=sys.stderr, flush=True)
+    bar = tqdm(total=args.personalize, unit="step", desc="personalizing", disable=args.quiet,
+               file=sys.stderr, dynamic_ncols=True)
+    try:
+        images, points = sources.for_model
+        p, reused = personalize_reenactor(
+            reenactor, images, list(points), cfg=PersonalizeConfig(steps=args.personalize),
+            key_sources=(sources.images, sources.points), store=store, labels=sources.labels,
+            progress=lambda pr: bar.update(pr.step - bar.n), should_stop=lambda: cancel_flag["stop"])
+    finally:
+        bar.close()
+    if p is not None and not args.quiet:
+        how = f"reused from {p.meta.get('created', 'an earlier run')}" if reused else \
+            f"{p.meta.get('seconds', 0):.0f} s"
+        print(f"caingan-export: personalized to {len(sources.images)} photo(s) ({how}; "
+              f"{store.path(p.key)})", file=sys.stderr, flush=True)
+    return p is not None
 
 
 def _interrupted_message(out: Path, frames: int | None = None) -> None:

@@ -47,11 +47,9 @@ def target_hash(points) -> str:
 
 def _model_identity(reenactor) -> dict:
     """What of the model decides the pixels: its config and a digest of its weights."""
-    h = hashlib.sha256()
-    for name, t in sorted(reenactor.model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
-    return {"config": reenactor.config.to_dict(), "weights": h.hexdigest()}
+    from caingan.nn.checkpoint import state_digest
+
+    return {"config": reenactor.config.to_dict(), "weights": state_digest(reenactor.model)}
 
 
 def job_hash(reenactor, images, points, paste, job: dict | None) -> str:

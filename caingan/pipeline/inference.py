@@ -124,6 +124,9 @@ class Reenactor:
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
         self._points: torch.Tensor | None = None       # warp model: (1,K,68,2) at output_size
         self._raw: tuple[list, list] | None = None      # the last sources as given
+        self.personalization = None                     # the applied Personalization, if any
+        self._general: dict[str, torch.Tensor] = {}     # the parameters it replaced
+        self._model_id: str | None = None
 
     @property
     def warp(self) -> bool:
@@ -157,6 +160,44 @@ class Reenactor:
     @property
     def device_name(self) -> str:
         return device_name(self.device)
+
+    # ------------------------------------------------------------------ personalization
+    @property
+    def model_id(self) -> str:
+        """Hash of the general (unpersonalized) weights: what a Personalization is made for."""
+        if self._model_id is None:
+            from caingan.pipeline.personalize import model_id
+            applied = self.personalization
+            self.set_personalization(None)
+            self._model_id = model_id(self.model)
+            self.set_personalization(applied)
+        return self._model_id
+
+    def set_personalization(self, personalization=None) -> None:
+        """Apply a caingan.pipeline.personalize.Personalization (its parameter changes) in
+        place, or None to go back to the general model. One made for other weights is refused
+        and the current state is kept."""
+        from caingan.pipeline.personalize import PersonalizeError
+        params = dict(self.model.named_parameters())
+        if personalization is not None:
+            if personalization.base_id != self.model_id:
+                raise PersonalizeError("this personalization was made for other model weights "
+                                       f"({personalization.base_id[:12]}…, these are {self.model_id[:12]}…)")
+            bad = [n for n, d in personalization.deltas.items()
+                   if n not in params or tuple(d.shape) != tuple(params[n].shape)]
+            if bad:
+                raise PersonalizeError(f"personalization does not fit this model: {', '.join(bad[:4])}")
+        with torch.no_grad():
+            for name, value in self._general.items():
+                params[name].copy_(value)
+            self._general = {}
+            self.personalization = None
+            if personalization is None:
+                return
+            for name, delta in personalization.deltas.items():
+                self._general[name] = params[name].detach().clone()
+                params[name].add_(delta.to(params[name].device, params[name].dtype))
+        self.personalization = personalization
 
     @property
     def num_sources(self) -> int:

@@ -1,0 +1,228 @@
+"""Personalize in the background: fine-tune the warp-guided model on the editor's photos.
+
+One job at a time runs on Qt's thread pool (a superqt thread worker, as in app.reenact_worker):
+it loads its own Reenactor from the editor's weights (the preview worker's is never shared),
+checks that the photos show one person (caingan.face.identity), reuses a stored
+personalization of the same photos or fine-tunes (caingan.pipeline.personal_store), and saves
+the result to the store. What it made comes back as a signal carrying the Personalization; the
+editor hands that to the preview worker, which applies it to its own Reenactor.
+
+Cancel (and closing the editor) sets an event that the job checks between faces and between
+training steps; a cancelled run keeps nothing, and the store is only ever written atomically.
+Looking up a stored personalization (a few MB) is a job too, so the GUI never reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from caingan.errors import CainGANError
+
+from .sources import Sources
+from .workers import PoolJobs, ThreadBudget, describe
+
+STEPS_ENV = "CAINGAN_PERSONALIZE_STEPS"   # fewer fine-tuning steps (tests, quick tries)
+IDENTITY_SIDE = 160        # faces are compared at about dlib's 150 px chip (64 px crops blur it)
+
+
+def personalize_config():
+    """PersonalizeConfig(), with the steps from $CAINGAN_PERSONALIZE_STEPS when it is set."""
+    from caingan.pipeline.personalize import PersonalizeConfig, PersonalizeError
+
+    value = os.environ.get(STEPS_ENV, "").strip()
+    if not value:
+        return PersonalizeConfig()
+    try:
+        return PersonalizeConfig(steps=int(value))
+    except (ValueError, PersonalizeError):
+        raise PersonalizeError(f"{STEPS_ENV}={value!r}: want a whole number of steps "
+                               "from 1 to 100000") from None
+
+
+def different_people_message(labels: list[str]) -> str:
+    names = ", ".join(labels)
+    return (f"These photos look like a different person from the others: {names}. "
+            "Personalizing on two people blends their faces; Cancel, remove them and "
+            "personalize again.")
+
+
+@dataclass
+class Job:
+    """What one run needs, all taken on the GUI thread (Sources snapshots are immutable)."""
+
+    weights: str
+    device: str
+    sources: Sources
+    config: Any                 # caingan.pipeline.personalize.PersonalizeConfig
+    store_root: Any = None      # None: PersonalStore's default folder ($CAINGAN_PERSONAL_DIR)
+
+
+class PersonalizeWorker(QObject):
+    """Runs personalization jobs and store look-ups on Qt's thread pool. The public methods are
+    thread-safe and return at once; results come back as (queued) signals."""
+
+    stage = Signal(str)                 # "Loading the model…", "Comparing the faces…"
+    progress = Signal(object)           # caingan.pipeline.personalize.Progress
+    warned = Signal(str)                # e.g. the photos show two people (the run goes on)
+    finished = Signal(object, bool)     # Personalization, reused from the store
+    cancelled = Signal()
+    failed = Signal(str)                # the run ended with an error (nothing changed)
+    found = Signal(str, object)         # look-up: key, the stored Personalization
+    lookupFailed = Signal(str, str)     # look-up: key, message
+
+    def __init__(self, loader: Callable[[str, str], Any]):
+        super().__init__()
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = PoolJobs(self.failed.emit)   # runs and store look-ups
+        self._running = False
+        self._reenactor = None
+        self._reenactor_for: tuple | None = None
+        self._identity = None
+
+    # ------------------------------------------------------------ GUI side (any thread)
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self, job: Job) -> bool:
+        """Start a run; False when one is already running."""
+        with self._lock:
+            if self._running:
+                return False
+            self._running = True
+            self._stop.clear()
+        self._pool.launch(self._run, job)
+        return True
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def cancelling(self) -> bool:
+        return self._running and self._stop.is_set()
+
+    def lookup(self, store_root, key: str) -> None:
+        """Read the stored personalization `key` → found(key, p) or lookupFailed(key, msg)."""
+        self._pool.launch(self._lookup, store_root, key)
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        """Block until no job runs (shutdown: call cancel() first)."""
+        return self._pool.wait(timeout)
+
+    # ------------------------------------------------------------ pool threads
+    def _lookup(self, store_root, key: str) -> None:
+        from caingan.pipeline.personal_store import PersonalStore
+        try:
+            p = PersonalStore(store_root).load(key)
+        except Exception as e:  # noqa: BLE001 — a damaged file is a message, not a crash
+            self.lookupFailed.emit(key, describe(e))
+            return
+        if p is not None:
+            self.found.emit(key, p)
+
+    def _run(self, job: Job) -> None:
+        outcome: tuple = ("cancelled",)
+        try:
+            outcome = self._personalize(job)
+        except Exception as e:  # noqa: BLE001 — shown in the window; nothing was changed
+            outcome = ("failed", describe(e))
+        finally:
+            with self._lock:
+                self._running = False
+            if outcome[0] == "done":
+                self.finished.emit(outcome[1], outcome[2])
+            elif outcome[0] == "failed":
+                self.failed.emit(outcome[1])
+            else:
+                self.cancelled.emit()
+
+    def _personalize(self, job: Job) -> tuple:
+        from caingan.pipeline.personal_store import PersonalStore, personalize_reenactor
+        from caingan.pipeline.personalize import (PersonalizeError, source_fingerprints,
+                                                  sources_key)
+
+        stop = self._stop.is_set
+        budget = ThreadBudget(set_threads=_background_threads)
+        budget.apply(force=True)
+        store = PersonalStore(job.store_root)
+        self.stage.emit("Loading the model…")
+        reenactor = self._model(job.weights, job.device)
+        if not reenactor.warp:
+            raise PersonalizeError("Personalize needs the warp-guided model; the loaded model "
+                                   f"({job.weights}) is the paper's, which cannot be fine-tuned "
+                                   "here.")
+        src = job.sources
+        key = sources_key(source_fingerprints(src.images, src.points), reenactor.model_id)
+        try:
+            stored = store.reusable(key, job.config)
+        except CainGANError as e:       # damaged: a new run replaces it (atomically)
+            self.warned.emit(f"{e}. Personalizing again replaces it.")
+            stored = None
+        if stored is not None:
+            return "done", stored, True
+        if stop():
+            return ("cancelled",)
+        if len(src.photos) > 1:
+            self.stage.emit("Comparing the faces…")
+            try:
+                outliers = self._outliers(src, stop)
+            except Exception as e:  # noqa: BLE001 — the check is advice; the run goes on
+                self.warned.emit(f"Could not compare the faces: {describe(e)}")
+                outliers = []
+            if outliers is None:
+                return ("cancelled",)
+            if outliers:
+                self.warned.emit(different_people_message([src.labels[i] for i in outliers]))
+        self.stage.emit("Personalizing…")
+        images, points = src.model_inputs(job.config.train_side)
+
+        def progress(p) -> None:
+            budget.apply()
+            self.progress.emit(p)
+
+        p, _ = personalize_reenactor(reenactor, images, points, cfg=job.config,
+                                     key_sources=(src.images, src.points), store=None,
+                                     labels=src.labels, progress=progress, should_stop=stop)
+        if p is None:
+            return ("cancelled",)
+        try:
+            store.save(p, src.labels)
+        except (CainGANError, OSError) as e:    # still used now; only not kept for next time
+            self.warned.emit(f"The personalization is in use but could not be saved: {describe(e)}")
+        return "done", p, False
+
+    def _model(self, weights: str, device: str):
+        """This worker's own Reenactor (kept between runs of the same weights)."""
+        if self._reenactor_for != (weights, device):
+            self._reenactor = None
+            self._reenactor = self._loader(weights, device)
+            self._reenactor_for = (weights, device)
+        return self._reenactor
+
+    def _outliers(self, src: Sources, stop) -> list[int] | None:
+        """Indices of the photos that are not the majority person; None when cancelled."""
+        from caingan.face.identity import FaceIdentity, identity_outliers
+        if self._identity is None:
+            self._identity = FaceIdentity()
+        images, points = src.model_inputs(IDENTITY_SIDE)
+        found = []
+        for img, pts in zip(images, points):
+            if stop():
+                return None
+            found.append(self._identity.descriptors([img], [pts])[0])
+        return identity_outliers(np.stack(found))
+
+
+def _background_threads(n: int) -> None:
+    """Torch threads for fine-tuning: the cores other programs leave free (the preview's
+    renders are short and still get their turn; docs/benchmarks.md times both)."""
+    import torch
+    torch.set_num_threads(max(1, n))

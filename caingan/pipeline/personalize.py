@@ -1,0 +1,325 @@
+"""Personalization: fine-tune the warp-guided model on the user's own photos.
+
+The paper's model needs no fine-tuning and that stays the default; but few-shot fine-tuning is how
+FSHM (Zakharov et al. 2019) reaches its best scores with 8–32 photos, and MetaPortrait adapts to a
+person in about 30 s. Here the K sources train the model on self-reconstruction: each example
+renders one source (the target) from up to `context` of the others, with the whole example
+flipped and colour-jittered and the target moved by a random similarity; with one photo the
+target is that photo moved, rendered from itself.
+
+The result is a `Personalization`: the change of the tuned parameters (tuned − general, float16)
+for the model it was made from (`base_id`, a hash of the general weights), keyed by the sources'
+content (`sources_key`). Reenactor.set_personalization applies or removes it in place; the store
+(caingan.pipeline.personal_store) keeps it on disk. Which parameters to tune (`tune`) was chosen
+by measurement: docs/ablations/PERSONALIZE.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from caingan.errors import CainGANError
+from caingan.face.landmark_edit import MIRROR
+from caingan.face.landmark_file import rescale_points
+from caingan.face.landmark_image import landmark_images
+from caingan.face.regions import region_mask
+from caingan.nn.checkpoint import state_digest
+
+KIND = "caingan-personalization"
+TUNE_MODES = ("all", "generator", "tail", "embedder")
+DEFAULT_STEPS = 60
+MAX_SOURCES = 16
+
+
+class PersonalizeError(CainGANError, ValueError):
+    """Bad personalization settings or inputs, or a personalization made for another model."""
+
+
+@dataclass(frozen=True)
+class PersonalizeConfig:
+    steps: int = DEFAULT_STEPS
+    tune: str = "generator"        # all | generator | tail (its last two blocks) | embedder
+    lr: float = 1e-4
+    batch: int = 2                 # examples per step
+    context: int = 4               # at most this many other sources per example
+    train_side: int = 256          # crops are trained at this size (the networks run at theirs)
+    region_weight: float = 10.0    # extra L1 on eyes and mouth, as in training
+    move: float = 0.5              # share of examples (K > 1) whose target is moved at random
+    # Identity loss (1 − cos of the 128-D face descriptor, caingan.nn.face_id; needs face-api's
+    # weights, else skipped and noted in the result's meta). Note CSIM uses the same network.
+    lambda_id: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 100_000:
+            raise PersonalizeError(f"steps must be an integer in [1, 100000], got {self.steps!r}")
+        if self.tune not in TUNE_MODES:
+            raise PersonalizeError(f"unknown tune {self.tune!r}; choose from {', '.join(TUNE_MODES)}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1e-2):
+            raise PersonalizeError(f"lr must be in (0, 0.01], got {self.lr!r}")
+        for name, lo, hi in (("batch", 1, 64), ("context", 1, MAX_SOURCES), ("train_side", 64, 1024)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise PersonalizeError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if not (isinstance(self.move, (int, float)) and 0 <= self.move <= 1):
+            raise PersonalizeError(f"move must be in [0, 1], got {self.move!r}")
+        for name in ("region_weight", "lambda_id"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+                raise PersonalizeError(f"{name} must be a number ≥ 0, got {v!r}")
+
+
+@dataclass
+class Personalization:
+    key: str                               # the sources' content (sources_key)
+    base_id: str                           # the general weights it was made from (model_id)
+    deltas: dict[str, torch.Tensor]        # parameter name → tuned − general (float16, CPU)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def tune(self) -> str:
+        return str(self.meta.get("tune", ""))
+
+
+@dataclass
+class Progress:
+    step: int
+    steps: int
+    loss: float                # running mean of the last steps' loss
+    elapsed_s: float
+    eta_s: float               # estimated seconds left
+
+
+# ---------------------------------------------------------------------------------- identity
+def model_id(model: torch.nn.Module) -> str:
+    """The general weights' identity: the first 24 hex digits of their state_digest."""
+    return state_digest(model)[:24]
+
+
+def source_fingerprints(images: Sequence[np.ndarray], points: Sequence[np.ndarray]) -> list[str]:
+    """fingerprint of each source crop at the model's size with its points (to 0.01 px): the
+    app and caingan-export cut the same crops from the same photos, so they find each other's
+    personalizations."""
+    return [fingerprint(img, np.round(np.asarray(p, np.float64), 2).tobytes()) for img, p in zip(images, points)]
+
+
+def fingerprint(image: np.ndarray, *extra) -> str:
+    """SHA-256 of an image's pixels (and shape) plus anything that selects the face in it
+    (a crop box, a face index): one source's part of sources_key."""
+    a = np.ascontiguousarray(image)
+    h = hashlib.sha256(f"{a.shape}|{a.dtype}|{extra!r}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def sources_key(fingerprints: Sequence[str], base_id: str) -> str:
+    """The key of a personalization: the general model plus the set of source fingerprints
+    (their order does not matter: reordering photos reuses the same personalization)."""
+    if not fingerprints:
+        raise PersonalizeError("no sources to key")
+    h = hashlib.sha256(base_id.encode())
+    for f in sorted(fingerprints):
+        h.update(f.encode())
+    return h.hexdigest()[:32]
+
+
+def tuned_names(model: torch.nn.Module, tune: str) -> list[str]:
+    """The parameters a tune mode fine-tunes."""
+    names = [n for n, _ in model.named_parameters()]
+    if tune == "all":
+        return names
+    if tune in ("generator", "embedder"):
+        return [n for n in names if n.startswith(tune + ".")]
+    if tune == "tail":
+        gen = getattr(model, "generator", None)
+        last = len(getattr(gen, "up", ())) - 1
+        heads = tuple(f"generator.{part}.{i}." for part in ("up", "skip", "spade") for i in (last - 1, last))
+        return [n for n in names if n.startswith(heads) or n.startswith("generator.out.")]
+    raise PersonalizeError(f"unknown tune {tune!r}; choose from {', '.join(TUNE_MODES)}")
+
+
+# ---------------------------------------------------------------------------------- data
+def _check_sources(images, points) -> tuple[list[np.ndarray], np.ndarray]:
+    images = [np.asarray(i) for i in images]
+    if not 1 <= len(images) <= MAX_SOURCES:
+        raise PersonalizeError(f"personalization takes 1–{MAX_SOURCES} sources, got {len(images)}")
+    if len(points) != len(images):
+        raise PersonalizeError(f"{len(images)} source images but {len(points)} landmark sets")
+    for i, img in enumerate(images):
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.shape[0] != img.shape[1]:
+            raise PersonalizeError(f"source {i}: want a square uint8 (S,S,3) crop, got {img.dtype} {img.shape}")
+    pts = np.stack([np.asarray(p, np.float32) for p in points])
+    if pts.shape[1:] != (68, 2) or not np.isfinite(pts).all():
+        raise PersonalizeError("source landmarks must be finite (68,2) arrays")
+    return images, pts
+
+
+class _Examples:
+    """Random self-reconstruction examples among the sources, as numpy (uint8 images, points)."""
+
+    def __init__(self, images: list[np.ndarray], points: np.ndarray, side: int, seed: int,
+                 move: float = 0.5):
+        self.side = side
+        self.move = move
+        self.images, pts = [], []
+        for img, p in zip(images, points):
+            s = img.shape[0]
+            if s != side:
+                img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if s > side else cv2.INTER_LINEAR)
+                p = rescale_points(p, s, side)
+            self.images.append(np.ascontiguousarray(img))
+            pts.append(np.asarray(p, np.float32))
+        self.points = np.stack(pts)
+        self.rng = np.random.default_rng(seed)
+
+    def _move(self, img: np.ndarray, pts: np.ndarray):
+        """A random similarity (±8°, ×0.92–1.08, ±4 % shift) of an image and its points; also
+        the mask of pixels that came from inside the image."""
+        r, s = self.rng, self.side
+        m = cv2.getRotationMatrix2D((s / 2 - 0.5, s / 2 - 0.5), r.uniform(-8, 8), r.uniform(0.92, 1.08))
+        m[:, 2] += r.uniform(-0.04, 0.04, 2) * s
+        out = cv2.warpAffine(img, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        valid = cv2.warpAffine(np.ones((s, s), np.float32), m, (s, s), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        moved = pts @ m[:, :2].T + m[:, 2]
+        return out, moved.astype(np.float32), valid
+
+    def example(self, n_context: int):
+        k, r = len(self.images), self.rng
+        if k == 1:
+            t, ctx, move = 0, [0], True
+        else:
+            t = int(r.integers(k))
+            others = [i for i in range(k) if i != t]
+            ctx = [int(i) for i in r.choice(others, n_context, replace=False)]
+            move = r.random() < self.move
+        src = np.stack([self.images[i] for i in ctx]).astype(np.float32)
+        spts = self.points[ctx].copy()
+        tgt, tpts = self.images[t], self.points[t].copy()
+        valid = np.ones((self.side, self.side), np.float32)
+        if move:
+            tgt, tpts, valid = self._move(tgt, tpts)
+        tgt = tgt.astype(np.float32)
+        if r.random() < 0.5:                                   # mirror the whole example
+            src, tgt, valid = src[:, :, ::-1], tgt[:, ::-1], valid[:, ::-1]
+            spts[..., 0] = self.side - 1 - spts[..., 0]
+            tpts[:, 0] = self.side - 1 - tpts[:, 0]
+            spts, tpts = spts[:, MIRROR], tpts[MIRROR]
+        # One colour change for the whole example: brightness, contrast, saturation.
+        both = np.concatenate([src, tgt[None]])
+        grey = both.mean(-1, keepdims=True)
+        both = grey + (both - grey) * r.uniform(0.85, 1.15)
+        mean = both.mean()
+        both = (both - mean) * r.uniform(0.9, 1.1) + mean + r.uniform(-12, 12)
+        both = np.clip(both, 0, 255)
+        return both[:-1], spts, both[-1], tpts, np.ascontiguousarray(valid)
+
+    def batch(self, size: int, n_context: int, net_side: int, device: torch.device) -> dict:
+        ex = [self.example(n_context) for _ in range(size)]
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)   # noqa: E731
+        src = to(np.stack([e[0] for e in ex])).permute(0, 1, 4, 2, 3) / 127.5 - 1
+        tgt = to(np.stack([e[2] for e in ex])).permute(0, 3, 1, 2) / 127.5 - 1
+        spts = np.stack([e[1] for e in ex])
+        tpts = np.stack([e[3] for e in ex])
+        b, c = spts.shape[:2]
+        s = self.side
+        lms = landmark_images(rescale_points(spts.reshape(b * c, 68, 2), s, net_side), net_side)
+        region = np.stack([region_mask(p, s) for p in tpts])
+        return {
+            "sources": src.contiguous(), "target": tgt.contiguous(),
+            "source_points": to(spts), "target_points": to(tpts),
+            "source_lms": lms.reshape(b, c, 3, net_side, net_side).to(device),
+            "target_lm": landmark_images(rescale_points(tpts, s, net_side), net_side).to(device),
+            "valid": to(np.stack([e[4] for e in ex]))[:, None],
+            "region": to(region.astype(np.float32))[:, None],
+        }
+
+
+# ---------------------------------------------------------------------------------- training
+def _face_descriptor(cfg: PersonalizeConfig, device: torch.device):
+    """(FaceDescriptor or None, a note when the identity loss was asked for but unavailable)."""
+    if cfg.lambda_id <= 0:
+        return None, ""
+    from caingan.nn.face_id import FaceDescriptor
+    try:
+        return FaceDescriptor.load(device, download=False), ""
+    except CainGANError as exc:
+        return None, f"identity loss skipped: {exc}"
+
+
+def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Sequence[np.ndarray],
+                cfg: PersonalizeConfig | None = None, *, key: str = "", base_id: str | None = None,
+                progress: Callable[[Progress], None] | None = None,
+                should_stop: Callable[[], bool] | None = None,
+                device: str | torch.device = "cpu") -> Personalization | None:
+    """Fine-tune a copy of `model` (the warp-guided CainGAN, as a Reenactor holds it) on
+    self-reconstruction among the sources → the change of the tuned parameters, or None when
+    `should_stop()` said so (nothing of a cancelled run is kept). `model` itself is not touched.
+    `images`: square uint8 crops of the face (any size); `points`: their (68,2) pixel landmarks."""
+    cfg = cfg or PersonalizeConfig()
+    if not getattr(model, "needs_points", False):
+        raise PersonalizeError("personalization needs the warp-guided model (the paper's model "
+                               "has no fine-tuning path here)")
+    images, pts = _check_sources(images, points)
+    device = torch.device(device)
+    base_id = base_id or model_id(model)
+    t0 = time.perf_counter()
+    net = copy.deepcopy(model).to(device)
+    names = set(tuned_names(net, cfg.tune))
+    params = []
+    for n, p in net.named_parameters():
+        p.requires_grad_(n in names)
+        if n in names:
+            params.append(p)
+    net.train()
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
+    torch.manual_seed(cfg.seed)
+    data = _Examples(images, pts, cfg.train_side, cfg.seed, cfg.move)
+    n_context = 1 if len(images) == 1 else min(len(images) - 1, cfg.context)
+    net_side = int(net.cfg.image_size)
+    losses: list[float] = []
+    first = None
+    face_id, note = _face_descriptor(cfg, device)
+    for step in range(1, cfg.steps + 1):
+        if should_stop is not None and should_stop():
+            return None
+        x = data.batch(cfg.batch, n_context, net_side, device)
+        out = net.render(x["sources"], x["source_lms"], x["target_lm"], x["source_points"],
+                         x["target_points"])
+        err = (out.image.float() - x["target"]).abs() * x["valid"]
+        loss = err.sum() / (x["valid"].sum() * 3).clamp_min(1)
+        if cfg.region_weight > 0:
+            reg = x["region"] * x["valid"]
+            loss = loss + cfg.region_weight * (err * reg).sum() / (reg.sum() * 3).clamp_min(1)
+        if face_id is not None:
+            loss = loss + cfg.lambda_id * face_id.identity_loss(out.image.float(), x["target"],
+                                                                points=x["target_points"])
+        if not torch.isfinite(loss):
+            raise PersonalizeError(f"the loss became {loss.item()} at step {step}; nothing was kept")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+        first = losses[0] if first is None else first
+        if progress is not None:
+            elapsed = time.perf_counter() - t0
+            progress(Progress(step, cfg.steps, float(np.mean(losses[-10:])), elapsed,
+                              elapsed / step * (cfg.steps - step)))
+    general = dict(model.named_parameters())
+    with torch.no_grad():
+        deltas = {n: (p.detach().float().cpu() - general[n].detach().float().cpu()).to(torch.float16)
+                  .contiguous() for n, p in net.named_parameters() if n in names}
+    meta = {"kind": KIND, "config": asdict(cfg), "tune": cfg.tune, "steps": cfg.steps,
+            "sources": len(images), "seconds": round(time.perf_counter() - t0, 2),
+            "loss_first": round(first or 0.0, 5), "loss_last": round(float(np.mean(losses[-10:])), 5),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"), **({"note": note} if note else {})}
+    return Personalization(key, base_id, deltas, meta)

@@ -1,0 +1,330 @@
+"""Personalize in the editor on a tiny random warp-guided model: progress, cancel, the toggle,
+reuse of stored personalizations, the Personalizations dialog, and what goes wrong.
+
+Every test keeps its personalizations in its own tmp folder ($CAINGAN_PERSONAL_DIR) and runs
+only a few fine-tuning steps ($CAINGAN_PERSONALIZE_STEPS)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QRect, Qt
+
+from .conftest import STILLS, wait_model, wait_quiet
+
+LONG_RUN = "5000"       # steps for runs that are cancelled or closed mid-way
+
+
+@pytest.fixture(scope="session")
+def warp_weights(tmp_path_factory) -> Path:
+    """A tiny warp-guided model (the one kind that can be personalized)."""
+    import torch
+
+    from caingan.config import ModelConfig
+    from caingan.nn.checkpoint import save_model
+    from caingan.nn.model import build_network
+
+    torch.manual_seed(0)
+    cfg = replace(ModelConfig.tiny(64), warp=True, output_size=128)
+    return save_model(tmp_path_factory.mktemp("warp-model") / "tiny-warp", build_network(cfg), cfg)
+
+
+@pytest.fixture(autouse=True)
+def store_dir(tmp_path, monkeypatch) -> Path:
+    """Never the user's folder; few steps."""
+    folder = tmp_path / "personal"
+    monkeypatch.setenv("CAINGAN_PERSONAL_DIR", str(folder))
+    monkeypatch.setenv("CAINGAN_PERSONALIZE_STEPS", "3")
+    return folder
+
+
+def still(name: str) -> Path:
+    path = STILLS / name.rstrip("0123456789") / f"{name}.png"
+    if not path.is_file():
+        pytest.skip(f"needs the stills in {STILLS}")
+    return path
+
+
+def load(qtbot, w, paths, timeout=40000) -> None:
+    """Add photos, wait until all are detected and the preview shows all of them."""
+    w.add_files([str(p) for p in paths])
+    qtbot.waitUntil(lambda: len(w.source_ids()) == len(paths), timeout=timeout)
+    qtbot.waitUntil(lambda: w.last_result is not None
+                    and len(w.last_result.source_ids) == len(paths), timeout=timeout)
+    wait_quiet(qtbot, w)
+
+
+def wait_render(qtbot, w, personal: str, timeout=20000):
+    """Wait until the newest preview is rendered with this personalization ("" = general)."""
+    qtbot.waitUntil(lambda: w.last_result is not None and w.last_result.request_id == w._request_id
+                    and w.last_result.personal == personal, timeout=timeout)
+    return w.last_result.image.copy()
+
+
+def personalize(qtbot, w, timeout=60000):
+    """Click Personalize and wait until the run ends; the run's Progress reports."""
+    panel = w.personalize_panel
+    seen = []
+    panel.worker.progress.connect(seen.append)
+    qtbot.mouseClick(panel.button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=timeout)
+    return seen
+
+
+def stored(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def texts(w, level=None) -> list[str]:
+    return [m.text for m in w.notifier.history if level is None or m.level == level]
+
+
+def fully_visible(widget, window) -> bool:
+    if not widget.isVisible() or widget.visibleRegion().isEmpty():
+        return False
+    inside = QRect(QPoint(0, 0), window.size()).contains(
+        QRect(widget.mapTo(window, QPoint(0, 0)), widget.size()))
+    return inside and widget.width() >= widget.sizeHint().width()
+
+
+# ----------------------------------------------------------------------------- a run
+
+def test_personalize_shows_progress_then_previews_personalized_and_toggle_compares(
+        qtbot, make_window, warp_weights, store_dir):
+    w = make_window(warp_weights)
+    wait_model(qtbot, w)
+    load(qtbot, w, [still("amy1"), still("amy2")])
+    panel = w.personalize_panel
+    general = wait_render(qtbot, w, "")
+    assert not panel.toggle.isEnabled() and not panel.toggle.isChecked()
+    assert "General model" in panel.status.text()
+
+    shown = []          # what the progress row says at each step (read after the panel updates)
+    panel.worker.progress.connect(
+        lambda p: shown.append((p.step, panel.bar.value(), panel.bar.maximum(), panel.eta.text(),
+                                panel.bar.isVisible(), panel.cancel_button.isVisible())))
+    qtbot.mouseClick(panel.button, Qt.MouseButton.LeftButton)
+    assert panel.running and not panel.button.isEnabled()
+    assert panel.bar.isVisible() and panel.cancel_button.isVisible()
+    qtbot.waitUntil(lambda: not panel.running, timeout=60000)
+
+    assert [s[:3] for s in shown] == [(1, 1, 3), (2, 2, 3), (3, 3, 3)]
+    assert all(s[3].endswith(" s left") and s[4] and s[5] for s in shown), shown
+    assert not panel.bar.isVisible() and panel.button.isEnabled()
+    assert not texts(w, "error") and not texts(w, "warning")
+    assert any("Personalized on 2 photos" in t for t in texts(w, "info"))
+
+    # The preview switches to the personalized weights and re-renders.
+    assert panel.toggle.isEnabled() and panel.toggle.isChecked()
+    assert panel.personalized_action.isChecked()
+    key = panel.in_use
+    assert key and "Personalized on these 2 photos" in panel.status.text()
+    personal = wait_render(qtbot, w, key)
+    assert not np.array_equal(personal, general)
+    assert stored(store_dir) == [f"{key}.json", f"{key}.safetensors"]   # nothing half-written
+
+    # Off: exactly the general model again; on: the personalized render again.
+    panel.toggle.click()
+    assert not panel.personalized_action.isChecked() and panel.in_use == ""
+    np.testing.assert_array_equal(wait_render(qtbot, w, ""), general)
+    panel.personalized_action.trigger()                       # the Model menu's toggle
+    assert panel.toggle.isChecked()
+    np.testing.assert_array_equal(wait_render(qtbot, w, key), personal)
+
+
+def test_personalize_cancel_mid_way_keeps_the_earlier_personalization(
+        qtbot, make_window, warp_weights, store_dir, monkeypatch):
+    w = make_window(warp_weights)
+    wait_model(qtbot, w)
+    load(qtbot, w, [still("howard1"), still("howard2")])
+    panel = w.personalize_panel
+    personalize(qtbot, w)
+    first = panel.in_use
+    personal = wait_render(qtbot, w, first)
+    files = stored(store_dir)
+
+    # A longer run (more steps than the stored one: it is not reused) … cancelled mid-way.
+    monkeypatch.setenv("CAINGAN_PERSONALIZE_STEPS", LONG_RUN)
+    steps = []
+    panel.worker.progress.connect(lambda p: steps.append(p.step))
+    qtbot.mouseClick(panel.button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(steps) >= 1, timeout=30000)
+    assert panel.bar.maximum() == int(LONG_RUN)
+    # Editing and previews go on meanwhile, with the earlier personalization.
+    edited = w.doc.shown_points() + np.float32(1.5)
+    with qtbot.waitSignal(w.previewShown, timeout=20000,
+                          check_params_cb=lambda r: np.allclose(r.points, edited)) as got:
+        w.request_preview(edited)
+    assert got.args[0].personal == first and panel.running
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=30000)
+
+    assert steps[-1] < int(LONG_RUN)
+    assert any("cancelled" in t for t in texts(w, "info"))
+    assert panel.toggle.isChecked() and panel.in_use == first
+    assert not panel.bar.isVisible() and panel.button.isEnabled()
+    w.request_preview()
+    np.testing.assert_array_equal(wait_render(qtbot, w, first), personal)
+    assert stored(store_dir) == files                  # the stored one is untouched
+
+
+def test_personalize_closing_the_window_mid_run_cancels_cleanly(
+        qtbot, qtlog, make_window, warp_weights, store_dir, monkeypatch):
+    monkeypatch.setenv("CAINGAN_PERSONALIZE_STEPS", LONG_RUN)
+    w = make_window(warp_weights)
+    wait_model(qtbot, w)
+    load(qtbot, w, [still("raj1")])
+    panel = w.personalize_panel
+    steps = []
+    panel.worker.progress.connect(lambda p: steps.append(p.step))
+    qtbot.mouseClick(panel.button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(steps) >= 1, timeout=30000)
+    t0 = time.perf_counter()
+    assert w.close()
+    assert time.perf_counter() - t0 < 15
+    assert not panel.running and not w.isVisible()
+    qtbot.wait(50)                                      # late signals find a closed window
+    assert stored(store_dir) == []                      # nothing kept, nothing half-written
+    assert not [r.message for r in qtlog.records if "QThread" in r.message]
+
+
+# ----------------------------------------------------------------------------- the store
+
+def test_personalize_reuses_the_stored_personalization_and_survives_a_damaged_file(
+        qtbot, make_window, warp_weights, store_dir):
+    photos = [still("leonard1"), still("leonard2")]
+    w = make_window(warp_weights)
+    wait_model(qtbot, w)
+    load(qtbot, w, photos)
+    personalize(qtbot, w)
+    key = w.personalize_panel.in_use
+    wait_render(qtbot, w, key)
+    w.close()
+
+    # The same photos again (another order): used at once, without fine-tuning.
+    w2 = make_window(warp_weights)
+    wait_model(qtbot, w2)
+    panel = w2.personalize_panel
+    started = []
+    panel.worker.stage.connect(started.append)
+    load(qtbot, w2, photos[::-1])
+    qtbot.waitUntil(lambda: panel.toggle.isChecked(), timeout=20000)
+    assert panel.in_use == key and panel.toggle.isEnabled()
+    assert any("Using your personalization" in t for t in texts(w2, "info"))
+    wait_render(qtbot, w2, key)
+    assert started == [] and not panel.running
+    # Other photos: back to the general model (and the toggle is off).
+    w2.remove_sources([w2.source_ids()[0]])
+    assert not panel.toggle.isEnabled() and panel.in_use == ""
+    wait_render(qtbot, w2, "")
+    w2.close()
+
+    # A damaged file: a clear message, the general model, and Personalize replaces it.
+    (store_dir / f"{key}.safetensors").write_bytes(b"not a safetensors file")
+    w3 = make_window(warp_weights)
+    wait_model(qtbot, w3)
+    load(qtbot, w3, photos)
+    qtbot.waitUntil(lambda: bool(texts(w3, "error")), timeout=20000)
+    err = texts(w3, "error")[-1]
+    assert "stored personalization" in err and f"{key}.safetensors" in err, err
+    assert w3.banner.isVisible() and not w3.personalize_panel.toggle.isEnabled()
+    wait_render(qtbot, w3, "")
+    personalize(qtbot, w3)
+    assert any("replaces it" in t for t in texts(w3, "warning"))
+    assert w3.personalize_panel.in_use == key
+    wait_render(qtbot, w3, key)
+    from caingan.pipeline.personal_store import PersonalStore
+    assert PersonalStore(store_dir).load(key) is not None
+
+
+def test_personalize_one_photo_then_list_and_delete_in_the_dialog(
+        qtbot, make_window, warp_weights, store_dir):
+    w = make_window(warp_weights)
+    wait_model(qtbot, w)
+    load(qtbot, w, [still("penny1")])
+    panel = w.personalize_panel
+    steps = personalize(qtbot, w)
+    assert [p.step for p in steps] == [1, 2, 3] and not texts(w, "error")
+    key = panel.in_use
+    assert key and "these 1 photo " in panel.status.text() + " "
+    wait_render(qtbot, w, key)
+    (store_dir / ("0123456789abcdef" * 2 + ".safetensors")).write_bytes(b"broken")
+
+    menu = next(a.menu() for a in w.menuBar().actions() if a.text() == "&Model")
+    manage = next(a for a in menu.actions() if a.text() == "Personalizations…")
+    manage.trigger()
+    dialog = panel.manager
+    assert dialog.isVisible() and dialog.list.count() == 2
+    rows = [dialog.list.item(i).text() for i in range(dialog.list.count())]
+    mine = dialog.keys().index(key)
+    assert "1 photo(s) (penny1.png)" in rows[mine] and "in use" in rows[mine], rows
+    assert "Damaged" in rows[1 - mine]
+    assert str(store_dir) in dialog.folder.text()
+
+    # Deleting the one in use: the preview goes back to the general model.
+    dialog.list.item(mine).setSelected(True)
+    qtbot.mouseClick(dialog.delete_button, Qt.MouseButton.LeftButton)
+    assert not panel.toggle.isEnabled() and panel.in_use == ""
+    wait_render(qtbot, w, "")
+    assert dialog.list.count() == 1 and key not in dialog.keys()
+    dialog.list.item(0).setSelected(True)
+    qtbot.mouseClick(dialog.delete_button, Qt.MouseButton.LeftButton)
+    assert dialog.list.count() == 0 and stored(store_dir) == []
+    assert "No personalizations yet" in dialog.folder.text()
+
+
+# ----------------------------------------------------------------------------- the photos
+
+def test_personalize_sixteen_photos(qtbot, make_window, warp_weights, store_dir, tmp_path):
+    from caingan.media.images import load_image, save_image
+
+    amy = [still(f"amy{i}") for i in range(1, 6)]
+    flipped = []
+    for p in amy:
+        flipped.append(tmp_path / f"flipped-{p.name}")
+        save_image(flipped[-1], load_image(p)[:, ::-1].copy())
+    photos = amy + flipped + amy + flipped[:1]
+    assert len(photos) == 16
+    w = make_window(warp_weights)
+    wait_model(qtbot, w)
+    load(qtbot, w, photos, timeout=90000)
+    steps = personalize(qtbot, w)
+    assert [p.step for p in steps] == [1, 2, 3]
+    assert not texts(w, "warning") and not texts(w, "error")     # one person: no warning
+    panel = w.personalize_panel
+    assert "these 16 photos" in panel.status.text()
+    wait_render(qtbot, w, panel.in_use)
+
+
+def test_personalize_warns_when_the_photos_show_two_people(
+        qtbot, make_window, warp_weights, store_dir):
+    w = make_window(warp_weights)
+    wait_model(qtbot, w)
+    load(qtbot, w, [still("amy1"), still("amy2"), still("amy3"), still("sheldon1")])
+    personalize(qtbot, w)
+    warnings = texts(w, "warning")
+    assert len(warnings) == 1, warnings
+    assert "look like a different person" in warnings[0] and "sheldon1.png" in warnings[0]
+    assert "amy" not in warnings[0]
+    assert "sheldon1.png" in w.banner.text()
+    assert w.personalize_panel.toggle.isChecked()          # it still ran
+
+
+def test_personalize_the_paper_model_gives_a_clear_error(qtbot, make_window):
+    w = make_window()                                        # the tiny paper-architecture model
+    wait_model(qtbot, w)
+    load(qtbot, w, [still("stuart1")])
+    panel = w.personalize_panel
+    w.resize(1024, 640)
+    qtbot.waitUntil(lambda: w.width() == 1024 and w.height() == 640, timeout=5000)
+    assert fully_visible(panel.button, w) and fully_visible(panel.toggle, w)
+    panel.personalize_action.trigger()
+    err = texts(w, "error")
+    assert len(err) == 1 and "warp-guided" in err[0] and "paper" in err[0], err
+    assert err[0] in w.banner.text()
+    assert not panel.running and panel.button.isEnabled() and not panel.toggle.isEnabled()
+    wait_render(qtbot, w, "")

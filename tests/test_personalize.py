@@ -1,0 +1,254 @@
+"""Personalization without the GUI: fine-tuning, applying and removing it, the store, reuse,
+the same-person check, `caingan-export --personalize` and the evaluator's personalized rows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from caingan.config import ModelConfig
+from caingan.errors import CheckpointError
+from caingan.face.identity import FaceIdentity, identity_outliers
+from caingan.face.landmark_edit import mean_face
+from caingan.nn.checkpoint import save_model
+from caingan.nn.model import build_network
+from caingan.pipeline.export_cli import cli_main
+from caingan.pipeline.inference import Reenactor
+from caingan.pipeline.personal_store import PersonalStore, personalize_reenactor
+from caingan.pipeline.personalize import (PersonalizeConfig, PersonalizeError, personalize,
+                                          source_fingerprints, sources_key, tuned_names)
+
+S = 64
+
+
+def tiny_warp() -> ModelConfig:
+    return ModelConfig(image_size=S, width=0.125, embed_channels=16, max_channels=256, warp=True,
+                       output_size=128)
+
+
+@pytest.fixture(scope="module")
+def warp_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = tiny_warp()
+    return save_model(tmp_path_factory.mktemp("w") / "warp", build_network(cfg), cfg)
+
+
+@pytest.fixture(scope="module")
+def paper_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(S)
+    return save_model(tmp_path_factory.mktemp("w") / "paper", build_network(cfg), cfg)
+
+
+def faces(n: int, size: int = 128, seed: int = 0):
+    """n textured crops with plausible, slightly different landmarks."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    imgs, pts = [], []
+    for i in range(n):
+        base = rng.integers(0, 255, (size // 8, size // 8, 3)).astype(np.uint8)
+        imgs.append(cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC))
+        pts.append((mean_face(float(size)) + rng.normal(0, size * 0.01, (68, 2))).astype(np.float32))
+    return imgs, pts
+
+
+@pytest.fixture()
+def reenactor(warp_weights) -> Reenactor:
+    torch.set_num_threads(1)
+    return Reenactor.from_checkpoint(warp_weights, device="cpu")
+
+
+def render(r: Reenactor, imgs, pts) -> np.ndarray:
+    r.set_sources(imgs, pts)
+    return r.generate(pts[0] * S / imgs[0].shape[0]).image
+
+
+def test_personalize_config_refuses_bad_settings():
+    for bad in ({"steps": 0}, {"steps": 2.5}, {"tune": "everything"}, {"lr": float("nan")},
+                {"lr": 1.0}, {"batch": 0}, {"context": 17}, {"train_side": 8}):
+        with pytest.raises(PersonalizeError):
+            PersonalizeConfig(**bad)
+
+
+def test_personalize_changes_only_the_tuned_layers_and_can_be_removed_exactly(reenactor):
+    imgs, pts = faces(3)
+    general = render(reenactor, imgs, pts)
+    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=3, tune="tail", lr=1e-3),
+                    base_id=reenactor.model_id)
+    assert set(p.deltas) == set(tuned_names(reenactor.model, "tail"))
+    assert set(p.deltas) < {n for n, _ in reenactor.model.named_parameters()}
+    assert any(float(d.abs().max()) > 0 for d in p.deltas.values())
+    assert np.array_equal(render(reenactor, imgs, pts), general)     # the model was not touched
+    reenactor.set_personalization(p)
+    personal = render(reenactor, imgs, pts)
+    assert np.abs(personal.astype(int) - general).mean() > 0.05
+    reenactor.set_personalization(None)
+    assert np.array_equal(render(reenactor, imgs, pts), general)
+
+
+def test_personalize_one_photo_and_sixteen(reenactor):
+    for n in (1, 16):
+        imgs, pts = faces(n, seed=n)
+        seen = []
+        p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=2, tune="tail", batch=1),
+                        progress=seen.append)
+        assert p is not None and p.meta["sources"] == n
+        assert [s.step for s in seen] == [1, 2] and seen[-1].eta_s == 0
+    with pytest.raises(PersonalizeError, match="1–16"):
+        personalize(reenactor.model, *faces(17), PersonalizeConfig(steps=1))
+
+
+def test_personalize_cancelled_keeps_nothing(reenactor):
+    imgs, pts = faces(2)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 2
+    assert personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=50, tune="tail"),
+                       should_stop=stop) is None
+    assert len(calls) == 3
+
+
+def test_personalization_for_other_weights_is_refused_and_state_kept(reenactor, warp_weights):
+    imgs, pts = faces(2)
+    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=1, tune="tail", lr=1e-3))
+    reenactor.set_personalization(p)
+    before = render(reenactor, imgs, pts)
+    torch.manual_seed(1)
+    other = Reenactor(build_network(tiny_warp()), device="cpu")
+    with pytest.raises(PersonalizeError, match="other model weights"):
+        other.set_personalization(p)
+    p.base_id = "0" * 24
+    with pytest.raises(PersonalizeError):
+        reenactor.set_personalization(p)
+    assert np.array_equal(render(reenactor, imgs, pts), before)
+
+
+def test_paper_model_cannot_be_personalized(paper_weights):
+    r = Reenactor.from_checkpoint(paper_weights, device="cpu")
+    with pytest.raises(PersonalizeError, match="warp-guided"):
+        personalize(r.model, *faces(2, size=S), PersonalizeConfig(steps=1))
+
+
+def test_personalization_key_ignores_source_order_but_not_content():
+    imgs, pts = faces(3)
+    key = sources_key(source_fingerprints(imgs, pts), "base")
+    assert key == sources_key(source_fingerprints(imgs[::-1], pts[::-1]), "base")
+    assert key != sources_key(source_fingerprints(imgs[:2], pts[:2]), "base")
+    assert key != sources_key(source_fingerprints(imgs, pts), "other-base")
+    moved = [p + 0.5 for p in pts]
+    assert key != sources_key(source_fingerprints(imgs, moved), "base")
+
+
+def test_personal_store_round_trip_list_delete_and_damage(reenactor, tmp_path):
+    store = PersonalStore(tmp_path / "personal")
+    imgs, pts = faces(2)
+    p, reused = personalize_reenactor(reenactor, imgs, pts, cfg=PersonalizeConfig(steps=2, tune="tail"),
+                                      store=store, labels=["a.png", "b.png"])
+    assert not reused and reenactor.personalization is p
+    (entry,) = store.list()
+    assert entry.key == p.key and entry.meta["labels"] == ["a.png", "b.png"]
+    assert "2 photo(s)" in entry.describe()
+    loaded = store.load(p.key)
+    assert set(loaded.deltas) == set(p.deltas) and loaded.base_id == p.base_id
+    # Bundled weights stay untouched: the store refuses the assets folder.
+    from caingan.assets import ASSETS
+    with pytest.raises(PersonalizeError, match="bundled"):
+        PersonalStore(ASSETS / "personal")
+    with pytest.raises(PersonalizeError):
+        store.path("../../etc/passwd")
+    # A damaged file is reported by name, still listed, and can be deleted.
+    store.path(p.key).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=p.key):
+        store.load(p.key)
+    assert "error" in store.list()[0].meta
+    assert store.delete(p.key) and not store.has(p.key) and store.list() == []
+    assert not store.delete(p.key)
+
+
+def test_personalize_reenactor_reuses_the_stored_one_and_cancel_keeps_the_previous(reenactor, warp_weights,
+                                                                                   tmp_path):
+    store = PersonalStore(tmp_path)
+    imgs, pts = faces(3)
+    cfg = PersonalizeConfig(steps=2, tune="tail", lr=1e-3)
+    first, _ = personalize_reenactor(reenactor, imgs, pts, cfg=cfg, store=store)
+    personal = render(reenactor, imgs, pts)
+    fresh = Reenactor.from_checkpoint(warp_weights, device="cpu")     # another session
+    steps = []
+    again, reused = personalize_reenactor(fresh, imgs[::-1], pts[::-1], cfg=cfg, store=store,
+                                          progress=steps.append)
+    assert reused and steps == [] and again.key == first.key
+    assert np.array_equal(render(fresh, imgs, pts), personal)
+    # More steps than stored: trained again; cancelled half-way: the previous one stays.
+    got, reused = personalize_reenactor(fresh, imgs, pts, cfg=PersonalizeConfig(steps=40, tune="tail"),
+                                        store=store, should_stop=lambda: True)
+    assert got is None and not reused and fresh.personalization.key == first.key
+    assert np.array_equal(render(fresh, imgs, pts), personal)
+
+
+def test_identity_outliers_groups_by_dlib_distance():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 128), rng.normal(0, 1, 128)
+    a, b = a / np.linalg.norm(a) * 0.5, b / np.linalg.norm(b) * 0.5
+    same = [a + rng.normal(0, 0.01, 128) for _ in range(3)]
+    assert identity_outliers(np.stack(same)) == []
+    assert identity_outliers(np.stack(same + [b])) == [3]
+    assert identity_outliers(np.stack([b] + same)) == [0]
+    assert identity_outliers(np.stack([a])) == []
+
+
+def test_identity_check_tells_two_real_people_apart(stills, detector_dlib):
+    from caingan.face.crop import crop_face
+    from caingan.media.images import load_image
+
+    people = {}
+    for path in stills:
+        people.setdefault(path.parent.name, []).append(path)
+    names = sorted(people)[:2]
+    paths = people[names[0]][:3] + people[names[1]][:1]
+    crops = []
+    for path in paths:
+        img = load_image(path)
+        crops.append(crop_face(img, detector_dlib.detect(img).points, 128))
+    d = FaceIdentity().descriptors([c.image for c in crops], [c.points for c in crops])
+    assert identity_outliers(d) == [3]
+
+
+@pytest.fixture(scope="module")
+def detector_dlib():
+    from caingan.face.landmarks import LandmarkDetector
+    return LandmarkDetector("dlib")
+
+
+def test_export_personalize_trains_once_then_reuses(warp_weights, paper_weights, stills, tmp_path, capsys):
+    lms = tmp_path / "pose.json"
+    import json
+    lms.write_text(json.dumps({"image_size": S, "points": (mean_face(float(S))).tolist()}))
+    photos = [str(p) for p in stills if p.parent == stills[0].parent][:2]
+    common = ["--weights", warp_weights, "--landmarks", lms, "--formats", "png",
+              "--personal-dir", tmp_path / "store", "--device", "cpu"]
+    args = [a for p in photos for a in ("--source", p)]
+    code = cli_main([str(a) for a in common + args + ["--out", tmp_path / "a", "--personalize", "2"]])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "personalized to 2 photo(s)" in err and "reused" not in err
+    assert len(list((tmp_path / "store").glob("*.safetensors"))) == 1
+    code = cli_main([str(a) for a in common + [a for p in photos[::-1] for a in ("--source", p)] + ["--out", tmp_path / "b", "--personalize", "2"]])
+    err = capsys.readouterr().err
+    assert code == 0 and re.search(r"personalized to 2 photo\(s\) \(reused from", err), err
+    code = cli_main([str(a) for a in common + args + ["--out", tmp_path / "c"]])
+    assert code == 0
+    a = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(next((tmp_path / "a").glob("frame_*.png"))))
+    c = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(next((tmp_path / "c").glob("frame_*.png"))))
+    assert not np.array_equal(a, c)        # the personalized frames differ
+    code = cli_main([str(a) for a in ["--weights", paper_weights, "--landmarks", lms, "--personalize",
+                                      "--source", photos[0], "--out", tmp_path / "d", "--device", "cpu"]])
+    err = capsys.readouterr().err
+    assert code == 2 and "warp-guided" in err
+    code = cli_main([str(a) for a in common + args + ["--out", tmp_path / "e", "--personalize", "0"]])
+    assert code == 2
