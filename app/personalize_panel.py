@@ -176,8 +176,7 @@ class PersonalizePanel(QWidget):
         if p is None:
             text = "General model."
         elif self.personalized_action.isChecked():
-            n = p.meta.get("sources", "?")
-            text = f"Personalized on these {n} photo{'s' * (n != 1)} ({p.meta.get('steps', '?')} steps)."
+            text = f"Personalized: {p.summary()}."
         else:
             text = "General model (personalization off, to compare)."
         self.status.setText(text)
@@ -298,9 +297,8 @@ class PersonalizePanel(QWidget):
         if reused:
             self.win.notifier.info("Using the stored personalization of these photos.")
         else:
-            self.win.notifier.info(f"Personalized on {n} photo{'s' * (n != 1)} in "
-                                   f"{p.meta.get('seconds', '?')} s; untick Personalized to "
-                                   "compare with the general model.")
+            self.win.notifier.info(f"Personalized in {p.meta.get('seconds', '?')} s: {p.summary()}; "
+                                   "untick Personalized to compare with the general model.")
 
     def _cancelled(self) -> None:
         self._idle()

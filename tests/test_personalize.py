@@ -77,7 +77,8 @@ def test_personalize_config_refuses_bad_settings():
 def test_personalize_changes_only_the_tuned_layers_and_can_be_removed_exactly(reenactor):
     imgs, pts = faces(3)
     general = render(reenactor, imgs, pts)
-    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=3, tune="tail", lr=1e-3),
+    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=3, tune="tail", lr=1e-3,
+                                                                  check_every=0),
                     base_id=reenactor.model_id)
     assert set(p.deltas) == set(tuned_names(reenactor.model, "tail"))
     assert set(p.deltas) < {n for n, _ in reenactor.model.named_parameters()}
@@ -102,6 +103,27 @@ def test_personalize_one_photo_and_sixteen(reenactor):
         personalize(reenactor.model, *faces(17), PersonalizeConfig(steps=1))
 
 
+def test_personalize_keeps_the_weights_that_render_held_out_photos_best(reenactor):
+    imgs, pts = faces(8)
+    gentle = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="tail", lr=1e-4,
+                                                                       check_every=2))
+    assert gentle.meta["held_out"] == [2, 5] and gentle.meta["kept_step"] in (0, 2, 4)
+    before, best = gentle.meta["held_out_loss"]
+    assert best <= before
+    # A learning rate that wrecks the model: the held-out photos say so and nothing changes.
+    wild = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="all", lr=1e-2,
+                                                                     check_every=2))
+    assert wild.changes_nothing and wild.meta["kept_step"] == 0
+    assert "general model is kept" in wild.summary()
+    reenactor.set_personalization(wild)
+    general = render(reenactor, imgs, pts)
+    reenactor.set_personalization(None)
+    assert np.array_equal(render(reenactor, imgs, pts), general)
+    # Two photos: nothing to hold out, every step is kept.
+    two = personalize(reenactor.model, *faces(2), PersonalizeConfig(steps=2, tune="tail"))
+    assert "held_out" not in two.meta and not two.changes_nothing
+
+
 def test_personalize_cancelled_keeps_nothing(reenactor):
     imgs, pts = faces(2)
     calls = []
@@ -116,7 +138,8 @@ def test_personalize_cancelled_keeps_nothing(reenactor):
 
 def test_personalization_for_other_weights_is_refused_and_state_kept(reenactor, warp_weights):
     imgs, pts = faces(2)
-    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=1, tune="tail", lr=1e-3))
+    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=1, tune="tail", lr=1e-3,
+                                                                  check_every=0))
     reenactor.set_personalization(p)
     before = render(reenactor, imgs, pts)
     torch.manual_seed(1)
@@ -175,7 +198,7 @@ def test_personalize_reenactor_reuses_the_stored_one_and_cancel_keeps_the_previo
                                                                                    tmp_path):
     store = PersonalStore(tmp_path)
     imgs, pts = faces(3)
-    cfg = PersonalizeConfig(steps=2, tune="tail", lr=1e-3)
+    cfg = PersonalizeConfig(steps=2, tune="tail", lr=1e-3, check_every=0)
     first, _ = personalize_reenactor(reenactor, imgs, pts, cfg=cfg, store=store)
     personal = render(reenactor, imgs, pts)
     fresh = Reenactor.from_checkpoint(warp_weights, device="cpu")     # another session

@@ -177,3 +177,24 @@ def test_mix_power_lets_one_source_win_per_region():
     assert torch.equal(w_sharp.argmax(1), w_soft.argmax(1))
     with pytest.raises(ConfigError):
         tiny_warp(mix_power=0.0)
+
+
+def test_pose_prior_favours_the_source_whose_landmarks_match_the_target():
+    from caingan.nn.warp_model import pose_distance
+
+    torch.manual_seed(0)
+    plain = WarpCainGAN(tiny_warp())
+    prior = WarpCainGAN(tiny_warp(pose_prior=1000.0))
+    prior.load_state_dict(plain.state_dict())
+    src, slm, tlm, sp, tp = inputs(plain.cfg, 3, 128)
+    sp = sp.clone()
+    sp[:, [0, 2]] += torch.randn(sp[:, [0, 2]].shape, generator=torch.Generator().manual_seed(1)) * 2
+    sp[:, 1] = tp                                        # source 1 is in the target's pose
+    d = pose_distance(sp, tp)
+    assert d[0, 1] < 1e-5 < d[0, 0] and d[0, 2] > 1e-5
+    with torch.no_grad():
+        w_plain = plain(src, slm, tlm, sp, tp)[1]
+        w_prior = prior(src, slm, tlm, sp, tp)[1]
+    assert w_prior[:, 1].mean() > 0.95 > w_plain[:, 1].mean()
+    with pytest.raises(ConfigError):
+        tiny_warp(pose_prior=-1.0)

@@ -252,7 +252,7 @@ def _personalize(args, reenactor, sources, cancel_flag: dict) -> bool:
         how = f"reused from {p.meta.get('created', 'an earlier run')}" if reused else \
             f"{p.meta.get('seconds', 0):.0f} s"
         print(f"caingan-export: personalized to {len(sources.images)} photo(s) ({how}; "
-              f"{store.path(p.key)})", file=sys.stderr, flush=True)
+              f"{store.path(p.key)}): {p.summary()}", file=sys.stderr, flush=True)
     return p is not None
 
 

@@ -46,14 +46,19 @@ class PersonalizeError(CainGANError, ValueError):
 
 @dataclass(frozen=True)
 class PersonalizeConfig:
+    # Defaults measured on the held-out validation groups: docs/ablations/PERSONALIZE.md.
     steps: int = DEFAULT_STEPS
-    tune: str = "generator"        # all | generator | tail (its last two blocks) | embedder
+    tune: str = "all"              # all | generator | tail (its last two blocks) | embedder
     lr: float = 1e-4
-    batch: int = 2                 # examples per step
-    context: int = 4               # at most this many other sources per example
-    train_side: int = 256          # crops are trained at this size (the networks run at theirs)
+    batch: int = 1                 # examples per step
+    context: int = 7               # at most this many other sources per example
+    train_side: int = 128          # crops are trained at this size (the networks' own)
     region_weight: float = 10.0    # extra L1 on eyes and mouth, as in training
-    move: float = 0.5              # share of examples (K > 1) whose target is moved at random
+    move: float = 0.0              # share of examples (K > 1) whose target is moved at random
+    # With K ≥ 3 photos, K // 4 (at least 1) are held out and rendered from the others every
+    # `check_every` steps: the weights with the lowest held-out loss are kept — the general
+    # model itself when fine-tuning does not help (0 = no check, train on all photos).
+    check_every: int = 10
     # Identity loss (1 − cos of the 128-D face descriptor, caingan.nn.face_id; needs face-api's
     # weights, else skipped and noted in the result's meta). Note CSIM uses the same network.
     lambda_id: float = 0.0
@@ -66,7 +71,8 @@ class PersonalizeConfig:
             raise PersonalizeError(f"unknown tune {self.tune!r}; choose from {', '.join(TUNE_MODES)}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1e-2):
             raise PersonalizeError(f"lr must be in (0, 0.01], got {self.lr!r}")
-        for name, lo, hi in (("batch", 1, 64), ("context", 1, MAX_SOURCES), ("train_side", 64, 1024)):
+        for name, lo, hi in (("batch", 1, 64), ("context", 1, MAX_SOURCES), ("train_side", 64, 1024),
+                             ("check_every", 0, 100_000)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise PersonalizeError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
@@ -88,6 +94,25 @@ class Personalization:
     @property
     def tune(self) -> str:
         return str(self.meta.get("tune", ""))
+
+    @property
+    def changes_nothing(self) -> bool:
+        """The held-out check kept the general weights (fine-tuning did not help)."""
+        return not self.deltas
+
+    def summary(self) -> str:
+        """One line for people: what was done and what the held-out photos said."""
+        m = self.meta
+        n = m.get("sources", "?")
+        text = f"{n} photo{'s' * (n != 1)}, {m.get('steps', '?')} steps"
+        loss = m.get("held_out_loss")
+        if loss and self.changes_nothing:
+            return text + ("; it did not render the held-out photos better, so the general "
+                           "model is kept")
+        if loss:
+            return text + (f"; held-out photos rendered {100 * (1 - loss[1] / max(loss[0], 1e-12)):.1f} % "
+                           f"better (weights of step {m.get('kept_step')})")
+        return text
 
 
 @dataclass
@@ -180,6 +205,7 @@ class _Examples:
             pts.append(np.asarray(p, np.float32))
         self.points = np.stack(pts)
         self.rng = np.random.default_rng(seed)
+        self.pool = list(range(len(self.images)))     # the sources examples are drawn from
 
     def _move(self, img: np.ndarray, pts: np.ndarray):
         """A random similarity (±8°, ×0.92–1.08, ±4 % shift) of an image and its points; also
@@ -193,13 +219,17 @@ class _Examples:
         moved = pts @ m[:, :2].T + m[:, 2]
         return out, moved.astype(np.float32), valid
 
-    def example(self, n_context: int):
-        k, r = len(self.images), self.rng
-        if k == 1:
-            t, ctx, move = 0, [0], True
+    def example(self, n_context: int, pick: tuple[int, list[int]] | None = None):
+        """A random example among `self.pool`, or `pick` = (target, context) as it is (no
+        augmentation: the held-out check)."""
+        k, r = len(self.pool), self.rng
+        if pick is not None:
+            (t, ctx), move = pick, False
+        elif k == 1:
+            t, ctx, move = self.pool[0], [self.pool[0]], True
         else:
-            t = int(r.integers(k))
-            others = [i for i in range(k) if i != t]
+            t = int(r.choice(self.pool))
+            others = [i for i in self.pool if i != t]
             ctx = [int(i) for i in r.choice(others, n_context, replace=False)]
             move = r.random() < self.move
         src = np.stack([self.images[i] for i in ctx]).astype(np.float32)
@@ -209,6 +239,8 @@ class _Examples:
         if move:
             tgt, tpts, valid = self._move(tgt, tpts)
         tgt = tgt.astype(np.float32)
+        if pick is not None:
+            return src, spts, tgt, tpts, valid
         if r.random() < 0.5:                                   # mirror the whole example
             src, tgt, valid = src[:, :, ::-1], tgt[:, ::-1], valid[:, ::-1]
             spts[..., 0] = self.side - 1 - spts[..., 0]
@@ -223,8 +255,10 @@ class _Examples:
         both = np.clip(both, 0, 255)
         return both[:-1], spts, both[-1], tpts, np.ascontiguousarray(valid)
 
-    def batch(self, size: int, n_context: int, net_side: int, device: torch.device) -> dict:
-        ex = [self.example(n_context) for _ in range(size)]
+    def batch(self, size: int, n_context: int, net_side: int, device: torch.device,
+              picks: list | None = None) -> dict:
+        ex = ([self.example(n_context, p) for p in picks] if picks
+              else [self.example(n_context) for _ in range(size)])
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)   # noqa: E731
         src = to(np.stack([e[0] for e in ex])).permute(0, 1, 4, 2, 3) / 127.5 - 1
         tgt = to(np.stack([e[2] for e in ex])).permute(0, 3, 1, 2) / 127.5 - 1
@@ -245,6 +279,37 @@ class _Examples:
 
 
 # ---------------------------------------------------------------------------------- training
+def _held_out(k: int) -> list[int]:
+    """Which of k sources the held-out check renders: k // 4 of them (at least 1) spread over
+    the list, none below 3 sources."""
+    if k < 3:
+        return []
+    n = max(1, k // 4)
+    return sorted({int(round(i)) for i in np.linspace(k - 1, 0, n + 2)[1:-1]})
+
+
+def _loss(net, x: dict, cfg: PersonalizeConfig, face_id) -> torch.Tensor:
+    """L1 over the valid pixels + region_weight · L1 on eyes and mouth (+ identity)."""
+    out = net.render(x["sources"], x["source_lms"], x["target_lm"], x["source_points"],
+                     x["target_points"])
+    err = (out.image.float() - x["target"]).abs() * x["valid"]
+    loss = err.sum() / (x["valid"].sum() * 3).clamp_min(1)
+    if cfg.region_weight > 0:
+        reg = x["region"] * x["valid"]
+        loss = loss + cfg.region_weight * (err * reg).sum() / (reg.sum() * 3).clamp_min(1)
+    if face_id is not None:
+        loss = loss + cfg.lambda_id * face_id.identity_loss(out.image.float(), x["target"],
+                                                            points=x["target_points"])
+    return loss
+
+
+@torch.no_grad()
+def _held_loss(net, data: "_Examples", picks: list, cfg: PersonalizeConfig, face_id, device) -> float:
+    """The loss of rendering each held-out source from the training sources, as they are."""
+    x = data.batch(len(picks), 0, int(net.cfg.image_size), device, picks=picks)
+    return float(_loss(net, x, cfg, face_id))
+
+
 def _face_descriptor(cfg: PersonalizeConfig, device: torch.device):
     """(FaceDescriptor or None, a note when the identity loss was asked for but unavailable)."""
     if cfg.lambda_id <= 0:
@@ -284,42 +349,47 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
     torch.manual_seed(cfg.seed)
     data = _Examples(images, pts, cfg.train_side, cfg.seed, cfg.move)
-    n_context = 1 if len(images) == 1 else min(len(images) - 1, cfg.context)
+    k = len(images)
+    held = _held_out(k) if cfg.check_every else []
+    data.pool = [i for i in range(k) if i not in held]
+    n_context = 1 if len(data.pool) == 1 else min(len(data.pool) - 1, cfg.context)
     net_side = int(net.cfg.image_size)
-    losses: list[float] = []
-    first = None
     face_id, note = _face_descriptor(cfg, device)
+    picks = [(h, data.pool[:cfg.context]) for h in held]
+    best = (_held_loss(net, data, picks, cfg, face_id, device), 0, None) if held else None
+    general_loss = best[0] if best else None
+    losses: list[float] = []
     for step in range(1, cfg.steps + 1):
         if should_stop is not None and should_stop():
             return None
         x = data.batch(cfg.batch, n_context, net_side, device)
-        out = net.render(x["sources"], x["source_lms"], x["target_lm"], x["source_points"],
-                         x["target_points"])
-        err = (out.image.float() - x["target"]).abs() * x["valid"]
-        loss = err.sum() / (x["valid"].sum() * 3).clamp_min(1)
-        if cfg.region_weight > 0:
-            reg = x["region"] * x["valid"]
-            loss = loss + cfg.region_weight * (err * reg).sum() / (reg.sum() * 3).clamp_min(1)
-        if face_id is not None:
-            loss = loss + cfg.lambda_id * face_id.identity_loss(out.image.float(), x["target"],
-                                                                points=x["target_points"])
+        loss = _loss(net, x, cfg, face_id)
         if not torch.isfinite(loss):
             raise PersonalizeError(f"the loss became {loss.item()} at step {step}; nothing was kept")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.item()))
-        first = losses[0] if first is None else first
+        if held and (step % cfg.check_every == 0 or step == cfg.steps):
+            value = _held_loss(net, data, picks, cfg, face_id, device)
+            if value < best[0]:
+                best = (value, step, {n: p.detach().clone() for n, p in net.named_parameters() if n in names})
         if progress is not None:
             elapsed = time.perf_counter() - t0
             progress(Progress(step, cfg.steps, float(np.mean(losses[-10:])), elapsed,
                               elapsed / step * (cfg.steps - step)))
     general = dict(model.named_parameters())
+    tuned = dict(net.named_parameters())
+    if best is not None:
+        tuned = best[2] or {}                 # step 0: fine-tuning did not help, no change
     with torch.no_grad():
         deltas = {n: (p.detach().float().cpu() - general[n].detach().float().cpu()).to(torch.float16)
-                  .contiguous() for n, p in net.named_parameters() if n in names}
+                  .contiguous() for n, p in tuned.items() if n in names}
     meta = {"kind": KIND, "config": asdict(cfg), "tune": cfg.tune, "steps": cfg.steps,
-            "sources": len(images), "seconds": round(time.perf_counter() - t0, 2),
-            "loss_first": round(first or 0.0, 5), "loss_last": round(float(np.mean(losses[-10:])), 5),
+            "sources": k, "seconds": round(time.perf_counter() - t0, 2),
+            "loss_first": round(losses[0], 5), "loss_last": round(float(np.mean(losses[-10:])), 5),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), **({"note": note} if note else {})}
+    if best is not None:
+        meta.update(held_out=held, held_out_loss=[round(general_loss, 5), round(best[0], 5)],
+                    kept_step=best[1])
     return Personalization(key, base_id, deltas, meta)

@@ -116,13 +116,13 @@ def test_personalize_shows_progress_then_previews_personalized_and_toggle_compar
     assert all(s[3].endswith(" s left") and s[4] and s[5] for s in shown), shown
     assert not panel.bar.isVisible() and panel.button.isEnabled()
     assert not texts(w, "error") and not texts(w, "warning")
-    assert any("Personalized on 2 photos" in t for t in texts(w, "info"))
+    assert any("Personalized in" in t and "2 photos, 3 steps" in t for t in texts(w, "info"))
 
     # The preview switches to the personalized weights and re-renders.
     assert panel.toggle.isEnabled() and panel.toggle.isChecked()
     assert panel.personalized_action.isChecked()
     key = panel.in_use
-    assert key and "Personalized on these 2 photos" in panel.status.text()
+    assert key and "Personalized: 2 photos, 3 steps" in panel.status.text()
     personal = wait_render(qtbot, w, key)
     assert not np.array_equal(personal, general)
     assert stored(store_dir) == [f"{key}.json", f"{key}.safetensors"]   # nothing half-written
@@ -250,7 +250,7 @@ def test_personalize_one_photo_then_list_and_delete_in_the_dialog(
     steps = personalize(qtbot, w)
     assert [p.step for p in steps] == [1, 2, 3] and not texts(w, "error")
     key = panel.in_use
-    assert key and "these 1 photo " in panel.status.text() + " "
+    assert key and "Personalized: 1 photo, 3 steps" in panel.status.text()
     wait_render(qtbot, w, key)
     (store_dir / ("0123456789abcdef" * 2 + ".safetensors")).write_bytes(b"broken")
 
@@ -296,7 +296,7 @@ def test_personalize_sixteen_photos(qtbot, make_window, warp_weights, store_dir,
     assert [p.step for p in steps] == [1, 2, 3]
     assert not texts(w, "warning") and not texts(w, "error")     # one person: no warning
     panel = w.personalize_panel
-    assert "these 16 photos" in panel.status.text()
+    assert "Personalized: 16 photos" in panel.status.text()
     wait_render(qtbot, w, panel.in_use)
 
 
