@@ -36,7 +36,7 @@ from caingan.nn.checkpoint import state_digest
 
 KIND = "caingan-personalization"
 TUNE_MODES = ("all", "generator", "tail", "embedder")
-DEFAULT_STEPS = 60
+DEFAULT_STEPS = 75
 MAX_SOURCES = 16
 
 
@@ -48,10 +48,10 @@ class PersonalizeError(CainGANError, ValueError):
 class PersonalizeConfig:
     # Defaults measured on the held-out validation groups: docs/ablations/PERSONALIZE.md.
     steps: int = DEFAULT_STEPS
-    tune: str = "all"              # all | generator | tail (its last two blocks) | embedder
-    lr: float = 1e-4
-    batch: int = 1                 # examples per step
-    context: int = 7               # at most this many other sources per example
+    tune: str = "generator"        # all | generator | tail (its last two blocks) | embedder
+    lr: float = 1e-3
+    batch: int = 2                 # examples per step
+    context: int = 4               # at most this many other sources per example
     train_side: int = 128          # crops are trained at this size (the networks' own)
     region_weight: float = 10.0    # extra L1 on eyes and mouth, as in training
     move: float = 0.0              # share of examples (K > 1) whose target is moved at random
