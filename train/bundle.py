@@ -43,11 +43,12 @@ def disc_file(model_name: str) -> str:
     return f"train/{Path(model_name).stem}-discriminators.safetensors"
 
 
-def export(run_dir: Path, out: Path, name: str | None = None, mix_power: float | None = None
-           ) -> tuple[Path, Path]:
-    """The run's newest weights → out/name (+ discriminators). mix_power, when given, is an
-    inference setting recorded in the shipped config (warp-guided model: how sharply the K
-    sources' responsibilities pick one source per region)."""
+def export(run_dir: Path, out: Path, name: str | None = None, mix_power: float | None = None,
+           pose_prior: float | None = None) -> tuple[Path, Path]:
+    """The run's newest weights → out/name (+ discriminators). mix_power and pose_prior, when
+    given, are inference settings recorded in the shipped config (warp-guided model: how sharply
+    the K sources' responsibilities pick one source per region, and how strongly they favour the
+    source whose pose is closest to the target's)."""
     ckpts = st.list_checkpoints(run_dir)
     if not ckpts:
         raise CainGANError(f"{run_dir}: no checkpoints to export")
@@ -60,7 +61,8 @@ def export(run_dir: Path, out: Path, name: str | None = None, mix_power: float |
     extra = {"step": step, "epoch": counters["epoch"], "train_config": meta["config"],
              "source_checkpoint": path.name}
     name = name or model_file(cfg.model)
-    model_cfg = cfg.model if mix_power is None else dataclasses.replace(cfg.model, mix_power=mix_power)
+    settings = {k: v for k, v in (("mix_power", mix_power), ("pose_prior", pose_prior)) if v is not None}
+    model_cfg = dataclasses.replace(cfg.model, **settings)
     model_path = save_model(out / name, gen, model_cfg, extra)
     disc = {k: v for k, v in tensors.items() if k.startswith(("d_i.", "d_p."))}
     disc_path = save_checkpoint(out / disc_file(name), disc, {"kind": DISC_KIND, "counters": counters,
@@ -92,9 +94,11 @@ def main(argv=None) -> int:
                    f"{DEFAULT_WEIGHTS.name} or {PAPER_WEIGHTS.name})")
     p.add_argument("--mix-power", type=float, default=None,
                    help="warp-guided model: responsibility sharpening to ship (default: as trained)")
+    p.add_argument("--pose-prior", type=float, default=None,
+                   help="warp-guided model: prior for the closest-pose source (default: as trained)")
     args = p.parse_args(argv)
     try:
-        for path in export(args.run_dir, args.out, args.name, args.mix_power):
+        for path in export(args.run_dir, args.out, args.name, args.mix_power, args.pose_prior):
             print(path)
     except CainGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
