@@ -49,7 +49,7 @@ class PersonalizeConfig:
     # Defaults measured on the held-out validation groups: docs/ablations/PERSONALIZE.md.
     steps: int = DEFAULT_STEPS
     tune: str = "generator"        # all | generator | tail (its last two blocks) | embedder
-    lr: float = 1e-3
+    lr: float = 1e-4               # 1e-3 blurred faces on photo collections (PERSONALIZE.md)
     batch: int = 2                 # examples per step
     context: int = 4               # at most this many other sources per example
     train_side: int = 128          # crops are trained at this size (the networks' own)
