@@ -4,14 +4,16 @@ The paper's model needs no fine-tuning and that stays the default; but few-shot 
 FSHM (Zakharov et al. 2019) reaches its best scores with 8–32 photos, and MetaPortrait adapts to a
 person in about 30 s. Here the K sources train the model on self-reconstruction: each example
 renders one source (the target) from up to `context` of the others, with the whole example
-flipped and colour-jittered and the target moved by a random similarity; with one photo the
-target is that photo moved, rendered from itself.
+flipped and colour-jittered (and, for a `move` share of examples, the target moved by a random
+similarity); with one photo the target is that photo moved, rendered from itself. With three or
+more photos some are held out, and the weights that render them best are kept — the general
+ones when fine-tuning does not help.
 
 The result is a `Personalization`: the change of the tuned parameters (tuned − general, float16)
 for the model it was made from (`base_id`, a hash of the general weights), keyed by the sources'
 content (`sources_key`). Reenactor.set_personalization applies or removes it in place; the store
-(caingan.pipeline.personal_store) keeps it on disk. Which parameters to tune (`tune`) was chosen
-by measurement: docs/ablations/PERSONALIZE.md.
+(caingan.pipeline.personal_store) keeps it on disk. The defaults were chosen by measurement
+(docs/ablations/PERSONALIZE.md), which also shows that it does not yet improve the bundled model.
 """
 
 from __future__ import annotations
