@@ -306,10 +306,10 @@ def _loss(net, x: dict, cfg: PersonalizeConfig, face_id) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _held_loss(net, data: "_Examples", picks: list, cfg: PersonalizeConfig, face_id, device) -> float:
-    """The loss of rendering each held-out source from the training sources, as they are."""
-    x = data.batch(len(picks), 0, int(net.cfg.image_size), device, picks=picks)
-    return float(_loss(net, x, cfg, face_id))
+def _held_loss(net, held: dict, cfg: PersonalizeConfig, face_id) -> float:
+    """The loss of rendering each held-out source from the training sources, as they are
+    (`held`: that batch, built once: it has no augmentation)."""
+    return float(_loss(net, held, cfg, face_id))
 
 
 def _face_descriptor(cfg: PersonalizeConfig, device: torch.device):
@@ -357,8 +357,9 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
     n_context = 1 if len(data.pool) == 1 else min(len(data.pool) - 1, cfg.context)
     net_side = int(net.cfg.image_size)
     face_id, note = _face_descriptor(cfg, device)
-    picks = [(h, data.pool[:cfg.context]) for h in held]
-    best = (_held_loss(net, data, picks, cfg, face_id, device), 0, None) if held else None
+    held_batch = (data.batch(len(held), 0, net_side, device,
+                             picks=[(h, data.pool[:cfg.context]) for h in held]) if held else None)
+    best = (_held_loss(net, held_batch, cfg, face_id), 0, None) if held else None
     general_loss = best[0] if best else None
     losses: list[float] = []
     for step in range(1, cfg.steps + 1):
@@ -373,7 +374,7 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
         opt.step()
         losses.append(float(loss.item()))
         if held and (step % cfg.check_every == 0 or step == cfg.steps):
-            value = _held_loss(net, data, picks, cfg, face_id, device)
+            value = _held_loss(net, held_batch, cfg, face_id)
             if value < best[0]:
                 best = (value, step, {n: p.detach().clone() for n, p in net.named_parameters() if n in names})
         if progress is not None:
