@@ -12,6 +12,7 @@ import torch
 from caingan.nn import vgg
 from caingan.errors import CainGANError
 from caingan.nn.losses import (PERCEPTUAL_WEIGHTS, PerceptualLoss, feature_matching_loss, hinge_d_loss,
+                               oracle_mask_loss,
                             hinge_g_loss)
 from caingan.thirdparty import hed_weights_path
 
@@ -178,3 +179,25 @@ def test_hed_loader_reports_bad_files(tmp_path):
     junk.write_bytes(b"not hdf5")
     with pytest.raises(CainGANError, match="junk.h5"):
         vgg.load_vgg16_hed(junk)
+
+
+def test_oracle_mask_hands_each_region_to_whichever_image_is_right():
+    """Left half: the warp matches the target; right half: the generator does. A mask saturated at
+    the warp (logit 7) still gets a strong gradient toward the generator on the right, none of
+    it outside the valid area."""
+    target = torch.rand(1, 3, 16, 16) * 2 - 1
+    warped, generated = target.clone(), target.clone()
+    warped[..., 8:] = -target[..., 8:]
+    generated[..., :8] = -target[..., :8]
+    valid = torch.ones(1, 1, 16, 16)
+    valid[..., :, :2] = 0
+    logit = torch.full((1, 1, 16, 16), 7.0, requires_grad=True)
+    loss = oracle_mask_loss(logit, warped, generated, target, valid, blur=1)
+    loss.backward()
+    g = logit.grad[0, 0]
+    assert (g[:, 8:] > 1e-3).all()            # descent lowers the logit: use G there
+    assert (g[:, 2:8] <= 0).all()             # keep (or raise) the warp where it is right
+    assert (g[:, :2] == 0).all()              # nothing where no source pixel lands
+    right = oracle_mask_loss(torch.where(torch.arange(16) < 8, 9.0, -9.0).expand(1, 1, 16, 16),
+                             warped, generated, target, valid, blur=1)
+    assert right < 1e-3 < loss

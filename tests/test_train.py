@@ -317,6 +317,7 @@ def test_warp_model_trains_bundles_under_its_name_and_warm_starts(tiny_cache, tm
     assert train_main(args_for(cfg)) == 0
     rows = [r for r in read_log(tmp_path / "run") if "g/l1" in r]
     assert "g/l1_eyes_mouth" in rows[0] and rows[0]["g/adv"] == 0.0   # no discriminator
+    assert "g/l1_generator" not in rows[0]
     model_path, disc_path = export(tmp_path / "run", tmp_path / "assets")
     assert model_path.name == "caingan-warp.safetensors"
     assert disc_path.name == "caingan-warp-discriminators.safetensors"
@@ -328,3 +329,14 @@ def test_warp_model_trains_bundles_under_its_name_and_warm_starts(tiny_cache, tm
     warm_start(trainer, tmp_path / "assets")
     for (name, a), b in zip(trainer.gen.state_dict().items(), shipped.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_warp_model_generator_use_losses_train_the_generator_and_its_mask(tiny_cache, tmp_path):
+    cfg = tiny_config(tiny_cache, tmp_path / "run", model=tiny_warp_model(), max_steps=10,
+                      d_steps=0, lambda_l1=10.0, lambda_region=10.0, lambda_gen=10.0,
+                      lambda_mask=1.0, lr_g=1e-3, betas=(0.9, 0.999))
+    assert train_main(args_for(cfg)) == 0
+    rows = [r for r in read_log(tmp_path / "run") if "g/l1" in r]
+    assert rows and all(r["g/l1_generator"] > 0 and r["g/mask_oracle"] > 0 for r in rows)
+    assert 0 < rows[-1]["g/mask_mean"] < 1

@@ -52,6 +52,11 @@ class TrainConfig:
     lambda_region: float = 0.0
     # Identity: 1 − cos of 128-D face descriptors (caingan.nn.face_id; the network dlib's CSIM uses).
     lambda_id: float = 0.0
+    # Warp-guided model, so that its generator is used (the blend mask saturates at the warp
+    # otherwise): L1 on the generator's own image G (eyes and mouth weighted by lambda_region as
+    # well), and a per-pixel target for the mask: 1 where the warp is closer to the truth than G.
+    lambda_gen: float = 0.0
+    lambda_mask: float = 0.0
     perceptual: Perceptual = "vgg16_hed"  # vgg19 (paper) | vgg16_hed (offline) | none
     amp: Amp = "auto"               # mixed precision; auto = bf16 on a CUDA device that has it
     seed: int = 0

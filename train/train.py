@@ -37,7 +37,8 @@ from caingan.face.landmark_image import landmark_images
 from caingan.face.regions import region_mask
 from caingan.nn.face_id import FaceDescriptor
 from caingan.nn.warp_model import WarpCainGAN, area_down
-from caingan.nn.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
+from caingan.nn.losses import (PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss,
+                               oracle_mask_loss)
 
 from . import state as st
 from .bundle import warm_start
@@ -232,7 +233,13 @@ class Trainer:
         gen = gen or self.gen_ddp
         d_i = d_i or self.d_i
         d_p = d_p or self.d_p
-        fake_hi, weights = self.render(gen, x)
+        parts = None
+        if self.warp and (cfg.lambda_gen > 0 or cfg.lambda_mask > 0):
+            parts = gen(x["sources"], x["source_lms"], x["target_lm"], x["source_points"],
+                        x["target_points"], full=True)
+            fake_hi, weights = parts.image, parts.weights
+        else:
+            fake_hi, weights = self.render(gen, x)
         fake = area_down(fake_hi, cfg.model.image_size)
         if cfg.d_steps > 0:
             src0 = x["sources_lo"][:, 0]
@@ -260,8 +267,33 @@ class Trainer:
             region = (err * x["region"]).sum() / (x["region"].sum() * 3).clamp_min(1.0)
             total = total + cfg.lambda_region * region
             logs["g/l1_eyes_mouth"] = region
+        if parts is not None:
+            total = total + self.generator_use_losses(parts, x, logs)
         logs["g/total"] = total
         return total, fake_hi, weights, logs
+
+    def generator_use_losses(self, parts, x: dict[str, torch.Tensor], logs: dict) -> torch.Tensor:
+        """Warp-guided model: L1 on the generator's own image (eyes and mouth weighted as in the
+        main loss) and the oracle target for its blend mask (caingan.nn.losses)."""
+        cfg = self.cfg
+        total = parts.image.new_zeros((), dtype=torch.float32)
+        size = cfg.model.image_size
+        if cfg.lambda_gen > 0:
+            err = (parts.generated.float() - x["target_lo"].float()).abs()
+            gen_l1 = err.mean()
+            if "region" in x:
+                region = area_down(x["region"], size)
+                gen_l1 = gen_l1 + cfg.lambda_region / max(cfg.lambda_l1, 1.0) * (
+                    (err * region).sum() / (region.sum() * 3).clamp_min(1.0))
+            total = total + cfg.lambda_gen * gen_l1
+            logs["g/l1_generator"] = gen_l1
+        if cfg.lambda_mask > 0:
+            mask_loss = oracle_mask_loss(parts.mask_logit, parts.warped, parts.generated,
+                                         x["target_lo"], parts.valid)
+            total = total + cfg.lambda_mask * mask_loss
+            logs["g/mask_oracle"] = mask_loss
+        logs["g/mask_mean"] = parts.mask.detach().float().mean()
+        return total
 
     def g_step(self, x: dict[str, torch.Tensor], lambda_i: float) -> tuple[dict[str, float], torch.Tensor]:
         for p in list(self.d_i.parameters()) + list(self.d_p.parameters()):

@@ -46,6 +46,9 @@ class WarpOutput:
     image_lo: torch.Tensor      # (B,3,S,S) at the network resolution
     mask: torch.Tensor          # (B,1,S,S) 1 = warp, 0 = generator
     warped: torch.Tensor        # (B,3,S,S) mixed warped sources W
+    generated: torch.Tensor     # (B,3,S,S) the generator's own colour image G
+    mask_logit: torch.Tensor    # (B,1,S,S) before the sigmoid (and before the validity factor)
+    valid: torch.Tensor         # (B,1,S,S) mixed validity of the warp (0 outside every source)
 
 
 class WarpEmbedder(nn.Module):
@@ -205,8 +208,10 @@ class WarpCainGAN(nn.Module):
             w_hi = (w_hi.unflatten(0, (b, k)).float() * a_hi).sum(1)
             detail = w_hi - _up(area_down(w_hi, s), hi)
             image = _up(lo, hi) + _up(m, hi) * detail
-        return WarpOutput(image.clamp(-1, 1), weights, lo, m, w_mix)
+        return WarpOutput(image.clamp(-1, 1), weights, lo, m, w_mix, rgb, o[:, 3:4], v_mix)
 
-    def forward(self, sources, source_lms, target_lm, source_points, target_points):
+    def forward(self, sources, source_lms, target_lm, source_points, target_points, full: bool = False):
+        """→ (image, weights), or the whole WarpOutput with `full` (training's view; DDP calls
+        forward, not render)."""
         out = self.render(sources, source_lms, target_lm, source_points, target_points)
-        return out.image, out.weights
+        return out if full else (out.image, out.weights)
