@@ -198,6 +198,10 @@ def test_oracle_mask_hands_each_region_to_whichever_image_is_right():
     assert (g[:, 8:] > 1e-3).all()            # descent lowers the logit: use G there
     assert (g[:, 2:8] <= 0).all()             # keep (or raise) the warp where it is right
     assert (g[:, :2] == 0).all()              # nothing where no source pixel lands
+    # A generator only slightly better than the warp does not win the pixel.
+    near = target + 0.02
+    assert oracle_mask_loss(torch.full((1, 1, 16, 16), 9.0), target + 0.04, near, target, valid,
+                            blur=1) < 1e-3
     right = oracle_mask_loss(torch.where(torch.arange(16) < 8, 9.0, -9.0).expand(1, 1, 16, 16),
                              warped, generated, target, valid, blur=1)
     assert right < 1e-3 < loss

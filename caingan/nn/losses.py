@@ -48,17 +48,21 @@ def feature_matching_loss(real: Outputs, fake: Outputs) -> torch.Tensor:
 
 
 def oracle_mask_loss(mask_logit: torch.Tensor, warped: torch.Tensor, generated: torch.Tensor,
-                     target: torch.Tensor, valid: torch.Tensor, blur: int = 5) -> torch.Tensor:
-    """Binary cross-entropy of a blend mask's logits against a per-pixel oracle: 1 where the warp
-    W is closer to the target than the generator's image G (errors box-blurred over `blur`²
-    pixels, so the choice follows regions, not noise), 0 where G is. Only where the warp is valid.
+                     target: torch.Tensor, valid: torch.Tensor, blur: int = 5,
+                     margin: float = 0.05) -> torch.Tensor:
+    """Binary cross-entropy of a blend mask's logits against a per-pixel oracle: 0 (use G) where
+    the generator's image G is closer to the target than the warp W by more than `margin` (mean
+    absolute error over channels in [-1, 1], box-blurred over `blur`² pixels, so the choice
+    follows regions, not noise), 1 (keep the warp) elsewhere. Only where the warp is valid. The
+    margin keeps the mask a decision: without it, flat regions where both are about as good
+    train it toward a probability near 0.9, which blends a tenth of a blurrier G everywhere.
     Unlike the reconstruction loss through m·W + (1−m)·G, its gradient does not vanish when the
     mask saturates, so a mask stuck at the warp learns to hand the mouth and eyes to G."""
     with torch.no_grad():
         def err(x: torch.Tensor) -> torch.Tensor:
             e = (x.float() - target.float()).abs().mean(1, keepdim=True)
             return F.avg_pool2d(e, blur, stride=1, padding=blur // 2, count_include_pad=False)
-        oracle = (err(warped) <= err(generated)).float()
+        oracle = (err(warped) <= err(generated) + margin).float()
         weight = (valid.float() > 0.5).float()
     bce = F.binary_cross_entropy_with_logits(mask_logit.float(), oracle, reduction="none")
     return (bce * weight).sum() / weight.sum().clamp_min(1.0)
