@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from caingan.errors import CainGANError
+from caingan.nn.warp_model import pose_distance
 
 BASELINES = ("copy", "affine")
 DEFAULT_NAMES = {"copy": "copy source", "affine": "piecewise-affine warp"}
@@ -30,29 +32,13 @@ class BaselineGeneration:
 
 
 def aligned_distances(sources: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(K,68,2) source point sets, (68,2) target → (K,) RMS distance of each source's points to
-    the target's after the least-squares similarity (scale, rotation, shift) that maps one onto
-    the other, relative to the target's size. Points not finite in either set are left out; a
-    source with fewer than 3 usable points is infinitely far."""
+    """(K,68,2) source point sets, (68,2) target → (K,) distances after a similarity alignment
+    (caingan.nn.warp_model.pose_distance, the measure the model's pose prior uses)."""
     src = np.asarray(sources, np.float64)
     dst = np.asarray(target, np.float64)
     if src.ndim != 3 or src.shape[1:] != (68, 2) or dst.shape != (68, 2):
         raise ValueError(f"want (K,68,2) sources and a (68,2) target, got {src.shape} {dst.shape}")
-    out = np.full(len(src), np.inf)
-    for i, s in enumerate(src):
-        ok = np.isfinite(s).all(1) & np.isfinite(dst).all(1)
-        if ok.sum() < 3:
-            continue
-        a = s[ok, 0] + 1j * s[ok, 1]
-        b = dst[ok, 0] + 1j * dst[ok, 1]
-        a, b = a - a.mean(), b - b.mean()
-        norm_a = float(np.vdot(a, a).real)
-        size = np.sqrt(np.mean(np.abs(b) ** 2))
-        if norm_a < 1e-12 or size < 1e-12:
-            continue
-        z = np.vdot(a, b) / norm_a        # the complex factor = scale · rotation
-        out[i] = np.sqrt(np.mean(np.abs(b - z * a) ** 2)) / size
-    return out
+    return pose_distance(torch.from_numpy(src)[None], torch.from_numpy(dst)[None])[0].numpy()
 
 
 def closest_source(source_points: np.ndarray, target: np.ndarray) -> int:

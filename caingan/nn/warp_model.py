@@ -119,16 +119,25 @@ def area_down(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def pose_distance(sources: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B,K,68,2) source points, (B,68,2) target points → (B,K) RMS distance of each source's
-    points to the target's after the least-squares similarity mapping one onto the other,
-    relative to the target's RMS radius (the same measure train.warp_baselines uses to pick
-    the closest source)."""
-    a = torch.complex(sources[..., 0], sources[..., 1])
-    b = torch.complex(target[..., 0], target[..., 1]).unsqueeze(1)
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    z = (a.conj() * b).sum(-1, keepdim=True) / (a.abs() ** 2).sum(-1, keepdim=True).clamp_min(1e-12)
-    size = (b.abs() ** 2).mean(-1).sqrt().clamp_min(1e-12)
-    return ((b - z * a).abs() ** 2).mean(-1).sqrt() / size
+    points to the target's after the least-squares similarity (scale, rotation, shift) mapping one
+    onto the other, relative to the target's RMS radius. Points not finite in either set are left
+    out; a source with fewer than 3 usable points is infinitely far. The one measure of "closest
+    source" (the pose prior here, the baselines' choice in train.warp_baselines)."""
+    ok = torch.isfinite(sources).all(-1) & torch.isfinite(target).all(-1).unsqueeze(1)  # (B,K,68)
+    w = ok.to(sources.dtype)
+    n = w.sum(-1, keepdim=True).clamp_min(1)
+    src = torch.nan_to_num(sources, 0.0, 0.0, 0.0)
+    dst = torch.nan_to_num(target, 0.0, 0.0, 0.0).unsqueeze(1)
+    a = torch.complex(src[..., 0], src[..., 1])
+    b = torch.complex(dst[..., 0], dst[..., 1])
+    a = (a - (a * w).sum(-1, keepdim=True) / n) * w
+    b = (b - (b * w).sum(-1, keepdim=True) / n) * w
+    norm_a = (a.abs() ** 2).sum(-1, keepdim=True)
+    z = (a.conj() * b).sum(-1, keepdim=True) / norm_a.clamp_min(1e-12)
+    size = ((b.abs() ** 2).sum(-1, keepdim=True) / n).sqrt()
+    d = (((b - z * a).abs() ** 2).sum(-1, keepdim=True) / n).sqrt() / size.clamp_min(1e-12)
+    usable = (ok.sum(-1, keepdim=True) >= 3) & (norm_a >= 1e-12) & (size >= 1e-12)
+    return torch.where(usable, d, torch.full_like(d, float("inf"))).squeeze(-1)
 
 
 def _up(x: torch.Tensor, size: int) -> torch.Tensor:
