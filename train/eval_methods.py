@@ -209,12 +209,6 @@ def personalized_methods(specs: Sequence[tuple[str, str]], names: Sequence[str],
         kwargs["steps"] = int(args.personalize_steps)
     if getattr(args, "personalize_tune", None):
         kwargs["tune"] = args.personalize_tune
-    if getattr(args, "personalize_lr", None):
-        kwargs["lr"] = float(args.personalize_lr)
-    if getattr(args, "personalize_side", None):
-        kwargs["train_side"] = int(args.personalize_side)
-    if getattr(args, "personalize_id", None) is not None:
-        kwargs["lambda_id"] = float(args.personalize_id)
     fields = {f.name: f.type for f in dataclasses.fields(PersonalizeConfig)}
     for spec in getattr(args, "personalize_set", []) or []:
         name, _, value = spec.partition("=")

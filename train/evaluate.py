@@ -64,11 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(caingan.pipeline.personalize; rows flagged personalized; repeatable)")
     p.add_argument("--personalize-steps", type=int, default=None, help="steps (default: the app's)")
     p.add_argument("--personalize-tune", default=None, help="all | generator | tail | embedder")
-    p.add_argument("--personalize-lr", type=float, default=None, help="learning rate (default: the app's)")
-    p.add_argument("--personalize-side", type=int, default=None, help="training crop side (default: the app's)")
-    p.add_argument("--personalize-id", type=float, default=None, help="identity-loss weight (default: the app's)")
     p.add_argument("--personalize-set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="any other PersonalizeConfig field (repeatable), e.g. move=0")
+                   help="any PersonalizeConfig field (repeatable), e.g. lr=1e-4, train_side=128, "
+                        "lambda_id=1, move=0")
     p.add_argument("--protocol", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
                    help="same-clip (the paper's) and/or cross-clip sources")
     p.add_argument("--k", type=int, nargs="+", default=[1, 8], help="numbers of source frames")
