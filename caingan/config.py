@@ -40,6 +40,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "fshm_res_blocks": (0, 64),
 }
 _MAX_WIDTH = 4.0
+WARP_FIELDS = ("tps", "affine")
 
 
 def _check_int(name: str, value: Any) -> None:
@@ -77,6 +78,10 @@ class ModelConfig:
     # landmarks to the target's after a similarity alignment, relative to the face's size
     # (0 = off). A K-shot model should draw a region from the photo that already shows it.
     pose_prior: float = 0.0
+    # Warp-guided model: the dense field from a source's landmarks to the target's, anchored on
+    # the crop border: "tps" (thin-plate spline, smooth) or "affine" (piecewise-affine over a
+    # Delaunay triangulation, as the baseline; caingan.nn.affine_warp).
+    warp_field: str = "tps"
     # Discriminator: pix2pixHD multi-scale PatchGAN.
     disc_scales: int = 2
     disc_layers: int = 4
@@ -109,6 +114,8 @@ class ModelConfig:
         if isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp) \
                 or not 0 <= pp <= 1000:
             raise ConfigError(f"pose_prior must be a number in [0, 1000], got {pp!r}")
+        if self.warp_field not in WARP_FIELDS:
+            raise ConfigError(f"warp_field must be one of {WARP_FIELDS}, got {self.warp_field!r}")
         for name in ("targeted", "responsibility", "warp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from caingan.errors import CainGANError
-from caingan.face.warp import warp_image
+from caingan.nn.affine_warp import warp_image
 from train.warp_baselines import (AffineWarp, CopySource, aligned_distances, closest_source,
                                   make_baseline)
 

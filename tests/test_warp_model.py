@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from caingan.config import ConfigError, ModelConfig
-from caingan.face import warp as pa
+from caingan.nn import affine_warp as pa
 from caingan.face.landmark_edit import mean_face
 from caingan.face.landmark_image import landmark_images
 from caingan.face.regions import region_mask
@@ -198,3 +198,30 @@ def test_pose_prior_favours_the_source_whose_landmarks_match_the_target():
     assert w_prior[:, 1].mean() > 0.95 > w_plain[:, 1].mean()
     with pytest.raises(ConfigError):
         tiny_warp(pose_prior=-1.0)
+
+
+@pytest.mark.parametrize("field", ["tps", "affine"])
+def test_where_the_mask_trusts_the_warp_the_output_is_the_warped_photo_exactly(field):
+    """Bi-layer output at the sources' resolution: with the blend mask held at the warp and no
+    learned flow, every valid pixel is the source warped at that resolution (no low-pass loss);
+    the "affine" field is the piecewise-affine baseline's own grid."""
+    torch.manual_seed(0)
+    cfg = tiny_warp(warp_field=field)
+    model = WarpCainGAN(cfg).eval()
+    with torch.no_grad():
+        model.generator.out.weight[3].zero_()
+        model.generator.out.bias[3] = 60.0
+        model.embedder.head_flow[-1].weight.zero_()
+        model.embedder.head_flow[-1].bias.zero_()
+    src, slm, tlm, sp, tp = inputs(cfg, 1, 128)
+    with torch.no_grad():
+        out = model.render(src, slm, tlm, sp, tp)
+        grid = model.grids(sp, tp, 128)[:, 0]
+        warp_hi, valid = tps.sample(src[:, 0], tps.resize_grid(grid, 128))
+    inside = (tps.resize_grid(grid, 128).abs() < 0.95).all(-1)[:, None].expand_as(out.image)
+    assert (out.image - warp_hi)[inside].abs().max() < 1e-4
+    if field == "affine":
+        expect = pa.warp_grid(sp[0, 0].numpy(), tp[0].numpy(), 128, 64)
+        np.testing.assert_allclose(grid[0].numpy(), expect, atol=1e-6)
+    with pytest.raises(ConfigError):
+        tiny_warp(warp_field="spline")

@@ -22,7 +22,7 @@ from caingan.face.crop import crop_face
 from caingan.face.landmark_edit import EditParams, apply_sliders
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmarks import LandmarkDetector
-from caingan.face.warp import warp_image
+from caingan.nn.affine_warp import warp_image
 from caingan.files import atomic_write
 from caingan.media.images import load_image
 from caingan.pipeline.inference import Reenactor

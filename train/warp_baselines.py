@@ -3,7 +3,7 @@
 * copy source: the target is rendered as a source frame unchanged (source 0 for K=1; for K>1 the
   source whose landmarks are closest to the target's after a similarity alignment).
 * piecewise-affine warp: that same closest source, moved so its 68 landmarks land on the target's
-  (caingan.face.warp.warp_image: Delaunay triangles over the points + 16 fixed border anchors).
+  (caingan.nn.affine_warp.warp_image: Delaunay triangles over the points + 16 fixed border anchors).
 
 They work at whatever size the sources come in (`image_size = None`): the evaluator hands them the
 crops at the evaluation size and target points in those pixels. Neither cares about K beyond
@@ -108,7 +108,7 @@ class AffineWarp(_SourceBaseline):
     name = "affine"
 
     def _render(self, source: int, target: np.ndarray) -> np.ndarray:
-        from caingan.face.warp import warp_image
+        from caingan.nn.affine_warp import warp_image
 
         return warp_image(self._images[source], self._points[source], target)
 

@@ -2,7 +2,8 @@
 plus the three things every sharp reenactment method has.
 
 1. **Source pixels moved by a warp.** Each source x_i is warped onto the target pose by a
-   thin-plate spline through its 68 landmarks and the target's (caingan.nn.tps), then corrected
+   thin-plate spline through its 68 landmarks and the target's (caingan.nn.tps) or, with
+   `warp_field` "affine", the piecewise-affine field of the baseline (caingan.nn.affine_warp), then corrected
    by a small learned flow Δ_i the embedder predicts (hair, background and head motion that 68
    points do not describe).
 2. **Responsibility over aligned sources (paper eq. 1).** The targeted embedder
@@ -16,19 +17,21 @@ plus the three things every sharp reenactment method has.
    baseline and learns where to replace it (mouth interior, eyes, disocclusions).
 4. **Detail at the photo's resolution (bi-layer).** The networks run at `image_size`; given
    sources at a higher resolution the same grids warp them there, and the result is
-   up(out) + up(m)·(W_hi − up(down(W_hi))): the warped photo's own high frequencies wherever the
-   warp is trusted.
+   up(out) + up(m)·(W_hi − up(W)): exactly the warped photo wherever the warp is trusted
+   (m = 1), the generator's image upsampled where it is not.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from caingan.config import ModelConfig
+from caingan.nn.affine_warp import warp_grid
 from caingan.nn import tps
 from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3, inorm
 from caingan.nn.embedder import R_EPS, channel_fn
@@ -162,9 +165,16 @@ class WarpCainGAN(nn.Module):
         self.lattice = 32
 
     def grids(self, source_points: torch.Tensor, target_points: torch.Tensor, size: int) -> torch.Tensor:
-        """(B,K,68,2), (B,68,2) pixel points of size² crops → TPS grids (B,K,S,S,2)."""
+        """(B,K,68,2), (B,68,2) pixel points of size² crops → grids (B,K,S,S,2) of the
+        configured field (thin-plate spline or piecewise-affine)."""
         b, k = source_points.shape[:2]
         s = self.cfg.image_size
+        if self.cfg.warp_field == "affine":
+            sp = source_points.detach().cpu().double().numpy()
+            tp = target_points.detach().cpu().double().numpy()
+            g = np.stack([np.stack([warp_grid(sp[i, j], tp[i], size, s) for j in range(k)])
+                          for i in range(b)])
+            return torch.from_numpy(g).to(source_points.device)
         src = tps.normalise_points(source_points.float(), size).flatten(0, 1)
         dst = tps.normalise_points(target_points.float(), size)
         dst = dst.unsqueeze(1).expand(b, k, *dst.shape[1:]).flatten(0, 1)
@@ -215,7 +225,7 @@ class WarpCainGAN(nn.Module):
             w_hi, _ = tps.sample(src_hi, tps.resize_grid(g, hi))
             a_hi = _up(a.flatten(0, 1), hi).unflatten(0, (b, k))
             w_hi = (w_hi.unflatten(0, (b, k)).float() * a_hi).sum(1)
-            detail = w_hi - _up(area_down(w_hi, s), hi)
+            detail = w_hi - _up(w_mix, hi)
             image = _up(lo, hi) + _up(m, hi) * detail
         return WarpOutput(image.clamp(-1, 1), weights, lo, m, w_mix, rgb, o[:, 3:4], v_mix)
 
