@@ -205,3 +205,18 @@ def test_oracle_mask_hands_each_region_to_whichever_image_is_right():
     right = oracle_mask_loss(torch.where(torch.arange(16) < 8, 9.0, -9.0).expand(1, 1, 16, 16),
                              warped, generated, target, valid, blur=1)
     assert right < 1e-3 < loss
+
+
+def test_oracle_with_sharpness_prefers_a_shifted_sharp_image_to_a_blurred_one():
+    """Stripes: the warp shifted by one pixel, the generator blurred. L1 alone hands the pixels to
+    the blur; with the gradient term the sharp warp keeps them."""
+    import torch.nn.functional as F
+    x = torch.arange(32.0)
+    target = ((x // 4) % 2 * 2 - 1).expand(1, 3, 32, 32).contiguous()
+    warped = torch.roll(target, 1, dims=-1)
+    generated = F.avg_pool2d(target, 5, stride=1, padding=2, count_include_pad=False)
+    valid = torch.ones(1, 1, 32, 32)
+    keep_warp = torch.full((1, 1, 32, 32), 9.0)
+    l1_only = oracle_mask_loss(keep_warp, warped, generated, target, valid, margin=0.0)
+    sharp = oracle_mask_loss(keep_warp, warped, generated, target, valid, margin=0.0, sharpness=2.0)
+    assert l1_only > 1.0 and sharp < l1_only / 5

@@ -57,6 +57,7 @@ class TrainConfig:
     # well), and a per-pixel target for the mask: 1 where the warp is closer to the truth than G.
     lambda_gen: float = 0.0
     lambda_mask: float = 0.0
+    mask_sharpness: float = 0.0     # the oracle also compares gradient magnitudes (0 = L1 only)
     perceptual: Perceptual = "vgg16_hed"  # vgg19 (paper) | vgg16_hed (offline) | none
     amp: Amp = "auto"               # mixed precision; auto = bf16 on a CUDA device that has it
     seed: int = 0

@@ -289,7 +289,8 @@ class Trainer:
             logs["g/l1_generator"] = gen_l1
         if cfg.lambda_mask > 0:
             mask_loss = oracle_mask_loss(parts.mask_logit, parts.warped, parts.generated,
-                                         x["target_lo"], parts.valid)
+                                         x["target_lo"], parts.valid,
+                                         sharpness=cfg.mask_sharpness)
             total = total + cfg.lambda_mask * mask_loss
             logs["g/mask_oracle"] = mask_loss
         logs["g/mask_mean"] = parts.mask.detach().float().mean()

@@ -49,19 +49,37 @@ def feature_matching_loss(real: Outputs, fake: Outputs) -> torch.Tensor:
 
 def oracle_mask_loss(mask_logit: torch.Tensor, warped: torch.Tensor, generated: torch.Tensor,
                      target: torch.Tensor, valid: torch.Tensor, blur: int = 5,
-                     margin: float = 0.05) -> torch.Tensor:
+                     margin: float = 0.05, sharpness: float = 0.0) -> torch.Tensor:
     """Binary cross-entropy of a blend mask's logits against a per-pixel oracle: 0 (use G) where
     the generator's image G is closer to the target than the warp W by more than `margin` (mean
     absolute error over channels in [-1, 1], box-blurred over `blur`² pixels, so the choice
     follows regions, not noise), 1 (keep the warp) elsewhere. Only where the warp is valid. The
     margin keeps the mask a decision: without it, flat regions where both are about as good
     train it toward a probability near 0.9, which blends a tenth of a blurrier G everywhere.
+    `sharpness` adds that weight times the difference in local detail (RMS gradient over the
+    window) to each error: a blurry image then loses to a sharp one shifted by a
+    pixel, which L1 alone ranks the other way round and FID punishes.
     Unlike the reconstruction loss through m·W + (1−m)·G, its gradient does not vanish when the
     mask saturates, so a mask stuck at the warp learns to hand the mouth and eyes to G."""
     with torch.no_grad():
+        def local(e: torch.Tensor) -> torch.Tensor:
+            return F.avg_pool2d(e, blur, stride=1, padding=blur // 2, count_include_pad=False)
+
+        def detail(x: torch.Tensor) -> torch.Tensor:
+            """RMS gradient around each pixel: a shift leaves it, blur lowers it (the mean
+            magnitude would not do: smoothing a monotone edge keeps its total variation)."""
+            x = x.float().mean(1, keepdim=True)
+            gx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+            gy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+            return local(gx * gx + gy * gy).sqrt()
+
+        target_detail = detail(target) if sharpness > 0 else None
+
         def err(x: torch.Tensor) -> torch.Tensor:
             e = (x.float() - target.float()).abs().mean(1, keepdim=True)
-            return F.avg_pool2d(e, blur, stride=1, padding=blur // 2, count_include_pad=False)
+            if target_detail is not None:
+                e = e + sharpness * (detail(x) - target_detail).abs()
+            return local(e)
         oracle = (err(warped) <= err(generated) + margin).float()
         weight = (valid.float() > 0.5).float()
     bce = F.binary_cross_entropy_with_logits(mask_logit.float(), oracle, reduction="none")
