@@ -12,8 +12,7 @@ import torch
 from caingan.nn import vgg
 from caingan.errors import CainGANError
 from caingan.nn.losses import (PERCEPTUAL_WEIGHTS, PerceptualLoss, feature_matching_loss, hinge_d_loss,
-                               oracle_mask_loss,
-                            hinge_g_loss)
+                               hinge_g_loss, oracle_mask_loss)
 from caingan.thirdparty import hed_weights_path
 
 

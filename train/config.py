@@ -54,7 +54,8 @@ class TrainConfig:
     lambda_id: float = 0.0
     # Warp-guided model, so that its generator is used (the blend mask saturates at the warp
     # otherwise): L1 on the generator's own image G (eyes and mouth weighted by lambda_region as
-    # well), and a per-pixel target for the mask: 1 where the warp is closer to the truth than G.
+    # well), and a per-pixel target for the mask: the warp unless G is closer to the truth by a
+    # margin (caingan.nn.losses.oracle_mask_loss).
     lambda_gen: float = 0.0
     lambda_mask: float = 0.0
     mask_sharpness: float = 0.0     # the oracle also compares gradient magnitudes (0 = L1 only)

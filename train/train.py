@@ -64,6 +64,11 @@ def split_outputs(outs: list[list[torch.Tensor]]) -> tuple[list, list]:
     return real, fake
 
 
+def region_l1(err: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean of a (B,C,H,W) absolute error over the pixels of a (B,1,H,W) region mask."""
+    return (err * region).sum() / (region.sum() * err.shape[1]).clamp_min(1.0)
+
+
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     amp = cfg.amp
     if amp == "auto":
@@ -194,11 +199,12 @@ class Trainer:
             x["region"] = torch.from_numpy(masks).unsqueeze(1).to(dev)
         return x
 
-    def render(self, gen: torch.nn.Module, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image at the dataset's size, weights); the warp-guided model also takes the points."""
+    def render(self, gen: torch.nn.Module, x: dict[str, torch.Tensor], full: bool = False):
+        """(image at the dataset's size, weights); the warp-guided model also takes the points,
+        and with `full` returns its whole WarpOutput (mask, warp, the generator's own image)."""
         if self.warp:
             return gen(x["sources"], x["source_lms"], x["target_lm"], x["source_points"],
-                       x["target_points"])
+                       x["target_points"], full=full)
         return gen(x["sources"], x["source_lms"], x["target_lm"])
 
     # -- steps ---------------------------------------------------------------------------
@@ -235,8 +241,7 @@ class Trainer:
         d_p = d_p or self.d_p
         parts = None
         if self.warp and (cfg.lambda_gen > 0 or cfg.lambda_mask > 0):
-            parts = gen(x["sources"], x["source_lms"], x["target_lm"], x["source_points"],
-                        x["target_points"], full=True)
+            parts = self.render(gen, x, full=True)
             fake_hi, weights = parts.image, parts.weights
         else:
             fake_hi, weights = self.render(gen, x)
@@ -264,7 +269,7 @@ class Trainer:
             total = total + cfg.lambda_id * ident
             logs["g/identity"] = ident
         if "region" in x:
-            region = (err * x["region"]).sum() / (x["region"].sum() * 3).clamp_min(1.0)
+            region = region_l1(err, x["region"])
             total = total + cfg.lambda_region * region
             logs["g/l1_eyes_mouth"] = region
         if parts is not None:
@@ -282,9 +287,8 @@ class Trainer:
             err = (parts.generated.float() - x["target_lo"].float()).abs()
             gen_l1 = err.mean()
             if "region" in x:
-                region = area_down(x["region"], size)
-                gen_l1 = gen_l1 + cfg.lambda_region / max(cfg.lambda_l1, 1.0) * (
-                    (err * region).sum() / (region.sum() * 3).clamp_min(1.0))
+                gen_l1 = gen_l1 + cfg.lambda_region / max(cfg.lambda_l1, 1.0) * region_l1(
+                    err, area_down(x["region"], size))
             total = total + cfg.lambda_gen * gen_l1
             logs["g/l1_generator"] = gen_l1
         if cfg.lambda_mask > 0:
