@@ -41,6 +41,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 _MAX_WIDTH = 4.0
 WARP_FIELDS = ("tps", "affine")
+GEN_REGIONS = ("free", "parts")
 
 
 def _check_int(name: str, value: Any) -> None:
@@ -82,6 +83,11 @@ class ModelConfig:
     # the crop border: "tps" (thin-plate spline, smooth) or "affine" (piecewise-affine over a
     # Delaunay triangulation, as the baseline; caingan.nn.affine_warp).
     warp_field: str = "tps"
+    # Warp-guided model: where the generator may replace the warp. "free": anywhere its blend mask
+    # says; "parts": only in the target's eyes and mouth (grown a little; caingan.nn.part_mask)
+    # and where no source covers the pixel, as Geng et al. 2018 confine theirs. Elsewhere the
+    # output is the warped photo.
+    gen_region: str = "free"
     # Discriminator: pix2pixHD multi-scale PatchGAN.
     disc_scales: int = 2
     disc_layers: int = 4
@@ -116,6 +122,8 @@ class ModelConfig:
             raise ConfigError(f"pose_prior must be a number in [0, 1000], got {pp!r}")
         if self.warp_field not in WARP_FIELDS:
             raise ConfigError(f"warp_field must be one of {WARP_FIELDS}, got {self.warp_field!r}")
+        if self.gen_region not in GEN_REGIONS:
+            raise ConfigError(f"gen_region must be one of {GEN_REGIONS}, got {self.gen_region!r}")
         for name in ("targeted", "responsibility", "warp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -145,6 +145,47 @@ def test_rows_do_not_depend_on_which_other_k_are_requested(tmp_path):
         assert k8[c][:1] == calls1[c] and k4[c] == k8[c][:4] and len(set(k8[c])) == 8
 
 
+class CountingScorer(FakeScorer):
+    calls = 0
+
+    def score(self, generated):
+        CountingScorer.calls += 1
+        return {**super().score(generated), "ssim": 0.1 * CountingScorer.calls}
+
+
+def test_reuse_copies_only_rows_of_unchanged_files_on_the_same_frames(tmp_path):
+    clips = [fake_clip("c1", 30), fake_clip("c2", 300)]
+    first = tmp_path / "first" / "R.md"
+    first.parent.mkdir()
+
+    def methods(sha):
+        return [em.Method("Model", RecordingReenactor(), SIZE, path="m", sha256=sha),
+                em.baseline_method("affine")]
+
+    CountingScorer.calls = 0
+    run = lambda out, ms, **kw: ev.run(args_for(tmp_path, protocol=["same-clip"], out=str(out), **kw),  # noqa: E731
+                                      methods=ms, scorer_factory=CountingScorer, clips=clips,
+                                      progress=False)
+    old = {(r["method"], r["k"]): r["ssim"] for r in run(first, methods("aa" * 32))["rows"]}
+    assert CountingScorer.calls == 4
+    # The model's file changed: only the baseline's rows are copied.
+    res = run(tmp_path / "R2.md", methods("bb" * 32), reuse=str(first.with_suffix(".json")))
+    assert CountingScorer.calls == 6
+    rows = {(r["method"], r["k"]): r for r in res["rows"]}
+    for k in (1, 8):
+        assert rows[("piecewise-affine warp", k)]["ssim"] == old[("piecewise-affine warp", k)]
+        assert rows[("piecewise-affine warp", k)].get("reused") and not rows[("Model", k)].get("reused")
+        assert rows[("Model", k)]["ssim"] != old[("Model", k)]
+    assert "Scores copied from" in res["report"]
+    # Other frames drawn (another seed): nothing is copied.
+    run(tmp_path / "R3.md", methods("aa" * 32), reuse=str(first.with_suffix(".json")), seed=1)
+    assert CountingScorer.calls == 10
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(CainGANError, match="--reuse"):
+        run(tmp_path / "R4.md", methods("aa" * 32), reuse=str(bad))
+
+
 def test_run_never_feeds_a_target_as_source_and_writes_everything(tmp_path):
     clips = [fake_clip("c1", 30, "g1", 1), fake_clip("c2", 300, "g2", 2),
              fake_clip("c3", 50, "g1", 3)]

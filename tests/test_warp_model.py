@@ -11,7 +11,7 @@ from caingan.config import ConfigError, ModelConfig
 from caingan.nn import affine_warp as pa
 from caingan.face.landmark_edit import mean_face
 from caingan.face.landmark_image import landmark_images
-from caingan.face.regions import region_mask
+from caingan.nn.part_mask import region_mask
 from caingan.nn import tps
 from caingan.nn.checkpoint import load_model, save_model
 from caingan.nn.model import CainGAN, build_network

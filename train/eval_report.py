@@ -69,7 +69,7 @@ def results_json(rows: Sequence[dict[str, Any]], methods: Sequence, ctx: dict[st
         row.update({k: r.get(k) for k in METRIC_KEYS})
         row.update({"default": bool(r.get("default")), "personalized": bool(r.get("personalized")),
                     "baseline": bool(r.get("baseline"))})
-        row.update({k: r[k] for k in ("n", "csim_fallbacks", "seconds") if k in r})
+        row.update({k: r[k] for k in ("n", "csim_fallbacks", "seconds", "reused") if k in r})
         out_rows.append(row)
     doc = {
         "rows": out_rows,
@@ -206,6 +206,11 @@ def render_report(rows: Sequence[dict[str, Any]], methods: Sequence, ctx: dict[s
     if floor is not None:
         out.append(f"- Detector floor: the same landmark error measured on the real target frames "
                    f"is {_fmt(floor[0], 4)} ({floor[1]} missed): differences below it are noise.")
+    reused = sorted({f"{r['method']} ({r.get('protocol', PROTOCOLS[0])}, K={r['k']})"
+                     for r in rows if r.get("reused")})
+    if reused:
+        out.append(f"- Scores copied from `{ctx.get('reuse')}` (same file, same drawn frames; "
+                   f"`--reuse`): " + "; ".join(reused) + ".")
     if ctx.get("not_applicable"):
         out.append("- Not evaluated: " + "; ".join(ctx["not_applicable"]) + ".")
     if ctx.get("figures"):

@@ -95,6 +95,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--landmarks", default="auto", help="LandmarkDetector backend: auto | dlib | fa")
     p.add_argument("--figure-rows", type=int, default=4)
     p.add_argument("--out", default=str(DEFAULT_OUT), help="markdown report (figures and JSON beside it)")
+    p.add_argument("--reuse", default=None, metavar="RESULTS.json",
+                   help="copy the scores of rows a previous run already measured: same method name "
+                        "and file (sha256; baselines by name), same protocol, K and drawn frames. "
+                        "Their images are still generated for the figures; personalized rows are "
+                        "always measured")
     return p.parse_args(argv)
 
 
@@ -132,6 +137,26 @@ def make_scorers(args, sets: Sequence[EvalSet], progress: bool) -> list:
         sc.face_id_note = note
         scorers.append(sc)
     return scorers
+
+
+def reusable_rows(path: str | Path, methods: Sequence[Method], sets: Sequence[EvalSet]
+                  ) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(method, protocol, K) → a previous run's row (scores and timings) that this run would
+    measure again: the method's file is unchanged and the protocol drew the same frames."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        old_methods = {m["name"]: m for m in doc["methods"]}
+        old_clips, old_rows = doc["clips"], doc["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CainGANError(f"--reuse {path}: not a caingan-eval results JSON ({exc})") from None
+    same_draw = {s.protocol for s in sets if old_clips.get(s.protocol) == s.clips_json()}
+    same_file = {m.name for m in methods if not m.personalized and m.name in old_methods
+                 and old_methods[m.name].get("sha256", "") == m.sha256
+                 and bool(old_methods[m.name].get("baseline")) == m.baseline}
+    return {(r["method"], r["protocol"], int(r["k"])): r for r in old_rows
+            if r["method"] in same_file and r["protocol"] in same_draw and not r.get("personalized")}
 
 
 def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, scorer_factory=None,
@@ -174,6 +199,7 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
     else:
         scorers = [scorer_factory(s) for s in sets]
 
+    reuse = reusable_rows(args.reuse, methods, sets) if getattr(args, "reuse", None) else {}
     rows, not_applicable, figures = [], [], []
     for data, scorer in zip(sets, scorers):
         fig_rows = figure_rows(data, args.figure_rows)
@@ -187,15 +213,22 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
                 t0 = time.perf_counter()
                 gen = generate(m, data, k, args.batch)
                 gen_s = time.perf_counter() - t0
-                res = scorer.score(gen)
-                res.setdefault("seconds", {})["generate"] = gen_s
+                old = reuse.get((m.name, data.protocol, k))
+                if old is not None:
+                    res = {key: v for key, v in old.items()
+                           if key not in ("method", "protocol", "k", "default", "personalized", "baseline")}
+                    res["reused"] = True
+                else:
+                    res = scorer.score(gen)
+                    res.setdefault("seconds", {})["generate"] = gen_s
                 rows.append({"method": m.name, "protocol": data.protocol, "k": k, "order": order,
                              **m.flags(default), **res})
                 gens[m.name] = gen[fig_rows]
                 print(f"{m.name} {data.protocol} K={k}: SSIM {res['ssim']:.3f} CSIM {res['csim']:.3f} "
                       f"CSIM(lmk) {res.get('csim_torch', float('nan')):.3f} FID {res['fid']:.2f} "
                       f"LE {res['landmark_error']:.4f} missed {res['faces_missed']}/{res['n']} "
-                      f"({gen_s:.0f} s generation, {time.time() - start:.0f} s so far)", flush=True)
+                      f"({gen_s:.0f} s generation, {time.time() - start:.0f} s so far)"
+                      f"{' [reused]' if old is not None else ''}", flush=True)
             if gens:
                 out = Path(args.out)
                 tag = "" if data.protocol == PROTOCOLS[0] else "_cross"
@@ -222,7 +255,8 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
         "csim_torch_note": getattr(main_scorer, "face_id_note", ""),
         "csim_net": getattr(getattr(main_scorer, "descriptor", None), "net", None),
         "not_applicable": not_applicable + notes, "figures": figures, "default": default,
-        "json_name": out.with_suffix(".json").name, "elapsed_min": (time.time() - start) / 60,
+        "json_name": out.with_suffix(".json").name,
+        "reuse": getattr(args, "reuse", None), "elapsed_min": (time.time() - start) / 60,
     }
     report = render_report(rows, methods, ctx)
     atomic_write_bytes(out, report.encode("utf-8"))

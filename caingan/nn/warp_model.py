@@ -14,7 +14,9 @@ plus the three things every sharp reenactment method has.
 3. **A generator for what the warp cannot do.** A SPADE encoder–decoder (U-Net skips) on
    [L(x_t), W, validity] conditioned on e outputs a colour image G and a blend mask m:
    out = m·W + (1 − m)·G. The mask starts near 1 (the warp), so training begins at the warp
-   baseline and learns where to replace it (mouth interior, eyes, disocclusions).
+   baseline and learns where to replace it (mouth interior, eyes, disocclusions); with
+   `gen_region` "parts" it may do so only in the target's eyes and mouth and where no source
+   reaches (the warp keeps hair, jaw and background sharp).
 4. **Detail at the photo's resolution (bi-layer).** The networks run at `image_size`; given
    sources at a higher resolution the same grids warp them there, and the result is
    up(out) + up(m)·(W_hi − up(W)): exactly the warped photo wherever the warp is trusted
@@ -37,9 +39,11 @@ from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock,
 from caingan.nn.embedder import R_EPS, channel_fn
 from caingan.nn.generator import encoder
 from caingan.nn.mixing import mix_embeddings
+from caingan.nn.part_mask import region_masks
 
 MAX_FLOW = 0.1  # learned correction, normalised units (0.1 = 6.4 px at 128²)
 MASK_INIT = 3.0  # sigmoid(3) ≈ 0.95: start as the warp
+GEN_GROW = 0.15  # gen_region "parts": eyes and mouth grown by 0.15 × their width
 
 
 @dataclass
@@ -218,7 +222,11 @@ class WarpCainGAN(nn.Module):
         o = self.generator(torch.cat([target_lm.float(), w_mix, v_mix * 2 - 1], 1).to(mixed_e.dtype),
                            mixed_e).float()
         rgb = torch.tanh(o[:, :3])
-        m = torch.sigmoid(o[:, 3:4]) * v_mix
+        m = torch.sigmoid(o[:, 3:4])
+        if self.cfg.gen_region == "parts":
+            allowed = region_masks((target_points + 0.5) * (s / hi) - 0.5, s, GEN_GROW).to(m.dtype)
+            m = 1 - allowed * (1 - m)
+        m = m * v_mix
         lo = m * w_mix + (1 - m) * rgb
         image = lo
         if hi != s:

@@ -33,7 +33,7 @@ from caingan.errors import CainGANError
 from caingan.face.landmark_edit import MIRROR
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
-from caingan.face.regions import region_mask
+from caingan.nn.part_mask import region_mask
 from caingan.nn.checkpoint import state_digest
 
 KIND = "caingan-personalization"
