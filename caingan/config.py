@@ -41,7 +41,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 _MAX_WIDTH = 4.0
 WARP_FIELDS = ("tps", "affine")
-GEN_REGIONS = ("free", "parts")
+GEN_REGIONS = ("free", "parts", "mouth")
 
 
 def _check_int(name: str, value: Any) -> None:
@@ -84,10 +84,15 @@ class ModelConfig:
     # Delaunay triangulation, as the baseline; caingan.nn.affine_warp).
     warp_field: str = "tps"
     # Warp-guided model: where the generator may replace the warp. "free": anywhere its blend mask
-    # says; "parts": only in the target's eyes and mouth (grown a little; caingan.nn.part_mask)
-    # and where no source covers the pixel, as Geng et al. 2018 confine theirs. Elsewhere the
-    # output is the warped photo.
+    # says; "parts": only in the target's eyes and mouth (grown a little; caingan.nn.part_mask),
+    # "mouth": only inside the target's inner lips and only as far as the sources' mouths are
+    # less open (the interior they hide), as Geng et al. 2018 confine theirs; both also where no
+    # source covers the pixel. Elsewhere the output is the warped photo.
     gen_region: str = "free"
+    # Warp-guided model: correct the landmark field with a small learned flow (the embedder's
+    # third head). Off, the field is the landmark warp alone: the flow learned little on this
+    # data and drifted into blur when the generator was trained with L1 (docs/EVALUATION.md).
+    learned_flow: bool = True
     # Discriminator: pix2pixHD multi-scale PatchGAN.
     disc_scales: int = 2
     disc_layers: int = 4
@@ -124,7 +129,7 @@ class ModelConfig:
             raise ConfigError(f"warp_field must be one of {WARP_FIELDS}, got {self.warp_field!r}")
         if self.gen_region not in GEN_REGIONS:
             raise ConfigError(f"gen_region must be one of {GEN_REGIONS}, got {self.gen_region!r}")
-        for name in ("targeted", "responsibility", "warp"):
+        for name in ("targeted", "responsibility", "warp", "learned_flow"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.baselines, BaselineConfig):

@@ -225,3 +225,78 @@ def test_where_the_mask_trusts_the_warp_the_output_is_the_warped_photo_exactly(f
         np.testing.assert_allclose(grid[0].numpy(), expect, atol=1e-6)
     with pytest.raises(ConfigError):
         tiny_warp(warp_field="spline")
+
+
+# ------------------------------------------------------------------ a confined generator
+def with_mouth(points: torch.Tensor, gap: float) -> torch.Tensor:
+    """The same face with the lower lip `gap` pixels below the upper one (0: closed)."""
+    p = points.clone()
+    for lower, upper in ((65, 63), (66, 62), (67, 61)):
+        p[..., lower, :] = p[..., upper, :] + torch.tensor([0.0, gap])
+    for i in (55, 56, 57, 58, 59):
+        p[..., i, 1] = p[..., i, 1] + gap
+    return p
+
+
+def test_mouth_disocclusion_measures_the_interior_the_sources_hide():
+    from caingan.nn.part_mask import mouth_disocclusion
+
+    t = with_mouth(torch.from_numpy(face_points(128)), 8.0)
+    closed = with_mouth(t, 0.0)
+    bigger = (t - 64) * 2 + 64                           # the same open mouth, face twice as big
+    nan = t.clone()
+    nan[62] = float("nan")
+    d = mouth_disocclusion(torch.stack([closed, t, bigger, with_mouth(t, 16.0), nan])[None], t[None])
+    assert d[0, 0] > 0.95                                # closed source, open target
+    assert d[0, 1:4].abs().max() < 1e-5                   # open at least as wide (any face size)
+    assert d[0, 4] == 0                                   # unknown: trust the warp
+
+
+@pytest.mark.parametrize("region", ["parts", "mouth"])
+def test_a_confined_generator_changes_only_the_targets_eyes_and_mouth(region):
+    """gen_region: even a generator that wants every pixel (mask logit −60) may replace the
+    warp only in its region; 'mouth' only where the sources hide the target's open mouth."""
+    import cv2
+    from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR
+    from caingan.nn.warp_model import GEN_GROW
+
+    torch.manual_seed(0)
+    cfg = tiny_warp(gen_region=region, learned_flow=False)
+    model = WarpCainGAN(cfg).eval()
+    with torch.no_grad():
+        model.generator.out.weight[3].zero_()
+        model.generator.out.bias[3] = -60.0
+    src, slm, tlm, sp, tp = inputs(cfg, 1, 128)
+    tp = with_mouth(tp, 10.0)
+    sp = with_mouth(sp, 0.0)
+
+    def render(source_points):
+        with torch.no_grad():
+            out = model.render(src, slm, tlm, source_points, tp)
+            grid = tps.resize_grid(model.grids(source_points, tp, 128)[:, 0], 128)
+            warp_hi, _ = tps.sample(src[:, 0], grid)
+        inside = (grid.abs() < 0.9).all(-1)[0]          # away from uncovered pixels
+        return (out.image - warp_hi)[0].abs().amax(0), inside
+
+    diff, inside = render(sp)
+    parts = EYES_AND_MOUTH if region == "parts" else MOUTH_INTERIOR
+    allowed = region_mask(tp[0].numpy(), 128, GEN_GROW, parts)
+    near = cv2.dilate(allowed, np.ones((15, 15), np.uint8)) > 0   # the 64² mask, upsampled
+    core = cv2.erode(allowed, np.ones((5, 5), np.uint8)) > 0
+    assert diff[torch.from_numpy(~near) & inside].max() < 1e-4     # the warped photo elsewhere
+    assert diff[torch.from_numpy(core)].mean() > 0.05              # the generator inside
+    if region == "mouth":
+        # A source whose mouth is as open as the target's: nothing to fill.
+        diff, inside = render(with_mouth(sp, 10.0))
+        assert diff[inside].max() < 1e-4
+
+
+def test_without_the_learned_flow_the_flow_head_changes_nothing():
+    torch.manual_seed(0)
+    model = WarpCainGAN(tiny_warp(learned_flow=False)).eval()
+    src, slm, tlm, sp, tp = inputs(model.cfg, 2, 128)
+    with torch.no_grad():
+        before = model(src, slm, tlm, sp, tp)[0]
+        model.embedder.head_flow[-1].bias.fill_(0.5)
+        after = model(src, slm, tlm, sp, tp)[0]
+    assert torch.equal(before, after)

@@ -5,25 +5,29 @@ may confine its generator to them (ModelConfig.gen_region = "parts").
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
 import torch
 
-# 68-point scheme (iBUG 300-W): the eyes and the outer lips.
-REGION_POINTS: tuple[tuple[int, ...], ...] = (
+# 68-point scheme (iBUG 300-W).
+EYES_AND_MOUTH: tuple[tuple[int, ...], ...] = (
     tuple(range(36, 42)),   # right eye
     tuple(range(42, 48)),   # left eye
     tuple(range(48, 60)),   # outer lips
 )
+MOUTH_INTERIOR: tuple[tuple[int, ...], ...] = (tuple(range(60, 68)),)   # inner lips
 
 
-def region_mask(points: np.ndarray, size: int, grow: float = 0.3) -> np.ndarray:
-    """(68,2) points in size² pixels → (size,size) float32 in {0,1}: the eyes and the mouth,
-    each hull dilated by `grow` × its width so eyelids and lip edges are inside. Parts with
-    non-finite points are left out."""
+def region_mask(points: np.ndarray, size: int, grow: float = 0.3,
+                parts: Sequence[Sequence[int]] = EYES_AND_MOUTH) -> np.ndarray:
+    """(68,2) points in size² pixels → (size,size) float32 in {0,1}: the parts (default: the eyes
+    and the mouth), each hull dilated by `grow` × its width so eyelids and lip edges are inside.
+    Parts with non-finite points are left out."""
     mask = np.zeros((size, size), np.uint8)
     pts = np.asarray(points, np.float64)
-    for idx in REGION_POINTS:
+    for idx in parts:
         p = pts[list(idx)]
         if not np.isfinite(p).all():
             continue
@@ -36,10 +40,32 @@ def region_mask(points: np.ndarray, size: int, grow: float = 0.3) -> np.ndarray:
     return mask.astype(np.float32)
 
 
-def region_masks(points: torch.Tensor, size: int, grow: float = 0.3) -> torch.Tensor:
+def region_masks(points: torch.Tensor, size: int, grow: float = 0.3,
+                 parts: Sequence[Sequence[int]] = EYES_AND_MOUTH) -> torch.Tensor:
     """Batched region_mask: (B,68,2) pixel points of size² images → (B,1,size,size) on the
     points' device, edges softened by a 3×3 box filter."""
     pts = points.detach().float().cpu().numpy()
-    m = torch.from_numpy(np.stack([region_mask(p, size, grow) for p in pts]))[:, None]
+    m = torch.from_numpy(np.stack([region_mask(p, size, grow, parts) for p in pts]))[:, None]
     m = torch.nn.functional.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)
     return m.to(points.device)
+
+
+def _inner_mouth_area(points: torch.Tensor) -> torch.Tensor:
+    """(...,68,2) → (...) area of the inner-lip polygon over the squared eye-corner distance."""
+    p = points[..., list(MOUTH_INTERIOR[0]), :].float()
+    x, y = p[..., 0], p[..., 1]
+    area = 0.5 * (x * torch.roll(y, -1, -1) - torch.roll(x, -1, -1) * y).sum(-1).abs()
+    eyes = (points[..., 45, :] - points[..., 36, :]).float().norm(dim=-1)
+    return area / eyes.clamp_min(1e-6) ** 2
+
+
+def mouth_disocclusion(source_points: torch.Tensor, target_points: torch.Tensor,
+                       eps: float = 2e-3) -> torch.Tensor:
+    """(B,K,68,2) source and (B,68,2) target points → (B,K) in [0,1]: how much of the target's
+    mouth interior source k does not show (1 − its inner-mouth area over the target's, after
+    scaling both faces to the same eye distance). 0 when the source's mouth is open at least as
+    wide, 1 when it is closed and the target's open; non-finite points give 0 (trust the warp)."""
+    a_s = _inner_mouth_area(source_points)
+    a_t = _inner_mouth_area(target_points).unsqueeze(1)
+    hidden = ((a_t - a_s) / (a_t + eps)).clamp(0, 1)
+    return torch.nan_to_num(hidden, nan=0.0, posinf=0.0, neginf=0.0)

@@ -39,7 +39,7 @@ from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock,
 from caingan.nn.embedder import R_EPS, channel_fn
 from caingan.nn.generator import encoder
 from caingan.nn.mixing import mix_embeddings
-from caingan.nn.part_mask import region_masks
+from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR, mouth_disocclusion, region_masks
 
 MAX_FLOW = 0.1  # learned correction, normalised units (0.1 = 6.4 px at 128²)
 MASK_INIT = 3.0  # sigmoid(3) ≈ 0.95: start as the warp
@@ -200,9 +200,10 @@ class WarpCainGAN(nn.Module):
         tlm = target_lm.unsqueeze(1).expand(b, k, *target_lm.shape[1:]).flatten(0, 1)
         x = torch.cat([warped, valid * 2 - 1, tlm, src_lo, source_lms.flatten(0, 1)], 1)
         e, r, flow = self.embedder(x)
-        # Refined warp: TPS + the learned correction, at the network resolution.
-        g = g + _up(flow, s).permute(0, 2, 3, 1).to(g.dtype)
-        warped, valid = tps.sample(src_lo, g)
+        if self.cfg.learned_flow:
+            # Refined warp: TPS + the learned correction, at the network resolution.
+            g = g + _up(flow, s).permute(0, 2, 3, 1).to(g.dtype)
+            warped, valid = tps.sample(src_lo, g)
         e, r = e.unflatten(0, (b, k)), r.unflatten(0, (b, k))
         prior = self.cfg.pose_prior
         if self.cfg.responsibility and (self.cfg.mix_power != 1.0 or prior > 0):
@@ -223,8 +224,14 @@ class WarpCainGAN(nn.Module):
                            mixed_e).float()
         rgb = torch.tanh(o[:, :3])
         m = torch.sigmoid(o[:, 3:4])
-        if self.cfg.gen_region == "parts":
-            allowed = region_masks((target_points + 0.5) * (s / hi) - 0.5, s, GEN_GROW).to(m.dtype)
+        if self.cfg.gen_region != "free":
+            parts = EYES_AND_MOUTH if self.cfg.gen_region == "parts" else MOUTH_INTERIOR
+            allowed = region_masks((target_points + 0.5) * (s / hi) - 0.5, s, GEN_GROW, parts).to(m.dtype)
+            if self.cfg.gen_region == "mouth":
+                # Only as far as the sources (as mixed) hide the interior the target shows.
+                hidden = mouth_disocclusion(source_points, target_points)            # (B,K)
+                share = weights.float().mean((2, 3, 4))
+                allowed = allowed * (share * hidden).sum(1)[:, None, None, None].to(m.dtype)
             m = 1 - allowed * (1 - m)
         m = m * v_mix
         lo = m * w_mix + (1 - m) * rgb
