@@ -188,3 +188,27 @@ def test_baking_spectral_norm_keeps_the_eval_output():
         assert remove_spectral_norms(model) == 4 * 2  # two convs in each of the 4 SPADE blocks
         after, _ = model(src, lms, tgt)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_instance_norms_give_the_same_images_and_gradients(channels_last):
+    """What the Reenactor does to every model: same output, same state-dict keys, trainable."""
+    from caingan.nn.blocks import use_channels_last_norms
+    torch.manual_seed(0)
+    model = CainGAN(ModelConfig.tiny(64)).eval()
+    fast = CainGAN(ModelConfig.tiny(64)).eval()
+    fast.load_state_dict(model.state_dict())
+    n_norms = sum(isinstance(m, torch.nn.InstanceNorm2d) for m in fast.modules())
+    assert use_channels_last_norms(fast) == n_norms > 0
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in fast.modules())
+    assert fast.state_dict().keys() == model.state_dict().keys()
+    src, lms, tgt = inputs(2, 2, 64)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    ref, _ = model(src, lms, tgt)
+    out, _ = fast(src, lms, tgt)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    ref.square().mean().backward()
+    out.square().mean().backward()
+    name, p = next((n, p) for n, p in fast.named_parameters() if "norm" in n and p.grad is not None)
+    torch.testing.assert_close(p.grad, dict(model.named_parameters())[name].grad, atol=1e-4, rtol=1e-3)
