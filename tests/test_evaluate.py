@@ -491,3 +491,16 @@ def test_scorer_perfect_copy_beats_another_person(tmp_path):
     scorer.inception = lambda x: calls.append(len(x)) or np.zeros((len(x), 2048))
     again = scorer.score(data.target_frames[::-1].copy())
     assert calls == [] and again["csim"] == swapped["csim"] and again["fid"] == swapped["fid"]
+
+
+def test_headroom_regions_cover_their_part_and_outside_inverts():
+    from caingan.face.landmark_edit import mean_face
+    from train.headroom import OUTSIDE_FACE, REGIONS, region_alpha
+
+    p = mean_face(128.0)[None].astype(np.float32)
+    mouth = region_alpha(p, 128, REGIONS["inner mouth"], 4)[0, ..., 0]
+    x, y = np.round(p[0, 66]).astype(int)
+    assert mouth[y, x] > 0.9 and mouth[10, 10] == 0 and 0 < mouth.mean() < 0.05
+    outside = region_alpha(p, 128, OUTSIDE_FACE, 0, outside=True)[0, ..., 0]
+    x, y = np.round(p[0, 30]).astype(int)                       # nose tip: inside the face
+    assert outside[y, x] == 0 and outside[2, 2] == 1

@@ -107,9 +107,25 @@ def _frames(reader, every: int, max_frames: int | None):
             return
 
 
+CROPS = ("frame", "clip")
+
+
+def steady_crop(matrices: list[np.ndarray], size: int) -> np.ndarray:
+    """One original→crop matrix for a whole clip: the median centre and side of the per-frame
+    crops. The background then stays put in crop coordinates, as in a photo the editor edits,
+    instead of moving with every frame's landmark box (which grows when the mouth opens)."""
+    m = np.stack(matrices)
+    scale = m[:, 0, 0]
+    centre = (size / 2 - m[:, :, 2]) / scale[:, None]
+    s = float(np.median(scale))
+    cx, cy = np.median(centre, axis=0)
+    return np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]], np.float64)
+
+
 def process_clip(clip: dict, size: int, every: int = 1, max_frames: int | None = None,
-                 detector=None, redetect_every: int = 10) -> dict:
-    """Track, crop and stack one clip: arrays + metadata (nothing written)."""
+                 detector=None, redetect_every: int = 10, crop: str = "frame") -> dict:
+    """Track, crop and stack one clip: arrays + metadata (nothing written). crop "frame": each
+    frame cropped around its own landmarks; "clip": one steady crop for the clip (steady_crop)."""
     detector = detector or LandmarkDetector("dlib")
     frames, points, index = [], [], []
     seen = 0
@@ -117,11 +133,14 @@ def process_clip(clip: dict, size: int, every: int = 1, max_frames: int | None =
         fps = reader.fps
         items = list(_frames(reader, every, max_frames))
     seen = len(items)
-    dets = detector.track((f for _, f in items), redetect_every=redetect_every)
+    dets = list(detector.track((f for _, f in items), redetect_every=redetect_every))
+    found = [d for d in dets if d is not None]
+    steady = steady_crop([crop_matrix(d.points, size) for d in found], size) \
+        if crop == "clip" and found else None
     for (i, frame), det in zip(items, dets):
         if det is None:
             continue
-        m = crop_matrix(det.points, size)
+        m = crop_matrix(det.points, size) if steady is None else steady
         frames.append(warp_crop(frame, m, size))
         points.append((det.points @ m[:, :2].T + m[:, 2]).astype(np.float32))
         index.append(i)
@@ -173,10 +192,10 @@ def _worker_init():
 
 
 def _build(job):
-    clip, out, size, every, max_frames = job
+    clip, out, size, every, max_frames, crop = job
     t0 = time.perf_counter()
     try:
-        arrays = process_clip(clip, size, every, max_frames, detector=_WORKER_DETECTOR)
+        arrays = process_clip(clip, size, every, max_frames, detector=_WORKER_DETECTOR, crop=crop)
     except CainGANError as e:
         return clip, {"status": "failed", "reason": str(e)}
     n = len(arrays["frames"])
@@ -197,7 +216,7 @@ def _write_index(out: Path, meta: dict, records: dict) -> None:
 
 
 def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames: int | None = None,
-            workers: int = 1, progress: bool = True) -> dict:
+            workers: int = 1, progress: bool = True, crop: str = "frame") -> dict:
     """Build (or complete) the cache; returns {"built": [...], "reused": [...], "skipped": [...],
     "failed": [...]} of clip paths."""
     out = Path(out)
@@ -205,6 +224,8 @@ def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames:
     for leftover in out.glob("*.tmp"):      # temp files of a killed run (caingan.files names)
         leftover.unlink(missing_ok=True)
     meta = {"version": CACHE_VERSION, "size": size, "every": every, "max_frames": max_frames}
+    if crop != "frame":                 # caches built before the option are per-frame crops
+        meta["crop"] = crop
     old, stale = {}, False
     try:
         prev = json.loads((out / "index.json").read_text())
@@ -228,7 +249,7 @@ def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames:
             records[clip["rel"]] = old[clip["rel"]]
             summary["skipped"].append(clip["rel"])
         else:
-            jobs.append((clip, out, size, every, max_frames))
+            jobs.append((clip, out, size, every, max_frames, crop))
     if jobs:
         from tqdm import tqdm
         bar = tqdm(total=len(jobs), desc=f"caching s{size}", unit="clip", disable=not progress)
@@ -275,6 +296,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=1, help="keep every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--crop", choices=CROPS, default="frame",
+                   help="frame: every frame cropped around its own landmarks (default); clip: one "
+                        "steady crop per clip, so the background stays put as in an edited photo")
+    p.add_argument("--splits", nargs="+", default=None, metavar="SPLIT",
+                   help="only the clips of these splits (e.g. test)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -287,10 +313,14 @@ def main(argv=None) -> int:
             raise CainGANError(f"--size {args.size} is too small (16 or more)")
         clips = (clips_from_csv(Path(args.data)) if args.data
                  else clips_from_voxceleb(Path(args.voxceleb), args.split))
+        if args.splits:
+            clips = [c for c in clips if c["split"] in args.splits]
+            if not clips:
+                raise CainGANError(f"no clips of split(s) {', '.join(args.splits)}")
         out = Path(args.out) if args.out else default_out(args.size)
         t0 = time.perf_counter()
         s = prepare(clips, out, args.size, args.every, args.max_frames, args.workers,
-                    progress=not args.quiet)
+                    progress=not args.quiet, crop=args.crop)
     except CainGANError as e:
         print(f"caingan-prepare: error: {e}", file=sys.stderr)
         return 2
