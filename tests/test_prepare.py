@@ -288,3 +288,26 @@ def test_stop_gap_cache_without_index_is_reused(built):
     s = prepare(clips, out, size=SIZE, max_frames=MAX_FRAMES, progress=False)
     assert sorted(s["reused"]) == sorted(c["rel"] for c in clips)
     assert (out / "index.json").is_file()
+
+
+def test_steady_crops_keep_the_background_still_and_split_filter(tmp_path, data_dir, capsys):
+    """--crop clip: one crop for the whole clip, so a pixel far from the face shows the same
+    background in every frame (per-frame crops move it with each frame's landmark box); the
+    landmarks still sit on the face (the moving part). --splits keeps the named split only."""
+    out_f, out_c = tmp_path / "f", tmp_path / "c"
+    assert main(["--data", str(data_dir), "--out", str(out_f), "--size", "64", "--max-frames", "12",
+                 "--quiet", "--splits", "test"]) == 0
+    assert main(["--data", str(data_dir), "--out", str(out_c), "--size", "64", "--max-frames", "12",
+                 "--quiet", "--splits", "test", "--crop", "clip"]) == 0
+    assert "1 built" in capsys.readouterr().out
+    name = _npz_files(out_c)
+    assert name == _npz_files(out_f) and len(name) == 1
+    with np.load(out_f / name[0]) as f, np.load(out_c / name[0]) as c:
+        box = lambda pts: np.concatenate([pts.min(1), pts.max(1)], 1)    # noqa: E731
+        # Per-frame crops normalise every frame's landmark box; the steady crop lets it move.
+        assert np.ptp(box(f["points"]), 0).max() < np.ptp(box(c["points"]), 0).max()
+        corner = lambda fr: fr[:, :6, :6].reshape(len(fr), -1).astype(float)   # noqa: E731
+        assert np.std(corner(c["frames"]), 0).mean() <= np.std(corner(f["frames"]), 0).mean()
+    assert json.loads((out_c / "index.json").read_text())["crop"] == "clip"
+    assert main(["--data", str(data_dir), "--out", str(tmp_path / "x"), "--splits", "nope",
+                 "--quiet"]) == 2
