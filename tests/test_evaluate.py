@@ -177,9 +177,15 @@ def test_reuse_copies_only_rows_of_unchanged_files_on_the_same_frames(tmp_path):
         assert rows[("piecewise-affine warp", k)].get("reused") and not rows[("Model", k)].get("reused")
         assert rows[("Model", k)]["ssim"] != old[("Model", k)]
     assert "Scores copied from" in res["report"]
+    # Same weights, another network config (e.g. a field changed in the JSON sidecar): measured.
+    changed = methods("aa" * 32)
+    changed[0].config = {"warp_field": "affine"}
+    res = run(tmp_path / "R5.md", changed, reuse=str(first.with_suffix(".json")))
+    assert CountingScorer.calls == 8
+    assert not any(r.get("reused") for r in res["rows"] if r["method"] == "Model")
     # Other frames drawn (another seed): nothing is copied.
     run(tmp_path / "R3.md", methods("aa" * 32), reuse=str(first.with_suffix(".json")), seed=1)
-    assert CountingScorer.calls == 10
+    assert CountingScorer.calls == 12
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(CainGANError, match="--reuse"):

@@ -94,6 +94,7 @@ class Method:
     output_size: int | None = None  # side of what it returns (warp model: above image_size)
     baseline: bool = False
     personalized: bool = False
+    config: dict | None = None      # the network's ModelConfig as loaded (part of its identity)
 
     def supports(self, k: int) -> bool:
         return self.k_fixed is None or self.k_fixed == k
@@ -150,7 +151,8 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
         return Method(name, r, r.image_size, arch=str(extra.get("arch", "caingan")),
                       path=str(st_path), sha256=digest, step=extra.get("step"),
                       output_size=getattr(r, "output_size", r.image_size),
-                      personalized=bool(extra.get("personalized", False)))
+                      personalized=bool(extra.get("personalized", False)),
+                      config=r.config.to_dict())
     if meta.get("kind") != st.KIND:
         raise CainGANError(f"{st_path}: a {meta.get('kind')!r} checkpoint is neither a model "
                            f"({MODEL_KIND!r}) nor a training state ({st.KIND!r})")
@@ -165,11 +167,12 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
         r = Reenactor(module, device=device, precision="fp32")
         return Method(name, r, cfg.model.image_size, arch="caingan", path=str(st_path),
                       sha256=digest, step=step, note=note,
-                      output_size=getattr(r, "output_size", r.image_size))
+                      output_size=getattr(r, "output_size", r.image_size), config=cfg.model.to_dict())
     k_fixed = cfg.k if cfg.arch == "pix2pixhd" else None
     r = ModuleReenactor(module, cfg.model.image_size, device=str(_device(device)), k_fixed=k_fixed)
     return Method(name, r, cfg.model.image_size, arch=cfg.arch, k_fixed=k_fixed, path=str(st_path),
-                  sha256=digest, step=step, note=note, output_size=cfg.model.image_size)
+                  sha256=digest, step=step, note=note, output_size=cfg.model.image_size,
+                  config=cfg.model.to_dict())
 
 
 class PersonalizingReenactor:

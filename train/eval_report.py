@@ -77,7 +77,8 @@ def results_json(rows: Sequence[dict[str, Any]], methods: Sequence, ctx: dict[st
         "methods": [{"name": m.name, "arch": m.arch, "path": m.path, "sha256": m.sha256,
                      "step": m.step, "k_fixed": m.k_fixed, "note": m.note,
                      "image_size": m.image_size, "output_size": m.output_size,
-                     "baseline": m.baseline, "personalized": m.personalized} for m in methods],
+                     "baseline": m.baseline, "personalized": m.personalized,
+                     "config": m.config} for m in methods],
         "clips": {s.protocol: s.clips_json() for s in sets},
     }
     return json.dumps(_clean(doc), indent=1, allow_nan=False)

@@ -96,8 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--figure-rows", type=int, default=4)
     p.add_argument("--out", default=str(DEFAULT_OUT), help="markdown report (figures and JSON beside it)")
     p.add_argument("--reuse", default=None, metavar="RESULTS.json",
-                   help="copy the scores of rows a previous run already measured: same method name "
-                        "and file (sha256; baselines by name), same protocol, K and drawn frames. "
+                   help="copy the scores of rows a previous run already measured: same method name, "
+                        "weights (sha256) and network config (baselines by name), same protocol, K "
+                        "and drawn frames. "
                         "Their images are still generated for the figures; personalized rows are "
                         "always measured")
     return p.parse_args(argv)
@@ -142,7 +143,8 @@ def make_scorers(args, sets: Sequence[EvalSet], progress: bool) -> list:
 def reusable_rows(path: str | Path, methods: Sequence[Method], sets: Sequence[EvalSet]
                   ) -> dict[tuple[str, str, int], dict[str, Any]]:
     """(method, protocol, K) → a previous run's row (scores and timings) that this run would
-    measure again: the method's file is unchanged and the protocol drew the same frames."""
+    measure again: the method's weights (sha256) and network config are unchanged and the
+    protocol drew the same frames."""
     import json
 
     try:
@@ -154,6 +156,7 @@ def reusable_rows(path: str | Path, methods: Sequence[Method], sets: Sequence[Ev
     same_draw = {s.protocol for s in sets if old_clips.get(s.protocol) == s.clips_json()}
     same_file = {m.name for m in methods if not m.personalized and m.name in old_methods
                  and old_methods[m.name].get("sha256", "") == m.sha256
+                 and old_methods[m.name].get("config") == m.config
                  and bool(old_methods[m.name].get("baseline")) == m.baseline}
     return {(r["method"], r["protocol"], int(r["k"])): r for r in old_rows
             if r["method"] in same_file and r["protocol"] in same_draw and not r.get("personalized")}
