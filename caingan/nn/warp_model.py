@@ -15,8 +15,9 @@ plus the three things every sharp reenactment method has.
    [L(x_t), W, validity] conditioned on e outputs a colour image G and a blend mask m:
    out = m·W + (1 − m)·G. The mask starts near 1 (the warp), so training begins at the warp
    baseline and learns where to replace it (mouth interior, eyes, disocclusions); with
-   `gen_region` "parts" it may do so only in the target's eyes and mouth and where no source
-   reaches (the warp keeps hair, jaw and background sharp).
+   `gen_region` "parts" it may do so only in the target's eyes and mouth, with "mouth" only in
+   the mouth interior the sources hide, and both where no source reaches (the warp keeps hair,
+   jaw and background sharp).
 4. **Detail at the photo's resolution (bi-layer).** The networks run at `image_size`; given
    sources at a higher resolution the same grids warp them there, and the result is
    up(out) + up(m)·(W_hi − up(W)): exactly the warped photo wherever the warp is trusted
@@ -43,7 +44,7 @@ from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR, mouth_disocclus
 
 MAX_FLOW = 0.1  # learned correction, normalised units (0.1 = 6.4 px at 128²)
 MASK_INIT = 3.0  # sigmoid(3) ≈ 0.95: start as the warp
-GEN_GROW = 0.15  # gen_region "parts": eyes and mouth grown by 0.15 × their width
+GEN_GROW = 0.15  # gen_region "parts" / "mouth": the parts grown by 0.15 × their width
 
 
 @dataclass
