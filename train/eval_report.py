@@ -210,7 +210,7 @@ def render_report(rows: Sequence[dict[str, Any]], methods: Sequence, ctx: dict[s
     reused = sorted({f"{r['method']} ({r.get('protocol', PROTOCOLS[0])}, K={r['k']})"
                      for r in rows if r.get("reused")})
     if reused:
-        out.append(f"- Scores copied from `{ctx.get('reuse')}` (same file, same drawn frames; "
+        out.append(f"- Scores copied from `{ctx.get('reuse')}` (same weights, config and drawn frames; "
                    f"`--reuse`): " + "; ".join(reused) + ".")
     if ctx.get("not_applicable"):
         out.append("- Not evaluated: " + "; ".join(ctx["not_applicable"]) + ".")

@@ -18,19 +18,22 @@ import cv2
 import numpy as np
 
 from caingan.errors import CainGANError
+from caingan.face.landmark_image import PARTS
 from caingan.files import atomic_write
 
 from .eval_methods import baseline_method, generate
 from .eval_protocol import build_eval_set, list_test_clips
 from .evaluate import make_scorers, parse_args as eval_args
 
+_EYES = [list(PARTS["right_eye"]), list(PARTS["left_eye"])]
 REGIONS: dict[str, list[list[int]]] = {
-    "inner mouth": [list(range(60, 68))],
-    "lips and mouth": [list(range(48, 60))],
-    "eyes": [list(range(36, 42)), list(range(42, 48))],
-    "mouth and eyes": [list(range(48, 60)), list(range(36, 42)), list(range(42, 48))],
+    "inner mouth": [list(PARTS["inner_lips"])],
+    "lips and mouth": [list(PARTS["outer_lips"])],
+    "eyes": _EYES,
+    "mouth and eyes": [list(PARTS["outer_lips"])] + _EYES,
 }
-OUTSIDE_FACE = [list(range(0, 17)) + list(range(26, 16, -1))]   # jaw + brows: the face's outline
+# The face's outline: the jaw, then both brows from the far end back.
+OUTSIDE_FACE = [list(PARTS["jaw"]) + list(PARTS["left_brow"])[::-1] + list(PARTS["right_brow"])[::-1]]
 
 
 def region_alpha(points: np.ndarray, size: int, parts: list[list[int]], grow_px: int,
