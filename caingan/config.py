@@ -83,6 +83,9 @@ class ModelConfig:
     # the crop border: "tps" (thin-plate spline, smooth) or "affine" (piecewise-affine over a
     # Delaunay triangulation, as the baseline; caingan.nn.affine_warp).
     warp_field: str = "tps"
+    # Gaussian blur of the field's displacement, σ as a fraction of the side (0 = none): softens
+    # the creases a piecewise-affine field makes along triangle edges on large edits.
+    field_smooth: float = 0.0
     # Warp-guided model: where the generator may replace the warp. "free": anywhere its blend mask
     # says; "parts": only in the target's eyes and mouth (grown a little; caingan.nn.part_mask),
     # "mouth": only inside the target's inner lips and only as far as the sources' mouths are
@@ -93,6 +96,10 @@ class ModelConfig:
     # third head). Off, the field is the landmark warp alone: the flow learned little on this
     # data and drifted into blur when the generator was trained with L1 (docs/EVALUATION.md).
     learned_flow: bool = True
+    # Warp-guided model: small mouth and eye networks redraw those parts on the output at its
+    # resolution (caingan.nn.part_refiner, after Geng et al. 2018); the rest stays the warp.
+    part_refiner: bool = False
+    refiner_width: float = 1.0      # its channel multiplier, in (0, 4]
     # Discriminator: pix2pixHD multi-scale PatchGAN.
     disc_scales: int = 2
     disc_layers: int = 4
@@ -125,11 +132,19 @@ class ModelConfig:
         if isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp) \
                 or not 0 <= pp <= 1000:
             raise ConfigError(f"pose_prior must be a number in [0, 1000], got {pp!r}")
+        fs = self.field_smooth
+        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not math.isfinite(fs) \
+                or not 0 <= fs <= 0.25:
+            raise ConfigError(f"field_smooth must be a number in [0, 0.25], got {fs!r}")
+        rw = self.refiner_width
+        if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not math.isfinite(rw) \
+                or not 0 < rw <= _MAX_WIDTH:
+            raise ConfigError(f"refiner_width must be a number in (0, {_MAX_WIDTH:g}], got {rw!r}")
         if self.warp_field not in WARP_FIELDS:
             raise ConfigError(f"warp_field must be one of {WARP_FIELDS}, got {self.warp_field!r}")
         if self.gen_region not in GEN_REGIONS:
             raise ConfigError(f"gen_region must be one of {GEN_REGIONS}, got {self.gen_region!r}")
-        for name in ("targeted", "responsibility", "warp", "learned_flow"):
+        for name in ("targeted", "responsibility", "warp", "learned_flow", "part_refiner"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.baselines, BaselineConfig):

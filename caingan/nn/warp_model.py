@@ -18,7 +18,9 @@ plus the three things every sharp reenactment method has.
    `gen_region` "parts" it may do so only in the target's eyes and mouth, with "mouth" only in
    the mouth interior the sources hide, and both where no source reaches (the warp keeps hair,
    jaw and background sharp).
-4. **Detail at the photo's resolution (bi-layer).** The networks run at `image_size`; given
+4. **Mouth and eyes at the output's resolution** (`part_refiner`, caingan.nn.part_refiner): small
+   networks redraw the parts a warp fails first, on crops aligned to the target's landmarks.
+5. **Detail at the photo's resolution (bi-layer).** The networks run at `image_size`; given
    sources at a higher resolution the same grids warp them there, and the result is
    up(out) + up(m)·(W_hi − up(W)): exactly the warped photo wherever the warp is trusted
    (m = 1), the generator's image upsampled where it is not.
@@ -41,6 +43,7 @@ from caingan.nn.embedder import R_EPS, channel_fn
 from caingan.nn.generator import encoder
 from caingan.nn.mixing import mix_embeddings
 from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR, mouth_disocclusion, region_masks
+from caingan.nn.part_refiner import PartRefiner, choose_sources
 
 MAX_FLOW = 0.1  # learned correction, normalised units (0.1 = 6.4 px at 128²)
 MASK_INIT = 3.0  # sigmoid(3) ≈ 0.95: start as the warp
@@ -148,6 +151,22 @@ def pose_distance(sources: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(usable, d, torch.full_like(d, float("inf"))).squeeze(-1)
 
 
+def smooth_field(grid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian-blur a grid's displacement from the identity (B,R,R,2), σ in grid pixels; the
+    crop border keeps its (zero) motion because the blur reflects at the edge."""
+    b, r = grid.shape[:2]
+    c = (2 * torch.arange(r, device=grid.device, dtype=torch.float32) + 1) / r - 1
+    ident = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1)
+    d = (grid.float() - ident).permute(0, 3, 1, 2).reshape(b * 2, 1, r, r)
+    rad = max(1, min(int(3 * sigma + 0.5), r - 1))
+    x = torch.arange(-rad, rad + 1, device=grid.device, dtype=torch.float32)
+    k = torch.exp(-x * x / (2 * sigma * sigma))
+    k = (k / k.sum()).view(1, 1, 1, -1)
+    d = F.conv2d(F.pad(d, (rad, rad, 0, 0), mode="reflect"), k)
+    d = F.conv2d(F.pad(d, (0, 0, rad, rad), mode="reflect"), k.transpose(-1, -2))
+    return (ident + d.reshape(b, 2, r, r).permute(0, 2, 3, 1)).to(grid.dtype)
+
+
 def _up(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size:
         return x
@@ -167,6 +186,7 @@ class WarpCainGAN(nn.Module):
         self.cfg = cfg
         self.embedder = WarpEmbedder(cfg)
         self.generator = WarpGenerator(cfg)
+        self.refiner = PartRefiner(cfg.refiner_width) if cfg.part_refiner else None
         self.lattice = 32
 
     def grids(self, source_points: torch.Tensor, target_points: torch.Tensor, size: int) -> torch.Tensor:
@@ -179,11 +199,15 @@ class WarpCainGAN(nn.Module):
             tp = target_points.detach().cpu().double().numpy()
             g = np.stack([np.stack([warp_grid(sp[i, j], tp[i], size, s) for j in range(k)])
                           for i in range(b)])
-            return torch.from_numpy(g).to(source_points.device)
-        src = tps.normalise_points(source_points.float(), size).flatten(0, 1)
-        dst = tps.normalise_points(target_points.float(), size)
-        dst = dst.unsqueeze(1).expand(b, k, *dst.shape[1:]).flatten(0, 1)
-        return tps.tps_grid(src, dst, self.lattice, s).unflatten(0, (b, k))
+            g = torch.from_numpy(g).to(source_points.device)
+        else:
+            src = tps.normalise_points(source_points.float(), size).flatten(0, 1)
+            dst = tps.normalise_points(target_points.float(), size)
+            dst = dst.unsqueeze(1).expand(b, k, *dst.shape[1:]).flatten(0, 1)
+            g = tps.tps_grid(src, dst, self.lattice, s).unflatten(0, (b, k))
+        if self.cfg.field_smooth > 0:
+            g = smooth_field(g.flatten(0, 1), self.cfg.field_smooth * s).unflatten(0, (b, k))
+        return g
 
     def render(self, sources: torch.Tensor, source_lms: torch.Tensor, target_lm: torch.Tensor,
                source_points: torch.Tensor, target_points: torch.Tensor,
@@ -243,6 +267,9 @@ class WarpCainGAN(nn.Module):
             w_hi = (w_hi.unflatten(0, (b, k)).float() * a_hi).sum(1)
             detail = w_hi - _up(w_mix, hi)
             image = _up(lo, hi) + _up(m, hi) * detail
+        if self.refiner is not None:
+            choice = choose_sources(weights, target_points, hi) if k > 1 else None
+            image, _ = self.refiner(image.clamp(-1, 1), target_points, sources, source_points, choice)
         return WarpOutput(image.clamp(-1, 1), weights, lo, m, w_mix, rgb, o[:, 3:4], v_mix)
 
     def forward(self, sources, source_lms, target_lm, source_points, target_points, full: bool = False):

@@ -1,0 +1,332 @@
+"""Train the part refiner (caingan.nn.part_refiner) on top of a frozen warp-guided model.
+
+The refiner only sees crops of the mouth and the eyes, so it trains on a *bank* of crops rendered
+once by the frozen model (`bank`), many steps per CPU-minute (`fit`), and is then joined to the
+model's weights into one checkpoint (`bundle`):
+
+    python -m train.refine bank --cache ~/.cache/caingan/data/s256 --base assets/caingan-warp \\
+        --set warp_field=affine --set learned_flow=false --pairs 4000 --seed 0 --out runs/refine/bank0.npz
+    python -m train.refine fit --bank runs/refine/bank0.npz runs/refine/bank1.npz --run runs/refine
+    python -m train.refine bundle --base assets/caingan-warp --set warp_field=affine \\
+        --set learned_flow=false --run runs/refine --out assets/caingan-warp
+
+Objective per part crop (the crop as pasted, i.e. faded at its edges): L1 + multi-scale
+perceptual (VGG16-HED) + hinge GAN with feature matching from a patch discriminator that sees the
+crop beside the target's contours, both sides through DiffAugment (translation, colour; Zhao et
+al. 2020) since the bank is small. The identity groups `--holdout-groups` keeps out (the
+evaluator's diagnostic set) never enter the bank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from caingan.config import ModelConfig
+from caingan.face.landmark_file import rescale_points
+from caingan.face.landmark_image import landmark_images
+from caingan.nn.checkpoint import load_checkpoint, load_module_state, read_meta, save_model
+from caingan.nn.discriminator import MultiscaleDiscriminator
+from caingan.nn.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
+from caingan.nn.model import build_network
+from caingan.nn.part_refiner import PartCrops, PartRefiner, _window, gather_crops
+from train.dataset import ClipDataset
+from train.state import latest_valid, list_checkpoints, prune, save_state
+
+PARTS = PartRefiner.PARTS
+
+
+# -- the frozen model --------------------------------------------------------------------------
+
+def _value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def base_config(base: str, overrides: list[str]) -> ModelConfig:
+    meta = read_meta(base)
+    d = dict(meta["config"])
+    for item in overrides:
+        key, _, val = item.partition("=")
+        d[key] = _value(val)
+    d["part_refiner"] = False
+    return ModelConfig.from_dict(d)
+
+
+def load_base(base: str, overrides: list[str]):
+    cfg = base_config(base, overrides)
+    model = build_network(cfg)
+    tensors, _ = load_checkpoint(base)
+    load_module_state(model, {k: v for k, v in tensors.items() if not k.startswith("refiner.")}, base)
+    return model.eval(), cfg
+
+
+# -- bank ------------------------------------------------------------------------------------
+
+def _u8(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def build_bank(a) -> None:
+    torch.set_num_threads(a.threads)
+    model, cfg = load_base(a.base, a.set)
+    ds = ClipDataset(a.cache, "train", k=1)
+    groups = sorted({c["identity_group"] for c in ds.clips})
+    held = set(groups[-a.holdout_groups:]) if a.holdout_groups else set()
+    ds = ds.subset(lambda c: c["identity_group"] not in held)
+    rng = np.random.default_rng(a.seed)
+    frames = np.array([c["frames"] for c in ds.clips], np.float64)
+    prob = np.sqrt(frames) / np.sqrt(frames).sum()    # long clips more often, not overwhelmingly
+    out: dict[str, list[np.ndarray]] = {}
+    size = cfg.image_size
+    for _ in tqdm(range(0, a.pairs, a.batch), desc="bank"):
+        items = [ds.sample(int(rng.choice(len(ds), p=prob)), rng) for _ in range(a.batch)]
+        src = torch.stack([it["sources"] for it in items])                  # (B,1,3,R,R)
+        tgt = torch.stack([it["target"] for it in items])
+        sp = torch.stack([it["source_points"] for it in items])
+        tp = torch.stack([it["target_points"] for it in items])
+        b, k, _, res, _ = src.shape
+        s_lms = landmark_images(rescale_points(sp.reshape(b * k, 68, 2).numpy(), res, size), size)
+        t_lm = landmark_images(rescale_points(tp.numpy(), res, size), size)
+        with torch.no_grad():
+            image = model.render(src, s_lms.reshape(b, k, 3, size, size), t_lm, sp, tp).image
+        for part in PARTS:
+            c = gather_crops(image, tp, src[:, 0], sp[:, 0], part)
+            t = gather_crops(tgt, tp, src[:, 0], sp[:, 0], part)
+            out.setdefault(f"{part}.image", []).append(_u8(c.image))
+            out.setdefault(f"{part}.source", []).append(_u8(c.source))
+            out.setdefault(f"{part}.target", []).append(_u8(t.image))
+            out.setdefault(f"{part}.lines", []).append((c.lines.clamp(0, 1) * 255).round().byte().numpy())
+            out.setdefault(f"{part}.ok", []).append(c.ok.numpy())
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(a.out, **{k: np.concatenate(v)[: a.pairs] for k, v in out.items()},
+             meta=json.dumps({"base": str(a.base), "config": cfg.to_dict(), "cache": str(a.cache),
+                              "held_out_groups": sorted(held), "pairs": a.pairs}))
+    print(f"wrote {a.out}: {a.pairs} pairs")
+
+
+# -- fit -------------------------------------------------------------------------------------
+
+class Bank:
+    """One or more bank files rendered by the same base model, concatenated."""
+
+    def __init__(self, paths: list[str]):
+        parts: dict[str, list[np.ndarray]] = {}
+        self.meta = None
+        for path in paths:
+            with np.load(path) as z:
+                meta = json.loads(str(z["meta"]))
+                if self.meta is not None and meta["config"] != self.meta["config"]:
+                    raise SystemExit(f"{path} was rendered by another model than {paths[0]}")
+                self.meta = meta
+                for k in z.files:
+                    if k != "meta":
+                        parts.setdefault(k, []).append(z[k])
+        self.arrays = {k: torch.from_numpy(np.concatenate(v)) for k, v in parts.items()}
+        self.n = len(self.arrays["mouth.ok"])
+
+    def batch(self, part: str, idx: np.ndarray, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Float crops of one part with the same colour jitter on all of a pair's crops, and a
+        random mirror for the mouth (the eyes' frames are mirrored already)."""
+        i = torch.from_numpy(idx)
+        f = lambda name: self.arrays[f"{part}.{name}"][i].permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+        x = {"image": f("image"), "source": f("source"), "target": f("target"),
+             "lines": self.arrays[f"{part}.lines"][i].float() / 255,
+             "ok": self.arrays[f"{part}.ok"][i]}
+        b = len(idx)
+        gain = 1 + 0.3 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
+        bias = 0.2 * (torch.rand(b, 3, 1, 1, generator=gen) - 0.5)
+        for key in ("image", "source", "target"):
+            x[key] = (x[key] * gain + bias).clamp(-1, 1)
+        if part == "mouth":
+            flip = torch.rand(b, generator=gen) < 0.5
+            for key in ("image", "source", "target", "lines"):
+                x[key][flip] = x[key][flip].flip(-1)
+        return x
+
+
+def diff_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """DiffAugment's colour and translation (1/8 of the side), the same for all channels."""
+    b, _, h, w = x.shape
+    rgb = x[:, :3]
+    rgb = rgb + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
+    mean = rgb.mean(1, keepdim=True)
+    rgb = (rgb - mean) * (torch.rand(b, 1, 1, 1, generator=gen) * 2) + mean
+    mean = rgb.mean((1, 2, 3), keepdim=True)
+    rgb = (rgb - mean) * (torch.rand(b, 1, 1, 1, generator=gen) + 0.5) + mean
+    x = torch.cat([rgb, x[:, 3:]], 1)
+    s = max(1, h // 8)
+    pad = F.pad(x, (s, s, s, s), mode="replicate")
+    dx = torch.randint(0, 2 * s + 1, (b,), generator=gen)
+    dy = torch.randint(0, 2 * s + 1, (b,), generator=gen)
+    return torch.stack([pad[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+def fit(a) -> None:
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    bank = Bank(a.bank)
+    refiner = PartRefiner(a.width)
+    dcfg = ModelConfig(width=0.5)
+    discs = torch.nn.ModuleDict({"mouth": MultiscaleDiscriminator(3 + 2, dcfg, 2, 3),
+                                 "eye": MultiscaleDiscriminator(3 + 1, dcfg, 1, 3)})
+    opt_g = torch.optim.Adam(refiner.parameters(), lr=a.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(discs.parameters(), lr=a.lr, betas=(0.5, 0.999))
+    vgg = PerceptualLoss(a.perceptual) if a.lambda_vgg > 0 else None
+    run = Path(a.run)
+    run.mkdir(parents=True, exist_ok=True)
+    step = 0
+    found = latest_valid(run, {"refiner": refiner, "disc": discs}, {"g": opt_g, "d": opt_d})
+    if found:
+        step = int(found[1]["counters"]["step"])
+        print(f"resumed {found[0]} at step {step}")
+    gen = torch.Generator().manual_seed(a.seed + step)
+    rng = np.random.default_rng(a.seed + step)
+    log = (run / "log.jsonl").open("a")
+    t0 = time.time()
+    config = {k: v for k, v in vars(a).items() if k != "func"}
+    while step < a.steps:
+        logs: dict[str, float] = {}
+        total_g = torch.zeros(())
+        fakes, reals = {}, {}
+        for part in PARTS:
+            x = bank.batch(part, rng.integers(0, bank.n, a.batch), gen)
+            crops = PartCrops(x["image"], x["source"], x["lines"], torch.zeros(a.batch, 2, 3), x["ok"])
+            res = refiner.refine_part(crops, part)
+            win = _window(res.output.shape[-1], res.output.device, res.output.dtype)
+            pasted = x["image"] + win * (res.output - x["image"])
+            half = x["lines"].shape[1] // 2
+            fakes[part] = torch.cat([pasted, x["lines"][:, :half] * 2 - 1], 1)
+            reals[part] = torch.cat([x["target"], x["lines"][:, :half] * 2 - 1], 1)
+            l1 = F.l1_loss(pasted, x["target"])
+            loss = a.lambda_l1 * l1
+            logs[f"{part}.l1"] = l1.item()
+            logs[f"{part}.l1_in"] = float(F.l1_loss(x["image"], x["target"]))
+            logs[f"{part}.alpha"] = res.alpha.mean().item()
+            if vgg is not None:
+                p = vgg(pasted, x["target"])
+                loss = loss + a.lambda_vgg * p
+                logs[f"{part}.vgg"] = p.item()
+            total_g = total_g + (loss if part == "mouth" else 0.5 * loss)
+        # Discriminators: eyes share one (both frames look like a right eye).
+        if a.lambda_gan > 0:
+            eye_fake = torch.cat([fakes["right_eye"], fakes["left_eye"]])
+            eye_real = torch.cat([reals["right_eye"], reals["left_eye"]])
+            pairs = {"mouth": (fakes["mouth"], reals["mouth"]), "eye": (eye_fake, eye_real)}
+            opt_d.zero_grad(set_to_none=True)
+            d_loss = torch.zeros(())
+            for name, (fake, real) in pairs.items():
+                d = discs[name]
+                d_loss = d_loss + hinge_d_loss(d(diff_augment(real, gen)), d(diff_augment(fake.detach(), gen)))
+            d_loss.backward()
+            opt_d.step()
+            logs["d"] = d_loss.item()
+            for name, (fake, real) in pairs.items():
+                d = discs[name]
+                seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+                f_out = d(diff_augment(fake, torch.Generator().manual_seed(seed)))
+                with torch.no_grad():
+                    r_out = d(diff_augment(real, torch.Generator().manual_seed(seed)))
+                g_adv = hinge_g_loss(f_out)
+                fm = feature_matching_loss(r_out, f_out)
+                total_g = total_g + a.lambda_gan * g_adv + a.lambda_fm * fm
+                logs[f"{name}.gan"] = g_adv.item()
+                logs[f"{name}.fm"] = fm.item()
+        opt_g.zero_grad(set_to_none=True)
+        total_g.backward()
+        opt_g.step()
+        step += 1
+        if step % a.log_every == 0:
+            logs.update(step=step, seconds=round(time.time() - t0, 1))
+            log.write(json.dumps(logs) + "\n")
+            log.flush()
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()),
+                  flush=True)
+        if step % a.save_every == 0 or step == a.steps:
+            save_state(run, step, {"refiner": refiner, "disc": discs}, {"g": opt_g, "d": opt_d},
+                       {"step": step}, config)
+            prune(run, 2)
+
+
+# -- bundle ----------------------------------------------------------------------------------
+
+def bundle(a) -> None:
+    model, cfg = load_base(a.base, a.set)
+    states = list_checkpoints(Path(a.run))
+    if not states:
+        raise SystemExit(f"no refiner checkpoint in {a.run}")
+    width = float(read_meta(states[-1][1]).get("config", {}).get("width", 1.0))
+    cfg = ModelConfig.from_dict({**cfg.to_dict(), "part_refiner": True, "refiner_width": width})
+    full = build_network(cfg)
+    sd = model.state_dict()
+    found = latest_valid(Path(a.run), {"refiner": full.refiner}, {})
+    if not found:
+        raise SystemExit(f"no usable refiner checkpoint in {a.run}")
+    full.load_state_dict({**sd, **{f"refiner.{k}": v for k, v in full.refiner.state_dict().items()}})
+    base_meta = read_meta(a.base)
+    extra = dict(base_meta.get("extra") or {})
+    extra["part_refiner"] = {"run": str(a.run), "step": int(found[1]["counters"]["step"]),
+                             "train_config": found[1].get("config", {})}
+    path = save_model(a.out, full, cfg, extra)
+    print(f"wrote {path}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.refine", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(required=True)
+    b = sub.add_parser("bank", help="render crops of the frozen model's output")
+    b.add_argument("--cache", required=True)
+    b.add_argument("--base", required=True, help="the warp-guided model checkpoint")
+    b.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override the base's ModelConfig (e.g. warp_field=affine)")
+    b.add_argument("--pairs", type=int, default=12000)
+    b.add_argument("--batch", type=int, default=16)
+    b.add_argument("--holdout-groups", type=int, default=6)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--out", required=True)
+    b.set_defaults(func=build_bank)
+    f = sub.add_parser("fit", help="train the refiner on a bank (resumes from --run)")
+    f.add_argument("--bank", required=True, nargs="+", help="bank file(s) of one base model")
+    f.add_argument("--run", required=True)
+    f.add_argument("--steps", type=int, default=4000)
+    f.add_argument("--batch", type=int, default=16)
+    f.add_argument("--lr", type=float, default=2e-4)
+    f.add_argument("--lambda-l1", type=float, default=10.0)
+    f.add_argument("--lambda-vgg", type=float, default=10.0)
+    f.add_argument("--lambda-gan", type=float, default=1.0)
+    f.add_argument("--lambda-fm", type=float, default=10.0)
+    f.add_argument("--perceptual", default="vgg16_hed")
+    f.add_argument("--width", type=float, default=1.0, help="the refiner's channel multiplier")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--threads", type=int, default=1)
+    f.add_argument("--log-every", type=int, default=20)
+    f.add_argument("--save-every", type=int, default=200)
+    f.set_defaults(func=fit)
+    u = sub.add_parser("bundle", help="join the base weights and the refiner into one model file")
+    u.add_argument("--base", required=True)
+    u.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    u.add_argument("--run", required=True)
+    u.add_argument("--out", required=True)
+    u.set_defaults(func=bundle)
+    a = p.parse_args(argv)
+    a.func(a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
