@@ -158,9 +158,12 @@ def test_refine_trainer_bank_fit_bundle(tmp_path, tiny_cache):
     main(["fit", "--bank", str(bank), "--run", str(run), "--steps", "2", "--batch", "2",
           "--lambda-vgg", "0", "--save-every", "1", "--log-every", "1", "--width", "0.25"])
     main(["fit", "--bank", str(bank), "--run", str(run), "--steps", "3", "--batch", "2",
-          "--lambda-vgg", "0", "--save-every", "1", "--log-every", "1", "--width", "0.25"])
+          "--lambda-vgg", "0", "--save-every", "1", "--log-every", "1", "--width", "0.25",
+          "--gate", "oracle"])
     lines = (run / "log.jsonl").read_text().splitlines()
-    assert [__import__("json").loads(x)["step"] for x in lines] == [1, 2, 3]    # resumed at 2
+    logs = [__import__("json").loads(x) for x in lines]
+    assert [x["step"] for x in logs] == [1, 2, 3]                      # resumed at 2
+    assert "mouth.gate" in logs[-1] and "mouth.gate" not in logs[0]
     out = tmp_path / "joined"
     main(["bundle", "--base", str(base), "--set", "warp_field=affine", "--run", str(run),
           "--out", str(out)])

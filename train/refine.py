@@ -34,7 +34,8 @@ from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.checkpoint import load_checkpoint, load_module_state, read_meta, save_model
 from caingan.nn.discriminator import MultiscaleDiscriminator
-from caingan.nn.losses import PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
+from caingan.nn.losses import (PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss,
+                               oracle_mask_loss)
 from caingan.nn.model import build_network
 from caingan.nn.part_refiner import PartCrops, PartRefiner, _window, gather_crops
 from train.dataset import ClipDataset
@@ -213,12 +214,25 @@ def fit(a) -> None:
             fakes[part] = torch.cat([pasted, x["lines"][:, :half] * 2 - 1], 1)
             reals[part] = torch.cat([x["target"], x["lines"][:, :half] * 2 - 1], 1)
             l1 = F.l1_loss(pasted, x["target"])
-            loss = a.lambda_l1 * l1
             logs[f"{part}.l1"] = l1.item()
             logs[f"{part}.l1_in"] = float(F.l1_loss(x["image"], x["target"]))
             logs[f"{part}.alpha"] = res.alpha.mean().item()
+            if a.gate == "oracle":
+                # The change learns on its own (as if α = 1); α learns to use it only where it
+                # beats the warp by a margin, detail included (a blur must not win on L1 alone).
+                full = x["image"] + win * res.delta
+                recon = full
+                logit = torch.logit(res.alpha.clamp(1e-4, 1 - 1e-4))
+                gate = oracle_mask_loss(-logit, x["image"], full.detach(), x["target"],
+                                        x["ok"].float()[:, None, None, None].expand_as(logit),
+                                        margin=a.gate_margin, sharpness=a.gate_sharpness)
+                loss = a.lambda_l1 * F.l1_loss(full, x["target"]) + gate
+                logs[f"{part}.gate"] = gate.item()
+            else:
+                recon = pasted
+                loss = a.lambda_l1 * l1
             if vgg is not None:
-                p = vgg(pasted, x["target"])
+                p = vgg(recon, x["target"])
                 loss = loss + a.lambda_vgg * p
                 logs[f"{part}.vgg"] = p.item()
             total_g = total_g + (loss if part == "mouth" else 0.5 * loss)
@@ -312,6 +326,11 @@ def main(argv=None) -> int:
     f.add_argument("--lambda-fm", type=float, default=10.0)
     f.add_argument("--perceptual", default="vgg16_hed")
     f.add_argument("--width", type=float, default=1.0, help="the refiner's channel multiplier")
+    f.add_argument("--gate", choices=["learned", "oracle"], default="learned",
+                   help="learned: α trained through the blend; oracle: the change trained alone "
+                        "and α against where it beats the warp (caingan.nn.losses.oracle_mask_loss)")
+    f.add_argument("--gate-margin", type=float, default=0.02)
+    f.add_argument("--gate-sharpness", type=float, default=1.0)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=1)
     f.add_argument("--log-every", type=int, default=20)

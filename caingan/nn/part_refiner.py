@@ -144,16 +144,42 @@ def _window(crop_size: int, device, dtype) -> torch.Tensor:
     return (r[:, None] * r[None, :]).view(1, 1, crop_size, crop_size).to(dtype)
 
 
+def _bounds(theta: torch.Tensor, size: int) -> tuple[int, int, int, int]:
+    """Pixel rows/columns [y0, y1) × [x0, x1) that hold every crop of the batch."""
+    corners = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
+                           device=theta.device)
+    u = corners @ theta.float().transpose(-1, -2)                   # (B,4,2) normalised
+    p = ((u + 1) * size - 1) / 2
+    lo = p.amin((0, 1)).floor().clamp(0, size).int().tolist()
+    hi = (p.amax((0, 1)).ceil() + 1).clamp(0, size).int().tolist()
+    return lo[1], hi[1], lo[0], hi[0]
+
+
 def paste(change: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
     """A crop's change (B,C,P,P), faded at its edges, mapped back into a size² image (zeros
-    outside the crop)."""
+    outside the crop). Only the window that holds the crops is resampled."""
+    y0, y1, x0, x1 = box = _bounds(theta, size)
+    out = change.new_zeros(change.shape[0], change.shape[1], size, size)
+    out[..., y0:y1, x0:x1] = paste_window(change, theta, size, box)
+    return out
+
+
+def paste_window(change: torch.Tensor, theta: torch.Tensor, size: int,
+                 bounds: tuple[int, int, int, int]) -> torch.Tensor:
+    """paste() restricted to rows y0:y1 and columns x0:x1 of the image."""
+    y0, y1, x0, x1 = bounds
     b, c, p, _ = change.shape
+    if y1 <= y0 or x1 <= x0:
+        return change.new_zeros(b, c, max(0, y1 - y0), max(0, x1 - x0))
     a, t = theta[..., :2].float(), theta[..., 2].float()
     inv_a = torch.linalg.inv(a)
-    inv = torch.cat([inv_a, -(inv_a @ t.unsqueeze(-1))], -1)
-    grid = F.affine_grid(inv.to(change.dtype), [b, c, size, size], align_corners=False)
+    xs = (2 * torch.arange(x0, x1, device=change.device, dtype=torch.float32) + 1) / size - 1
+    ys = (2 * torch.arange(y0, y1, device=change.device, dtype=torch.float32) + 1) / size - 1
+    u = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)      # (h,w,2) image coordinates
+    q = torch.einsum("bij,hwj->bhwi", inv_a, u) - (inv_a @ t.unsqueeze(-1)).view(b, 1, 1, 2)
     faded = change * _window(p, change.device, change.dtype)
-    return F.grid_sample(faded, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(faded, q.to(change.dtype), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
 
 
 class _Block(nn.Module):
@@ -203,6 +229,7 @@ class PartResult:
     crops: PartCrops
     output: torch.Tensor    # (B,3,P,P) the refined crop: crop + α·Δ
     alpha: torch.Tensor     # (B,1,P,P)
+    delta: torch.Tensor     # (B,3,P,P) the change Δ before the blend
 
 
 class PartRefiner(nn.Module):
@@ -221,7 +248,7 @@ class PartRefiner(nn.Module):
         x = torch.cat([crops.image, crops.source, crops.lines * 2 - 1], 1)
         delta, logit = net(x)
         alpha = torch.sigmoid(logit.float()).to(delta.dtype) * crops.ok[:, None, None, None].to(delta.dtype)
-        return PartResult(crops, crops.image + alpha * delta, alpha)
+        return PartResult(crops, crops.image + alpha * delta, alpha, delta)
 
     def forward(self, image: torch.Tensor, target_points: torch.Tensor, sources: torch.Tensor,
                 source_points: torch.Tensor, choice: dict[str, torch.Tensor] | None = None
@@ -237,7 +264,10 @@ class PartRefiner(nn.Module):
             k = choice[part] if choice is not None else torch.zeros(b, dtype=torch.long, device=image.device)
             crops = gather_crops(image, target_points, sources[rows, k], source_points[rows, k], part)
             res = self.refine_part(crops, part)
-            out = out + paste(res.output - crops.image, crops.theta, image.shape[-1])
+            y0, y1, x0, x1 = box = _bounds(crops.theta, image.shape[-1])
+            window = paste_window(res.output - crops.image, crops.theta, image.shape[-1], box)
+            out = out.clone() if out is image else out
+            out[..., y0:y1, x0:x1] += window
             results[part] = res
         return out.clamp(-1, 1), results
 

@@ -37,7 +37,7 @@ from caingan.nn.part_mask import region_mask
 from caingan.nn.checkpoint import state_digest
 
 KIND = "caingan-personalization"
-TUNE_MODES = ("all", "generator", "tail", "embedder")
+TUNE_MODES = ("all", "generator", "tail", "embedder", "refiner")
 DEFAULT_STEPS = 75
 MAX_SOURCES = 16
 
@@ -50,7 +50,8 @@ class PersonalizeError(CainGANError, ValueError):
 class PersonalizeConfig:
     # Defaults measured on the held-out validation groups: docs/ablations/PERSONALIZE.md.
     steps: int = DEFAULT_STEPS
-    tune: str = "generator"        # all | generator | tail (its last two blocks) | embedder
+    # all | generator | tail (its last two blocks) | embedder | refiner (the mouth and eye networks)
+    tune: str = "generator"
     lr: float = 1e-4               # 1e-3 blurred faces on photo collections (PERSONALIZE.md)
     batch: int = 2                 # examples per step
     context: int = 4               # at most this many other sources per example
@@ -164,8 +165,12 @@ def tuned_names(model: torch.nn.Module, tune: str) -> list[str]:
     names = [n for n, _ in model.named_parameters()]
     if tune == "all":
         return names
-    if tune in ("generator", "embedder"):
-        return [n for n in names if n.startswith(tune + ".")]
+    if tune in ("generator", "embedder", "refiner"):
+        chosen = [n for n in names if n.startswith(tune + ".")]
+        if not chosen:
+            raise PersonalizeError(f"this model has no {tune} to tune (its config has "
+                                   f"part_refiner off); choose another tune mode")
+        return chosen
     if tune == "tail":
         gen = getattr(model, "generator", None)
         last = len(getattr(gen, "up", ())) - 1
