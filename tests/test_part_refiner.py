@@ -185,3 +185,34 @@ def test_field_smoothing_keeps_the_identity_and_softens_a_crease():
     kink = out[0, :, r // 2, 1] - ident[0, :, r // 2, 1]
     assert float(kink.mean()) < 0.1 * 0.5 - 1e-3                       # the peak is rounded
     assert torch.allclose(out[0, :, 20], bent[0, :, 20], atol=1e-5)     # linear part unchanged
+
+
+def test_reenactor_runs_a_refiner_model_at_any_output_size(tmp_path):
+    """The editor path: the refiner works on whatever resolution the photo is shown at, and its
+    change stays inside the face (the corners are the warp's, to the grey level)."""
+    from caingan.pipeline.inference import Reenactor
+    from tests.test_warp_model import face_points
+    torch.manual_seed(0)
+    cfg = tiny_warp(part_refiner=True, refiner_width=0.25, learned_flow=False, warp_field="affine")
+    model = build_network(cfg)
+    for net in (model.refiner.mouth, model.refiner.eye):
+        net.out.bias.data[:] = torch.tensor([0.5, -0.5, 0.5, 60.0])     # a visible change
+    path = save_model(tmp_path / "r", model, cfg)
+    plain_cfg = tiny_warp(learned_flow=False, warp_field="affine")
+    plain = build_network(plain_cfg)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")})
+    plain_path = save_model(tmp_path / "p", plain, plain_cfg)
+    img, pts = textured(200), face_points(200)
+    target = face_points(64, seed=5)
+    for size in (128, 384):
+        outs = []
+        for p in (path, plain_path):
+            r = Reenactor(load_model(p), device="cpu")
+            r.set_sources([img], [pts], output_size=size)
+            outs.append(r.generate(target).image.astype(int))
+        refined, warp = outs
+        assert refined.shape == (size, size, 3)
+        diff = np.abs(refined - warp).max(-1)
+        assert diff.max() > 20                                        # the parts changed
+        c = size // 8
+        assert diff[:c, :c].max() <= 1 and diff[-c:, -c:].max() <= 1   # the corners did not
