@@ -38,7 +38,7 @@ from caingan.nn.discriminator import MultiscaleDiscriminator
 from caingan.nn.losses import (PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss,
                                oracle_mask_loss)
 from caingan.nn.model import build_network
-from caingan.nn.part_refiner import PartCrops, PartRefiner, _window, gather_crops
+from caingan.nn.part_refiner import PartCrops, PartRefiner, fade_window, gather_crops
 from train.dataset import ClipDataset
 from train.state import latest_valid, list_checkpoints, prune, save_state
 
@@ -218,7 +218,7 @@ def fit(a) -> None:
             x = bank.batch(part, rng.integers(0, bank.n, a.batch), gen)
             crops = PartCrops(x["image"], x["source"], x["lines"], torch.zeros(a.batch, 2, 3), x["ok"])
             res = refiner.refine_part(crops, part)
-            win = _window(res.output.shape[-1], res.output.device, res.output.dtype)
+            win = fade_window(res.output.shape[-1], res.output.device, res.output.dtype)
             pasted = x["image"] + win * (res.output - x["image"])
             half = x["lines"].shape[1] // 2
             fakes[part] = torch.cat([pasted, x["lines"][:, :half] * 2 - 1], 1)

@@ -137,7 +137,7 @@ def gather_crops(image: torch.Tensor, target_points: torch.Tensor, source: torch
                      theta_t, ok)
 
 
-def _window(crop_size: int, device, dtype) -> torch.Tensor:
+def fade_window(crop_size: int, device, dtype) -> torch.Tensor:
     """(1,1,P,P): 1 in the middle, falling linearly to 0 over the outer FADE of each side."""
     c = (torch.arange(crop_size, device=device, dtype=torch.float32) + 0.5) / crop_size * 2 - 1
     r = ((1 - c.abs()) / FADE).clamp(0, 1)
@@ -177,7 +177,7 @@ def paste_window(change: torch.Tensor, theta: torch.Tensor, size: int,
     ys = (2 * torch.arange(y0, y1, device=change.device, dtype=torch.float32) + 1) / size - 1
     u = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)      # (h,w,2) image coordinates
     q = torch.einsum("bij,hwj->bhwi", inv_a, u) - (inv_a @ t.unsqueeze(-1)).view(b, 1, 1, 2)
-    faded = change * _window(p, change.device, change.dtype)
+    faded = change * fade_window(p, change.device, change.dtype)
     return F.grid_sample(faded, q.to(change.dtype), mode="bilinear", padding_mode="zeros",
                          align_corners=False)
 
