@@ -11,7 +11,7 @@ from caingan.face.landmark_edit import mean_face
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.checkpoint import load_model, save_model
 from caingan.nn.model import build_network
-from caingan.nn.part_refiner import (MOUTH, PartRefiner, choose_sources, crop, gather_crops, paste,
+from caingan.nn.part_refiner import (OUTER_LIPS, PartRefiner, choose_sources, crop, gather_crops, paste,
                                      part_frame)
 from tests.test_warp_model import textured, tiny_warp
 
@@ -28,7 +28,7 @@ def image(size: int, seed: int = 0) -> torch.Tensor:
 def test_mouth_crop_is_centred_on_the_mouth_and_follows_it():
     size = 256
     p = points(size)[None]
-    centre = p[0, list(MOUTH[:12])].mean(0)
+    centre = p[0, list(OUTER_LIPS)].mean(0)
     img = torch.zeros(1, 1, size, size)
     y, x = int(round(float(centre[1]))), int(round(float(centre[0])))
     img[..., y - 2:y + 3, x - 2:x + 3] = 1.0            # a dot on the mouth's centre
@@ -69,7 +69,7 @@ def test_paste_puts_a_change_only_around_the_part():
     theta = part_frame(p, size, "mouth")
     change = torch.ones(1, 3, 64, 64)
     out = paste(change, theta, size)
-    c = p[0, list(MOUTH[:12])].mean(0)
+    c = p[0, list(OUTER_LIPS)].mean(0)
     assert float(out[0, 0, int(c[1]), int(c[0])]) == pytest.approx(1.0, abs=1e-3)
     assert float(out[0, :, :20].abs().max()) == 0.0                  # forehead untouched
     assert float(out[0, :, :, :10].abs().max()) == 0.0               # left border untouched

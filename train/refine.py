@@ -288,39 +288,40 @@ def fit(a) -> None:
 
 # -- bundle ----------------------------------------------------------------------------------
 
+def latest_refiner(run: str | Path) -> tuple[PartRefiner, dict]:
+    """The newest usable refiner of a run (its width from the run's config) and its state's meta."""
+    states = list_checkpoints(Path(run))
+    if not states:
+        raise SystemExit(f"no refiner checkpoint in {run}")
+    refiner = PartRefiner(float(read_meta(states[-1][1]).get("config", {}).get("width", 1.0)))
+    found = latest_valid(Path(run), {"refiner": refiner}, {})
+    if not found:
+        raise SystemExit(f"no usable refiner checkpoint in {run}")
+    return refiner, found[1]
+
+
 def bundle(a) -> None:
     model, cfg = load_base(a.base, a.set)
-    states = list_checkpoints(Path(a.run))
-    if not states:
-        raise SystemExit(f"no refiner checkpoint in {a.run}")
-    width = float(read_meta(states[-1][1]).get("config", {}).get("width", 1.0))
+    refiner, meta = latest_refiner(a.run)
+    width = refiner.width
     cfg = ModelConfig.from_dict({**cfg.to_dict(), "part_refiner": True, "refiner_width": width})
     full = build_network(cfg)
-    sd = model.state_dict()
-    found = latest_valid(Path(a.run), {"refiner": full.refiner}, {})
-    if not found:
-        raise SystemExit(f"no usable refiner checkpoint in {a.run}")
-    full.load_state_dict({**sd, **{f"refiner.{k}": v for k, v in full.refiner.state_dict().items()}})
-    base_meta = read_meta(a.base)
-    extra = dict(base_meta.get("extra") or {})
-    extra["part_refiner"] = {"run": str(a.run), "step": int(found[1]["counters"]["step"]),
-                             "train_config": found[1].get("config", {})}
+    full.load_state_dict({**model.state_dict(),
+                          **{f"refiner.{k}": v for k, v in refiner.state_dict().items()}})
+    extra = dict(read_meta(a.base).get("extra") or {})
+    extra["part_refiner"] = {"run": str(a.run), "step": int(meta["counters"]["step"]),
+                             "train_config": meta.get("config", {})}
     path = save_model(a.out, full, cfg, extra)
     print(f"wrote {path}")
 
 
 def export(a) -> None:
     """The refiner's weights alone (a warm start for `fit --init`, ~2 MB at width 0.5)."""
-    states = list_checkpoints(Path(a.run))
-    if not states:
-        raise SystemExit(f"no refiner checkpoint in {a.run}")
-    width = float(read_meta(states[-1][1]).get("config", {}).get("width", 1.0))
-    refiner = PartRefiner(width)
-    path, meta = latest_valid(Path(a.run), {"refiner": refiner}, {})
+    refiner, meta = latest_refiner(a.run)
     step = int(meta["counters"]["step"])
     out = save_checkpoint(a.out, refiner.state_dict(),
-                          {"kind": REFINER_KIND, "width": width, "step": step, "run": str(a.run),
-                           "train_config": meta.get("config", {})})
+                          {"kind": REFINER_KIND, "width": refiner.width, "step": step,
+                           "run": str(a.run), "train_config": meta.get("config", {})})
     print(f"wrote {out} (step {step})")
 
 

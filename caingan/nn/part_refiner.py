@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MOUTH = tuple(range(48, 68))
-RIGHT_EYE = tuple(range(36, 42))
-LEFT_EYE = tuple(range(42, 48))
+from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR
+
+RIGHT_EYE, LEFT_EYE, OUTER_LIPS = EYES_AND_MOUTH
+MOUTH = OUTER_LIPS + MOUTH_INTERIOR[0]
 # Contours drawn into the crops (closed polygons of the 68-point scheme; an eye's is its 6 points).
-MOUTH_CONTOURS = (tuple(range(48, 60)), tuple(range(60, 68)))
+MOUTH_CONTOURS = (OUTER_LIPS, MOUTH_INTERIOR[0])
 MOUTH_SIZE, EYE_SIZE = 64, 32
 MOUTH_HALF, EYE_HALF = 0.7, 0.42        # half the crop's side, in eye-centre distances
 LINE_SIGMA = 1.2                         # contour width, crop pixels
@@ -48,27 +49,27 @@ class PartCrops:
     ok: torch.Tensor        # (B,) both point sets finite for this part
 
 
-def _eye_centres(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return points[..., RIGHT_EYE, :].mean(-2), points[..., LEFT_EYE, :].mean(-2)
+def part_centres(points: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(...,68,2) finite points → each part's centre (...,2): the eyes' points' mean, the outer
+    lips' mean for the mouth (the inner lips collapse when it closes)."""
+    return {"mouth": points[..., OUTER_LIPS, :].mean(-2),
+            "right_eye": points[..., RIGHT_EYE, :].mean(-2),
+            "left_eye": points[..., LEFT_EYE, :].mean(-2)}
 
 
 def part_frame(points: torch.Tensor, size: int, part: str) -> torch.Tensor:
     """(B,68,2) pixel points of a size² image → (B,2,3) affine_grid thetas mapping the part's crop
     ([-1,1]², align_corners=False) into the image's normalised coordinates. Non-finite points give
     an identity frame (the caller masks those parts out)."""
-    p = torch.nan_to_num(points.float(), 0.0, 0.0, 0.0)
-    er, el = _eye_centres(p)
-    axis = el - er
+    if part not in PartRefiner.PARTS:
+        raise ValueError(f"unknown part {part!r}")
+    centres = part_centres(torch.nan_to_num(points.float(), 0.0, 0.0, 0.0))
+    axis = centres["left_eye"] - centres["right_eye"]
     ipd = axis.norm(dim=-1).clamp_min(1.0)
     cos, sin = axis[..., 0] / ipd, axis[..., 1] / ipd
-    if part == "mouth":
-        centre, half, mirror = p[..., MOUTH[:12], :].mean(-2), MOUTH_HALF * ipd, 1.0
-    elif part == "right_eye":
-        centre, half, mirror = er, EYE_HALF * ipd, 1.0
-    elif part == "left_eye":
-        centre, half, mirror = el, EYE_HALF * ipd, -1.0
-    else:
-        raise ValueError(f"unknown part {part!r}")
+    centre = centres[part]
+    half = (MOUTH_HALF if part == "mouth" else EYE_HALF) * ipd
+    mirror = -1.0 if part == "left_eye" else 1.0
     s = 2.0 * half / size
     row0 = torch.stack([mirror * s * cos, -s * sin, (2 * centre[..., 0] + 1) / size - 1], -1)
     row1 = torch.stack([mirror * s * sin, s * cos, (2 * centre[..., 1] + 1) / size - 1], -1)
@@ -239,6 +240,7 @@ class PartRefiner(nn.Module):
 
     def __init__(self, width: float = 1.0):
         super().__init__()
+        self.width = float(width)
         w = lambda n: max(8, int(round(n * width)))  # noqa: E731
         self.mouth = PartNet(3 + 3 + 4, (w(32), w(64), w(96), w(128)))
         self.eye = PartNet(3 + 3 + 2, (w(32), w(64), w(96)))
@@ -276,9 +278,7 @@ def choose_sources(weights: torch.Tensor, target_points: torch.Tensor, size: int
     """Per part, the source eq. 1's responsibilities (B,K,1,h,w) favour at the part's centre
     (target points in size² pixels) → {part: (B,) indices}."""
     b, k = weights.shape[:2]
-    p = torch.nan_to_num(target_points.float(), 0.0, 0.0, 0.0)
-    er, el = _eye_centres(p)
-    centres = {"mouth": p[:, MOUTH[:12]].mean(1), "right_eye": er, "left_eye": el}
+    centres = part_centres(torch.nan_to_num(target_points.float(), 0.0, 0.0, 0.0))
     out = {}
     for part, c in centres.items():
         u = ((2 * c + 1) / size - 1).view(b, 1, 1, 2)
