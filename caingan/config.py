@@ -42,6 +42,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 _MAX_WIDTH = 4.0
 WARP_FIELDS = ("tps", "affine")
 GEN_REGIONS = ("free", "parts", "mouth")
+MOUTH_GAPS = ("stretch", "bands", "cavity")   # caingan.nn.mouth
 
 
 def _check_int(name: str, value: Any) -> None:
@@ -96,6 +97,12 @@ class ModelConfig:
     # third head). Off, the field is the landmark warp alone: the flow learned little on this
     # data and drifted into blur when the generator was trained with L1 (docs/EVALUATION.md).
     learned_flow: bool = True
+    # Warp-guided model: where the target opens the mouth wider than a source (caingan.nn.mouth).
+    # "stretch": the field stretches the source's mouth over the new opening (teeth grow);
+    # "bands": inside the mouth the piecewise-affine field keeps a strip under each inner lip at
+    # the source's height, so teeth stay their size and only the gap between stretches;
+    # "cavity": bands, and the gap no source shows is painted as a dark mouth cavity.
+    mouth_gap: str = "stretch"
     # Warp-guided model: small mouth and eye networks redraw those parts on the output at its
     # resolution (caingan.nn.part_refiner, after Geng et al. 2018); the rest stays the warp.
     part_refiner: bool = False
@@ -144,6 +151,8 @@ class ModelConfig:
             raise ConfigError(f"warp_field must be one of {WARP_FIELDS}, got {self.warp_field!r}")
         if self.gen_region not in GEN_REGIONS:
             raise ConfigError(f"gen_region must be one of {GEN_REGIONS}, got {self.gen_region!r}")
+        if self.mouth_gap not in MOUTH_GAPS:
+            raise ConfigError(f"mouth_gap must be one of {MOUTH_GAPS}, got {self.mouth_gap!r}")
         for name in ("targeted", "responsibility", "warp", "learned_flow", "part_refiner"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -212,6 +221,52 @@ def _baselines_from_dict(d: Any) -> BaselineConfig:
         raise ConfigError(f"ModelConfig 'baselines' must be an object, got {d!r}")
     _refuse_unknown("BaselineConfig", d, BaselineConfig)
     return BaselineConfig(**d)
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_field(cls: type, name: str, text: str) -> Any:
+    """The text of a command-line FIELD=VALUE as the type of `cls`'s field `name` (its default's
+    type): "false"/"0"/"no"/"off" is False for a bool field (``bool("false")`` would be True),
+    "3" is 3.0 for a float field. A ConfigError names the field and what it wants."""
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in defaults:
+        raise ConfigError(f"{cls.__name__} has no field {name!r}; fields: {', '.join(defaults)}")
+    f = defaults[name]
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()                   # type: ignore[misc]
+    else:
+        default = ""
+    kind = type(default)
+    low = text.strip().lower()
+    if kind is bool:
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ConfigError(f"{name} wants true or false, got {text!r}")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{name} wants {'an integer' if kind is int else 'a number'}, "
+                              f"got {text!r}") from None
+    if kind is str:
+        return text
+    raise ConfigError(f"{name} cannot be set from the command line")
+
+
+def apply_overrides(cls: type, values: dict[str, Any], specs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`values` (a dict of `cls`'s fields) with each "FIELD=VALUE" in `specs` applied, typed by
+    parse_field; a spec without "=" or a value is a ConfigError."""
+    out = dict(values)
+    for spec in specs:
+        name, eq, text = str(spec).partition("=")
+        if not eq or not name.strip() or not text.strip():
+            raise ConfigError(f"{spec!r}: want FIELD=VALUE")
+        out[name.strip()] = parse_field(cls, name.strip(), text.strip())
+    return out
 
 
 # Named model sizes for the command lines (`--preset`): the default model first.

@@ -510,3 +510,41 @@ def test_headroom_regions_cover_their_part_and_outside_inverts():
     outside = region_alpha(p, 128, OUTSIDE_FACE, 0, outside=True)[0, ..., 0]
     x, y = np.round(p[0, 30]).astype(int)                       # nose tip: inside the face
     assert outside[y, x] == 0 and outside[2, 2] == 1
+
+
+def test_personalize_settings_are_typed_by_the_field(tmp_path):
+    """`--personalize-set FIELD=VALUE` converts by the field's type: "false" is False, "2" is a
+    float for a float field; unknown fields and unparseable values are refused by name."""
+    from caingan.nn.checkpoint import save_model
+    from caingan.config import ModelConfig
+    from caingan.nn.model import build_network
+
+    cfg = ModelConfig.tiny(SIZE)
+    cfg.warp = True
+    path = save_model(tmp_path / "w.safetensors", build_network(cfg), cfg, {"arch": "caingan"})
+
+    def args(*sets):
+        return SimpleNamespace(personalize_set=list(sets), personalize_steps=None,
+                               personalize_tune=None, device="cpu")
+
+    [m] = em.personalized_methods([("W", str(path))], ["W"],
+                                  args("move=0.5", "lr=0.002", "steps=7", "tune=all"))
+    c = m.reenactor.cfg
+    assert (c.move, c.lr, c.steps, c.tune) == (0.5, 0.002, 7, "all")
+    assert isinstance(c.lr, float) and isinstance(c.steps, int)
+    for bad, match in [("steps=1.5", "steps wants an integer"), ("nope=1", "no field 'nope'"),
+                       ("lr", "FIELD=VALUE"), ("lr=fast", "lr wants a number"), ("lr=1", "lr must be in")]:
+        with pytest.raises(CainGANError, match=match):
+            em.personalized_methods([("W", str(path))], ["W"], args(bad))
+
+
+def test_model_overrides_read_booleans_as_words():
+    from caingan.config import ConfigError, ModelConfig, apply_overrides
+
+    d = apply_overrides(ModelConfig, ModelConfig.warp_small().to_dict(),
+                        ["learned_flow=false", "warp_field=affine", "field_smooth=0"])
+    cfg = ModelConfig.from_dict(d)
+    assert (cfg.learned_flow, cfg.warp_field, cfg.field_smooth) == (False, "affine", 0.0)
+    assert ModelConfig.from_dict(apply_overrides(ModelConfig, d, ["learned_flow=ON"])).learned_flow
+    with pytest.raises(ConfigError, match="true or false"):
+        apply_overrides(ModelConfig, d, ["learned_flow=maybe"])

@@ -300,3 +300,111 @@ def test_without_the_learned_flow_the_flow_head_changes_nothing():
         model.embedder.head_flow[-1].bias.fill_(0.5)
         after = model(src, slm, tlm, sp, tp)[0]
     assert torch.equal(before, after)
+
+
+# ------------------------------------------------------------------ the mouth gap
+def _stripe_growth(source_gap: float, target_gap: float, bands: bool) -> float:
+    """A source whose upper teeth (the top third of its open mouth) are white, warped onto a
+    target that opens wider: the white area in the target over that in the source."""
+    from caingan.nn import mouth
+
+    size = 128
+    base = torch.from_numpy(face_points(size))
+    sp, tp = with_mouth(base, source_gap).numpy(), with_mouth(base, target_gap).numpy()
+    img = np.full((size, size, 3), 60, np.uint8)
+    y = sp[62, 1]
+    x0, x1 = int(np.ceil(sp[61, 0])), int(np.floor(sp[63, 0]))     # between the lip columns
+    img[int(np.ceil(y)):int(np.floor(y + source_gap / 3)) + 1, x0:x1 + 1] = 255
+    pts = mouth.with_bands(sp, tp) if bands else (sp, tp)
+    out = pa.remap(img, pa.warp_grid(*pts, size))
+    return float((out[..., 0] > 200).sum() / (img[..., 0] == 255).sum())
+
+
+def test_mouth_bands_keep_the_teeth_their_height_and_stretch_only_the_gap():
+    for gap in (12.0, 18.0):
+        assert _stripe_growth(6.0, gap, bands=False) > 1.5     # the plain warp: teeth grow
+    for gap in (12.0, 18.0, 24.0):
+        assert 0.8 < _stripe_growth(6.0, gap, bands=True) < 1.2   # bands: their own size
+    # No wider than the source: the bands add nothing and the field is the plain one.
+    from caingan.nn import mouth
+    base = torch.from_numpy(face_points(128))
+    ps, pd = mouth.band_points(with_mouth(base, 10.0).numpy(), with_mouth(base, 8.0).numpy())
+    assert len(ps) == len(pd) == 0
+    nan = with_mouth(base, 18.0).numpy()
+    nan[62] = np.nan
+    assert len(mouth.band_points(with_mouth(base, 6.0).numpy(), nan)[0]) == 0
+
+
+def test_mouth_cavity_darkens_only_the_gap_no_source_shows():
+    """mouth_gap 'cavity' against 'bands' (the same weights): darker inside the target's inner
+    lips where it opens wider than the source, identical everywhere else and wherever the
+    source's mouth is open at least as wide."""
+    import cv2
+
+    torch.manual_seed(0)
+    cavity = WarpCainGAN(tiny_warp(mouth_gap="cavity", learned_flow=False)).eval()
+    bands = WarpCainGAN(tiny_warp(mouth_gap="bands", learned_flow=False)).eval()
+    bands.load_state_dict(cavity.state_dict())
+    src, slm, tlm, sp, tp = inputs(cavity.cfg, 1, 128)
+    tp = with_mouth(tp, 14.0)
+    with torch.no_grad():
+        for source_gap, opens in ((0.0, True), (16.0, False)):
+            s = with_mouth(sp, source_gap)
+            a = cavity.render(src, slm, tlm, s, tp).image
+            b = bands.render(src, slm, tlm, s, tp).image
+            diff = (a - b).abs().amax(1)[0]
+            if not opens:
+                assert diff.max() == 0
+                continue
+            inner = np.zeros((128, 128), np.uint8)
+            cv2.fillPoly(inner, [np.round(tp[0, 60:68].numpy()).astype(np.int32)], 1)
+            inner = torch.from_numpy(cv2.dilate(inner, np.ones((3, 3), np.uint8)) > 0)
+            assert diff[~inner].max() == 0
+            assert diff[inner].mean() > 0.05
+            assert a[0, :, inner].mean() < b[0, :, inner].mean()
+
+
+def test_mouth_cavity_is_left_to_a_source_that_shows_the_open_mouth():
+    """With two sources, one closed and one open wider than the target, the cavity is painted
+    by each source's share at the mouth: all to the open one → nothing painted."""
+    from caingan.nn import mouth
+
+    base = torch.from_numpy(face_points(128))
+    sp = torch.stack([with_mouth(base, 0.0), with_mouth(base, 16.0)])[None]
+    tp = with_mouth(base, 12.0)[None]
+    src = torch.from_numpy(np.stack([textured(128, i) for i in range(2)])).permute(0, 3, 1, 2)
+    src = src.float().div(127.5).sub(1)[None]
+    image = torch.zeros(1, 3, 128, 128)
+    assert torch.equal(mouth.fill_gap(image, src, sp, tp, torch.tensor([[0.0, 1.0]])), image)
+    assert not torch.equal(mouth.fill_gap(image, src, sp, tp, torch.tensor([[1.0, 0.0]])), image)
+    with pytest.raises(ConfigError, match="mouth_gap"):
+        tiny_warp(mouth_gap="smile")
+
+
+def test_edit_grid_shows_config_variants_beside_the_warp(tmp_path, tiny_cache):
+    """train.edit_grid --variant: extra columns of the same weights with a field changed; a
+    malformed variant is refused by name."""
+    import cv2
+    from train.edit_grid import main
+
+    torch.manual_seed(0)
+    cfg = tiny_warp()
+    path = save_model(tmp_path / "w.safetensors", WarpCainGAN(cfg), cfg)
+    out = tmp_path / "grid.png"
+    assert main(["--checkpoint", str(path), "--cache", str(tiny_cache), "--clips", "1",
+                 "--size", "64", "--edit", "mouth open", "--variant", "cavity:mouth_gap=cavity",
+                 "--out", str(out)]) == 0
+    grid = cv2.imread(str(out))
+    assert grid.shape == (64, 64 * 4, 3)          # source | warp | model | cavity
+    assert main(["--checkpoint", str(path), "--cache", str(tiny_cache), "--variant",
+                 "mouth_gap=cavity", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["--checkpoint", str(path), "--cache", str(tiny_cache), "--variant",
+                 "c:mouth_gap=grin", "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_piecewise_affine_grid_window_is_the_same_values_as_the_whole_grid():
+    sp, tp = face_points(128, 1), face_points(128, 2)
+    full = pa.warp_grid(sp, tp, 128, 96)
+    for y0, y1, x0, x1 in ((40, 80, 20, 70), (0, 96, 0, 96), (0, 3, 10, 96), (90, 96, 0, 5)):
+        part = pa.warp_grid(sp, tp, 128, 96, window=(y0, y1, x0, x1))
+        np.testing.assert_array_equal(part, full[y0:y1, x0:x1])

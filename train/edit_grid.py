@@ -6,17 +6,23 @@ For each face (frame 0 of the first test clips of a data cache, or photos given 
 source, then for each
 edit (mouth opened from a closed mouth, eyes closed from open, head yaw ±20°) the piecewise-affine
 warp of the source by the edited landmarks and the model's rendering of the same landmarks.
+`--variant LABEL:FIELD=VALUE` adds a column of the same weights with a config field changed, e.g.
+
+    python -m train.edit_grid --checkpoint assets/caingan-warp.safetensors --cache CACHE \
+        --edit "mouth half open" --edit "mouth open" --variant stretch:mouth_gap=stretch
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from caingan.config import ModelConfig, apply_overrides
 from caingan.errors import CainGANError
 from caingan.face.crop import crop_face
 from caingan.face.landmark_edit import EditParams, apply_sliders
@@ -31,6 +37,7 @@ from .dataset import ClipDataset
 
 EDITS = {
     "mouth open": EditParams(mouth_open=1.0),
+    "mouth half open": EditParams(mouth_open=0.5),
     "eyes closed": EditParams(eyes_close=1.0),
     "yaw +20°": EditParams(yaw=20.0),
     "yaw −20°": EditParams(yaw=-20.0),
@@ -44,19 +51,34 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def edit_row(reenactor: Reenactor, image: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """One face crop (size², with its points) → source | (warp, model) per edit."""
+DEFAULT_EDITS = ("mouth open", "eyes closed", "yaw +20°", "yaw −20°")
+
+
+def variant(reenactor: Reenactor, overrides: list[str]) -> Reenactor:
+    """The same weights rendering with ModelConfig fields changed (inference-time switches such
+    as mouth_gap or warp_field): a new Reenactor around a copy of the model."""
+    cfg = ModelConfig.from_dict(apply_overrides(ModelConfig, reenactor.config.to_dict(), overrides))
+    model = copy.deepcopy(reenactor.model)
+    model.cfg = cfg
+    out = Reenactor(model, reenactor.device, "fp32", copy=False)
+    return out
+
+
+def edit_row(models: dict[str, Reenactor], image: np.ndarray, points: np.ndarray,
+             edits=DEFAULT_EDITS) -> np.ndarray:
+    """One face crop (size², with its points) → source | (warp, each model) per edit."""
     size = image.shape[0]
-    reenactor.set_sources([image], [points])
+    for r in models.values():
+        r.set_sources([image], [points], output_size=size if r.warp else None)
     tiles = [_label(image, "source")]
-    for name, params in EDITS.items():
-        target = apply_sliders(points, params)
-        warped = warp_image(image, points, target)
-        model_pts = rescale_points(target, size, reenactor.image_size)
-        rendered = reenactor.generate(model_pts).image
-        if rendered.shape[0] != size:
-            rendered = cv2.resize(rendered, (size, size), interpolation=cv2.INTER_CUBIC)
-        tiles += [_label(warped, f"{name}: warp"), _label(rendered, f"{name}: model")]
+    for name in edits:
+        target = apply_sliders(points, EDITS[name])
+        tiles.append(_label(warp_image(image, points, target), f"{name}: warp"))
+        for label, reenactor in models.items():
+            rendered = reenactor.generate(rescale_points(target, size, reenactor.image_size)).image
+            if rendered.shape[0] != size:
+                rendered = cv2.resize(rendered, (size, size), interpolation=cv2.INTER_CUBIC)
+            tiles.append(_label(rendered, f"{name}: {label}"))
     return np.concatenate(tiles, axis=1)
 
 
@@ -68,6 +90,10 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=4, help="how many test clips (with --cache)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--out", default="docs/edits.png")
+    p.add_argument("--edit", action="append", choices=list(EDITS), default=None,
+                   help=f"edits to show (default: {', '.join(DEFAULT_EDITS)})")
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL:FIELD=VALUE[,...]",
+                   help="an extra model column: the same weights with config fields changed")
     a = p.parse_args(argv)
     try:
         faces = []
@@ -86,10 +112,17 @@ def main(argv=None) -> int:
         else:
             raise CainGANError("give --photo files or a --cache")
         reenactor = Reenactor.from_checkpoint(a.checkpoint, device="cpu")
-        rows = [edit_row(reenactor, img, pts) for img, pts in faces]
+        models = {"model": reenactor}
+        for spec in a.variant:
+            label, sep, fields = spec.partition(":")
+            if not sep or not label:
+                raise CainGANError(f"--variant {spec!r}: want LABEL:FIELD=VALUE[,FIELD=VALUE]")
+            models[label] = variant(reenactor, fields.split(","))
+        rows = [edit_row(models, img, pts, a.edit or DEFAULT_EDITS) for img, pts in faces]
         grid = np.concatenate(rows, axis=0)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        atomic_write(Path(a.out), png.tobytes())
+        ext = Path(a.out).suffix.lower() if Path(a.out).suffix.lower() in (".png", ".jpg") else ".png"
+        ok, data = cv2.imencode(ext, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        atomic_write(Path(a.out), data.tobytes())
     except CainGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,13 +11,13 @@ evaluation size when it differs (INTER_AREA down, INTER_CUBIC up), which is what
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from caingan.config import ConfigError, apply_overrides
 from caingan.errors import CainGANError
 from caingan.face.landmark_file import rescale_points
 from caingan.files import file_hash
@@ -212,14 +212,10 @@ def personalized_methods(specs: Sequence[tuple[str, str]], names: Sequence[str],
         kwargs["steps"] = int(args.personalize_steps)
     if getattr(args, "personalize_tune", None):
         kwargs["tune"] = args.personalize_tune
-    fields = {f.name: f.type for f in dataclasses.fields(PersonalizeConfig)}
-    for spec in getattr(args, "personalize_set", []) or []:
-        name, _, value = spec.partition("=")
-        if name not in fields or not value:
-            raise CainGANError(f"--personalize-set {spec!r}: want FIELD=VALUE with FIELD one of "
-                               f"{', '.join(fields)}")
-        kind = type(getattr(PersonalizeConfig(), name))
-        kwargs[name] = kind(value)
+    try:
+        kwargs = apply_overrides(PersonalizeConfig, kwargs, getattr(args, "personalize_set", []) or [])
+    except ConfigError as e:
+        raise CainGANError(f"--personalize-set: {e}") from None
     cfg = PersonalizeConfig(**kwargs)
     out = []
     for name in names:

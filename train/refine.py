@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from caingan.config import ModelConfig
+from caingan.config import ModelConfig, apply_overrides
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.checkpoint import (load_checkpoint, load_module_state, read_meta, save_checkpoint,
@@ -48,24 +48,9 @@ REFINER_KIND = "caingan-part-refiner"
 
 # -- the frozen model --------------------------------------------------------------------------
 
-def _value(text: str):
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def base_config(base: str, overrides: list[str]) -> ModelConfig:
     meta = read_meta(base)
-    d = dict(meta["config"])
-    for item in overrides:
-        key, _, val = item.partition("=")
-        d[key] = _value(val)
+    d = apply_overrides(ModelConfig, dict(meta["config"]), overrides)
     d["part_refiner"] = False
     return ModelConfig.from_dict(d)
 

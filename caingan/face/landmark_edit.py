@@ -23,16 +23,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-# iBUG 300-W index groups. "right"/"left" are the subject's: the right eye is on the image's left.
-JAW = np.arange(0, 17)
-RIGHT_BROW = np.arange(17, 22)
-LEFT_BROW = np.arange(22, 27)
-NOSE_BRIDGE = np.arange(27, 31)
-NOSE_LOWER = np.arange(31, 36)
-RIGHT_EYE = np.arange(36, 42)
-LEFT_EYE = np.arange(42, 48)
-OUTER_LIPS = np.arange(48, 60)
-INNER_LIPS = np.arange(60, 68)
+from caingan.parts import PARTS
+
+# iBUG 300-W index groups (caingan.parts). "right"/"left" are the subject's: the right eye is on
+# the image's left.
+JAW, RIGHT_BROW, LEFT_BROW, NOSE_BRIDGE, NOSE_LOWER, RIGHT_EYE, LEFT_EYE, OUTER_LIPS, INNER_LIPS = (
+    np.array(PARTS[name]) for name in ("jaw", "right_brow", "left_brow", "nose_bridge", "nose_lower",
+                                       "right_eye", "left_eye", "outer_lips", "inner_lips"))
 NOSE_TIP = 30
 CHIN = 8
 

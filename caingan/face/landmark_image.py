@@ -12,18 +12,7 @@ import numpy as np
 import torch
 
 # iBUG 300-W order (dlib, face-alignment). "right" is the subject's right (image left).
-PARTS: dict[str, tuple[int, ...]] = {
-    "jaw": tuple(range(0, 17)),
-    "right_brow": tuple(range(17, 22)),
-    "left_brow": tuple(range(22, 27)),
-    "nose_bridge": tuple(range(27, 31)),
-    "nose_lower": tuple(range(31, 36)),
-    "right_eye": tuple(range(36, 42)),
-    "left_eye": tuple(range(42, 48)),
-    "outer_lips": tuple(range(48, 60)),
-    "inner_lips": tuple(range(60, 68)),
-}
-CLOSED_PARTS = frozenset({"right_eye", "left_eye", "outer_lips", "inner_lips"})
+from caingan.parts import CLOSED_PARTS, PARTS
 
 # RGB, fully saturated and pairwise distinct so every part is separable per pixel.
 PART_COLORS: dict[str, tuple[int, int, int]] = {

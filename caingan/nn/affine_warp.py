@@ -61,11 +61,13 @@ def _affines(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.ndarray:
     return m
 
 
-def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_size: int | None = None
-              ) -> np.ndarray:
-    """(68,2) source and target points in size² crop pixels → (R,R,2) float32 normalised source
+def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_size: int | None = None,
+              window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """(N,2) source and target points (the 68 landmarks, optionally more) in size² crop pixels →
+    (R,R,2) float32 normalised source
     coordinates for each target pixel (R = out_size or size). Points that are not finite in either
-    set are left out; the crop border stays fixed."""
+    set are left out; the crop border stays fixed. `window` (y0, y1, x0, x1): only those rows
+    and columns of the grid, (y1−y0, x1−x0, 2) — the same values, computed for a part only."""
     r = int(out_size or size)
     s = normalise(src_points, size)
     d = normalise(dst_points, size)
@@ -78,18 +80,30 @@ def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_siz
     try:
         tris = Delaunay(d).simplices
     except Exception:  # noqa: BLE001 — degenerate input (e.g. all points equal): no motion
-        return identity_grid(r)
+        return _window(identity_grid(r), window)
     m = _affines(d, s, tris)
     # Rasterise the triangle index (1-based; 0 = no triangle) at the grid's resolution.
     index = np.zeros((r, r), np.uint16)
     pix = denormalise(d, r) * (1 << _SHIFT)
     corners = np.round(pix[tris]).astype(np.int32)
-    for t in range(len(tris)):
+    todo = range(len(tris))
+    if window is not None:      # only the triangles whose box meets the window
+        lo, hi = corners.min(1) >> _SHIFT, (corners.max(1) >> _SHIFT) + 1
+        y0, y1, x0, x1 = window
+        todo = np.nonzero((hi[:, 0] >= x0) & (lo[:, 0] < x1) & (hi[:, 1] >= y0) & (lo[:, 1] < y1))[0]
+    for t in todo:
         cv2.fillConvexPoly(index, corners[t], int(t + 1), lineType=cv2.LINE_8, shift=_SHIFT)
     mats = np.concatenate([np.eye(3, 2)[None], m]).astype(np.float32)  # index 0 → identity
-    c = mats[index]                                                      # (R,R,3,2)
-    x = identity_grid(r)
+    c = mats[_window(index, window)]                                     # (R,R,3,2)
+    x = _window(identity_grid(r), window)
     return (x[..., :1] * c[:, :, 0] + x[..., 1:] * c[:, :, 1] + c[:, :, 2]).astype(np.float32)
+
+
+def _window(a: np.ndarray, window: tuple[int, int, int, int] | None) -> np.ndarray:
+    if window is None:
+        return a
+    y0, y1, x0, x1 = window
+    return a[y0:y1, x0:x1]
 
 
 def remap(image: np.ndarray, grid: np.ndarray, border: int = cv2.BORDER_REFLECT101) -> np.ndarray:

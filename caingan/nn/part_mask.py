@@ -11,13 +11,10 @@ import cv2
 import numpy as np
 import torch
 
-# 68-point scheme (iBUG 300-W).
-EYES_AND_MOUTH: tuple[tuple[int, ...], ...] = (
-    tuple(range(36, 42)),   # right eye
-    tuple(range(42, 48)),   # left eye
-    tuple(range(48, 60)),   # outer lips
-)
-MOUTH_INTERIOR: tuple[tuple[int, ...], ...] = (tuple(range(60, 68)),)   # inner lips
+from caingan.parts import PARTS
+
+EYES_AND_MOUTH: tuple[tuple[int, ...], ...] = (PARTS["right_eye"], PARTS["left_eye"], PARTS["outer_lips"])
+MOUTH_INTERIOR: tuple[tuple[int, ...], ...] = (PARTS["inner_lips"],)
 
 
 def region_mask(points: np.ndarray, size: int, grow: float = 0.3,

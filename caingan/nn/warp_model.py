@@ -37,7 +37,7 @@ from torch import nn
 
 from caingan.config import ModelConfig
 from caingan.nn.affine_warp import warp_grid
-from caingan.nn import tps
+from caingan.nn import mouth, tps
 from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3, inorm
 from caingan.nn.embedder import R_EPS, channel_fn
 from caingan.nn.generator import encoder
@@ -191,20 +191,41 @@ class WarpCainGAN(nn.Module):
 
     def grids(self, source_points: torch.Tensor, target_points: torch.Tensor, size: int) -> torch.Tensor:
         """(B,K,68,2), (B,68,2) pixel points of size² crops → grids (B,K,S,S,2) of the
-        configured field (thin-plate spline or piecewise-affine)."""
+        configured field (thin-plate spline or piecewise-affine; with `mouth_gap` bands, the
+        banded piecewise-affine field inside the mouth)."""
         b, k = source_points.shape[:2]
         s = self.cfg.image_size
-        if self.cfg.warp_field == "affine":
-            sp = source_points.detach().cpu().double().numpy()
-            tp = target_points.detach().cpu().double().numpy()
-            g = np.stack([np.stack([warp_grid(sp[i, j], tp[i], size, s) for j in range(k)])
-                          for i in range(b)])
+        sp = source_points.detach().cpu().double().numpy()
+        tp = target_points.detach().cpu().double().numpy()
+        affine = self.cfg.warp_field == "affine"
+        bands = self.cfg.mouth_gap != "stretch"
+        # Bands: per pair, how far the target opens the mouth beyond that source (0: not at all).
+        amount = (np.array([[mouth.band_amount(sp[i, j], tp[i]) for j in range(k)] for i in range(b)])
+                  if bands else np.zeros((b, k)))
+        if affine:
+            g = np.stack([np.stack([warp_grid(*(mouth.with_bands(sp[i, j], tp[i]) if amount[i, j] > 0
+                                                else (sp[i, j], tp[i])), size, s)
+                                    for j in range(k)]) for i in range(b)])
             g = torch.from_numpy(g).to(source_points.device)
         else:
             src = tps.normalise_points(source_points.float(), size).flatten(0, 1)
             dst = tps.normalise_points(target_points.float(), size)
             dst = dst.unsqueeze(1).expand(b, k, *dst.shape[1:]).flatten(0, 1)
             g = tps.tps_grid(src, dst, self.lattice, s).unflatten(0, (b, k))
+            weights = {}
+            for i, j in zip(*np.nonzero(amount)):
+                # Where the target opens wider than this source, the banded piecewise-affine
+                # field takes over the mouth from the spline (faded in by the amount), computed
+                # only in the window the mouth's weight covers.
+                if i not in weights:
+                    weights[i] = mouth.mouth_window(tp[i] * (s / size), s)
+                w, (y0, y1, x0, x1) = weights[i]
+                if w is None:
+                    continue
+                ga = warp_grid(*mouth.with_bands(sp[i, j], tp[i]), size, s, window=(y0, y1, x0, x1))
+                w = torch.from_numpy(w * amount[i, j]).to(g.device, g.dtype)[..., None]
+                g[i, j, y0:y1, x0:x1] = (w * torch.from_numpy(ga).to(g.device, g.dtype)
+                                         + (1 - w) * g[i, j, y0:y1, x0:x1])
         if self.cfg.field_smooth > 0:
             g = smooth_field(g.flatten(0, 1), self.cfg.field_smooth * s).unflatten(0, (b, k))
         return g
@@ -267,6 +288,9 @@ class WarpCainGAN(nn.Module):
             w_hi = (w_hi.unflatten(0, (b, k)).float() * a_hi).sum(1)
             detail = w_hi - _up(w_mix, hi)
             image = _up(lo, hi) + _up(m, hi) * detail
+        if self.cfg.mouth_gap == "cavity":
+            image = mouth.fill_gap(image, sources, source_points, target_points,
+                                   mouth.mouth_share(weights, target_points, hi))
         if self.refiner is not None:
             choice = choose_sources(weights, target_points, hi) if k > 1 else None
             image, _ = self.refiner(image.clamp(-1, 1), target_points, sources, source_points, choice)
