@@ -103,6 +103,10 @@ class ModelConfig:
     # the source's height, so teeth stay their size and only the gap between stretches;
     # "cavity": bands, and the gap no source shows is painted as a dark mouth cavity.
     mouth_gap: str = "stretch"
+    # Warp-guided model: where the target closes the eyes more than a source, the piecewise-affine
+    # field with the lids kept half a pixel apart takes over the eyes from the spline, which on
+    # its 32² lattice cannot shut an eye (caingan.nn.eyelids). False: the spline alone.
+    eyelids: bool = False
     # Warp-guided model: small mouth and eye networks redraw those parts on the output at its
     # resolution (caingan.nn.part_refiner, after Geng et al. 2018); the rest stays the warp.
     part_refiner: bool = False
@@ -153,7 +157,7 @@ class ModelConfig:
             raise ConfigError(f"gen_region must be one of {GEN_REGIONS}, got {self.gen_region!r}")
         if self.mouth_gap not in MOUTH_GAPS:
             raise ConfigError(f"mouth_gap must be one of {MOUTH_GAPS}, got {self.mouth_gap!r}")
-        for name in ("targeted", "responsibility", "warp", "learned_flow", "part_refiner"):
+        for name in ("targeted", "responsibility", "warp", "learned_flow", "part_refiner", "eyelids"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.baselines, BaselineConfig):

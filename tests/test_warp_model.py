@@ -408,3 +408,81 @@ def test_piecewise_affine_grid_window_is_the_same_values_as_the_whole_grid():
     for y0, y1, x0, x1 in ((40, 80, 20, 70), (0, 96, 0, 96), (0, 3, 10, 96), (90, 96, 0, 5)):
         part = pa.warp_grid(sp, tp, 128, 96, window=(y0, y1, x0, x1))
         np.testing.assert_array_equal(part, full[y0:y1, x0:x1])
+
+
+# ------------------------------------------------------------------ eyelids
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+    return dataclasses.replace(cfg, **kw)
+
+
+def _shut(points: np.ndarray) -> np.ndarray:
+    from caingan.face.landmark_edit import close_eyes
+    return close_eyes(points, 1.0)
+
+
+def test_eyelids_keep_shut_lids_apart_and_measure_the_closing():
+    from caingan.nn import eyelids
+
+    p = face_points(128)
+    shut = _shut(p)
+    assert eyelids.close_amount(p, p) == 0.0
+    assert eyelids.close_amount(p, shut) == 1.0
+    assert eyelids.close_amount(shut, p) == 0.0                       # opening is not closing
+    d = eyelids.apart(shut, 0.5)
+    for u, lo in eyelids.LIDS:
+        assert np.linalg.norm(d[lo] - d[u]) >= 0.5 - 1e-9 and d[lo, 1] > d[u, 1]   # apart, upper on top
+    assert np.array_equal(np.delete(d, [i for pair in eyelids.LIDS for i in pair], 0),
+                          np.delete(shut, [i for pair in eyelids.LIDS for i in pair], 0))
+    nan = shut.copy()
+    nan[37] = np.nan
+    assert eyelids.close_amount(p, nan) == 0.0
+
+
+def test_eyelids_shut_the_eyes_the_spline_leaves_open():
+    """A source with blue irises, a target with the eyes shut: the spline alone leaves the blue
+    showing; with `eyelids` only the line where the lids meet is left of it, and nothing changes
+    outside the eyes' region or when the target does not close them."""
+    import cv2
+    from caingan.nn import eyelids
+
+    torch.manual_seed(0)
+    cfg = tiny_warp(learned_flow=False, output_size=256)
+    on = WarpCainGAN(dataclasses_replace(cfg, eyelids=True)).eval()
+    off = WarpCainGAN(cfg).eval()
+    off.load_state_dict(on.state_dict())
+    with torch.no_grad():                     # the output is the warp: mask at 1
+        for m in (on, off):
+            m.generator.out.bias[3] = 60.0
+    size = 256
+    p = face_points(size)
+    img = np.full((size, size, 3), 200, np.uint8)
+    for a, b in ((36, 39), (42, 45)):
+        c = np.round((p[a] + p[b]) / 2).astype(int)
+        cv2.circle(img, tuple(int(v) for v in c), 5, (0, 0, 255), -1)
+    src = torch.from_numpy(img).permute(2, 0, 1).float().div(127.5).sub(1)[None, None]
+    sp = torch.from_numpy(p)[None, None]
+    s = cfg.image_size
+    slm = landmark_images((p[None] + 0.5) * (s / size) - 0.5, s)[None]
+
+    def blue(model, target):
+        tlm = landmark_images((target[None] + 0.5) * (s / size) - 0.5, s)
+        with torch.no_grad():
+            out = model.render(src, slm, tlm, sp, torch.from_numpy(target)[None]).image[0]
+        rgb = ((out.permute(1, 2, 0) + 1) * 127.5).numpy()
+        return int(((rgb[..., 2] > 150) & (rgb[..., 0] < 120)).sum()), out
+
+    before, _ = blue(off, p)
+    shut_off, _ = blue(off, _shut(p))
+    shut_on, image_on = blue(on, _shut(p))
+    assert before > 60
+    assert shut_off > 0.8 * before            # the spline keeps the eyes open
+    assert shut_on < 0.5 * before             # the lids meet: a line is left of the iris
+    _, (y0, y1, x0, x1) = eyelids.eye_window(_shut(p) * (s / size), s)
+    _, image_off = blue(off, _shut(p))
+    outside = torch.ones(size, size, dtype=torch.bool)
+    k = size // s
+    outside[y0 * k - 2:y1 * k + 2, x0 * k - 2:x1 * k + 2] = False
+    assert (image_on - image_off).abs().amax(0)[outside].max() < 1e-5
+    same_on, same_off = blue(on, p)[1], blue(off, p)[1]
+    assert torch.equal(same_on, same_off)

@@ -39,6 +39,7 @@ EDITS = {
     "mouth open": EditParams(mouth_open=1.0),
     "mouth half open": EditParams(mouth_open=0.5),
     "eyes closed": EditParams(eyes_close=1.0),
+    "eyes half closed": EditParams(eyes_close=0.5),
     "yaw +20°": EditParams(yaw=20.0),
     "yaw −20°": EditParams(yaw=-20.0),
 }

@@ -37,7 +37,7 @@ from torch import nn
 
 from caingan.config import ModelConfig
 from caingan.nn.affine_warp import warp_grid
-from caingan.nn import mouth, tps
+from caingan.nn import eyelids, mouth, tps
 from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3, inorm
 from caingan.nn.embedder import R_EPS, channel_fn
 from caingan.nn.generator import encoder
@@ -191,41 +191,55 @@ class WarpCainGAN(nn.Module):
 
     def grids(self, source_points: torch.Tensor, target_points: torch.Tensor, size: int) -> torch.Tensor:
         """(B,K,68,2), (B,68,2) pixel points of size² crops → grids (B,K,S,S,2) of the
-        configured field (thin-plate spline or piecewise-affine; with `mouth_gap` bands, the
-        banded piecewise-affine field inside the mouth)."""
+        configured field (thin-plate spline or piecewise-affine; with `mouth_gap` bands and
+        `eyelids`, the piecewise-affine field takes over the mouth / the eyes from the spline
+        where the target opens the mouth wider / closes the eyes more than the source)."""
         b, k = source_points.shape[:2]
         s = self.cfg.image_size
         sp = source_points.detach().cpu().double().numpy()
         tp = target_points.detach().cpu().double().numpy()
-        affine = self.cfg.warp_field == "affine"
-        bands = self.cfg.mouth_gap != "stretch"
-        # Bands: per pair, how far the target opens the mouth beyond that source (0: not at all).
-        amount = (np.array([[mouth.band_amount(sp[i, j], tp[i]) for j in range(k)] for i in range(b)])
-                  if bands else np.zeros((b, k)))
-        if affine:
-            g = np.stack([np.stack([warp_grid(*(mouth.with_bands(sp[i, j], tp[i]) if amount[i, j] > 0
-                                                else (sp[i, j], tp[i])), size, s)
-                                    for j in range(k)]) for i in range(b)])
+        bands, lids = self.cfg.mouth_gap != "stretch", self.cfg.eyelids
+        # Per pair, how far the target opens the mouth beyond that source and closes the eyes
+        # beyond it (0: not at all); where it does, the piecewise-affine field with the mouth's
+        # bands / the lids kept apart takes over that part from the spline.
+        mouth_amt = np.array([[mouth.band_amount(sp[i, j], tp[i]) if bands else 0.0
+                               for j in range(k)] for i in range(b)]).reshape(b, k)
+        lid_amt = np.array([[eyelids.close_amount(sp[i, j], tp[i]) if lids else 0.0
+                             for j in range(k)] for i in range(b)]).reshape(b, k)
+
+        def affine_points(i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+            src, dst = sp[i, j], (eyelids.apart(tp[i], eyelids.MIN_OPEN * size / s) if lids else tp[i])
+            if mouth_amt[i, j] > 0:
+                bs, bd = mouth.band_points(sp[i, j], tp[i])
+                src, dst = np.concatenate([src, bs]), np.concatenate([dst, bd])
+            return src, dst
+
+        if self.cfg.warp_field == "affine":
+            g = np.stack([np.stack([warp_grid(*affine_points(i, j), size, s) for j in range(k)])
+                          for i in range(b)])
             g = torch.from_numpy(g).to(source_points.device)
         else:
             src = tps.normalise_points(source_points.float(), size).flatten(0, 1)
             dst = tps.normalise_points(target_points.float(), size)
             dst = dst.unsqueeze(1).expand(b, k, *dst.shape[1:]).flatten(0, 1)
             g = tps.tps_grid(src, dst, self.lattice, s).unflatten(0, (b, k))
-            weights = {}
-            for i, j in zip(*np.nonzero(amount)):
-                # Where the target opens wider than this source, the banded piecewise-affine
-                # field takes over the mouth from the spline (faded in by the amount), computed
-                # only in the window the mouth's weight covers.
-                if i not in weights:
-                    weights[i] = mouth.mouth_window(tp[i] * (s / size), s)
-                w, (y0, y1, x0, x1) = weights[i]
-                if w is None:
-                    continue
-                ga = warp_grid(*mouth.with_bands(sp[i, j], tp[i]), size, s, window=(y0, y1, x0, x1))
-                w = torch.from_numpy(w * amount[i, j]).to(g.device, g.dtype)[..., None]
-                g[i, j, y0:y1, x0:x1] = (w * torch.from_numpy(ga).to(g.device, g.dtype)
-                                         + (1 - w) * g[i, j, y0:y1, x0:x1])
+            windows: dict[tuple[str, int], tuple] = {}
+            for i, j in zip(*np.nonzero(mouth_amt + lid_amt)):
+                points = affine_points(i, j)
+                for part, amt, window in (("mouth", mouth_amt, mouth.mouth_window),
+                                          ("eyes", lid_amt, eyelids.eye_window)):
+                    if amt[i, j] <= 0:
+                        continue
+                    if (part, i) not in windows:
+                        windows[part, i] = window(tp[i] * (s / size), s)
+                    w, (y0, y1, x0, x1) = windows[part, i]
+                    if w is None:
+                        continue
+                    # Only in the window the part's weight covers, faded in by the amount.
+                    ga = torch.from_numpy(warp_grid(*points, size, s, window=(y0, y1, x0, x1)))
+                    w = torch.from_numpy(w * amt[i, j]).to(g.device, g.dtype)[..., None]
+                    g[i, j, y0:y1, x0:x1] = (w * ga.to(g.device, g.dtype)
+                                             + (1 - w) * g[i, j, y0:y1, x0:x1])
         if self.cfg.field_smooth > 0:
             g = smooth_field(g.flatten(0, 1), self.cfg.field_smooth * s).unflatten(0, (b, k))
         return g
