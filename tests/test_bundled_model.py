@@ -70,3 +70,51 @@ def test_bundled_weights_reconstruct_held_out_faces_better_than_untrained(held_o
     err_untrained = np.mean([_l1(untrained, f, p) for f, p in held_out_clips])
     assert err_trained < 0.6 * err_untrained, (err_trained, err_untrained)
     assert err_trained < 40.0, err_trained      # mean abs error in 0..255 grey levels
+
+
+def test_default_model_opens_the_mouth_and_shuts_the_eyes_on_the_sample_face():
+    """What a user gets from the Mouth open and Eyes close sliders on the app's sample face
+    (scikit-image's astronaut, smiling with her teeth): the mouth's new opening is darker than the
+    warp's stretched teeth, and shut eyes no longer show the dark irises the spline kept open."""
+    from skimage import data
+
+    from caingan.face.crop import crop_face
+    from caingan.face.landmark_edit import EditParams, apply_sliders
+    from caingan.face.landmarks import LandmarkDetector
+
+    photo = data.astronaut()
+    crop = crop_face(photo, LandmarkDetector("dlib").detect(photo).points, 256)
+    assert Reenactor.from_checkpoint(DEFAULT_WEIGHTS, device="cpu").config.mouth_gap == "cavity"
+
+    def render(params: EditParams, **fields):
+        """The shipped model, or the same weights with config fields changed."""
+        import dataclasses
+
+        model = load_model(DEFAULT_WEIGHTS, "cpu")
+        model.cfg = dataclasses.replace(model.cfg, **fields)
+        r = Reenactor(model, "cpu", copy=False)
+        r.set_sources([crop.image], [crop.points], output_size=256)
+        target = apply_sliders(crop.points, params)
+        img = r.generate(rescale_points(target, 256, r.image_size)).image
+        return img.astype(np.float32).mean(-1), target
+
+    def inside(points, idx, size=256):
+        m = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(m, [np.round(points[list(idx)]).astype(np.int32)], 1)
+        return m.astype(bool)
+
+    opened, t = render(EditParams(mouth_open=1.0))
+    stretched, _ = render(EditParams(mouth_open=1.0), mouth_gap="stretch")
+    mouth = inside(t, range(60, 68))
+    assert opened[mouth].mean() < stretched[mouth].mean() - 40     # 114 vs 198: dark, not long teeth
+
+    shut, t = render(EditParams(eyes_close=1.0))
+    kept_open, _ = render(EditParams(eyes_close=1.0), eyelids=False)
+    eyes = np.zeros((256, 256), bool)
+    for a, b in ((36, 39), (42, 45)):      # a band above each eye's corner line: lid when shut
+        w = np.linalg.norm(t[b] - t[a])
+        c = (t[a] + t[b]) / 2
+        y0, y1 = int(c[1] - 0.15 * w), int(c[1] - 0.02 * w) + 1
+        eyes[y0:y1, int(t[a, 0]):int(t[b, 0]) + 1] = True
+    dark = lambda img: float((img[eyes] < 70).mean())   # noqa: E731 — iris and pupil pixels
+    assert dark(kept_open) > 1.8 * dark(shut)          # measured: 0.36 vs 0.15
