@@ -137,7 +137,7 @@ def lip_colour(image: torch.Tensor, points: np.ndarray) -> torch.Tensor:
     return ((image[:, sel].float().mean(1) + 1) / 2).clamp(0, 1)
 
 
-def cavity(colour: torch.Tensor, dst: np.ndarray, band_dst: np.ndarray, size: int) -> torch.Tensor:
+def cavity(colour: torch.Tensor, band_dst: np.ndarray, size: int) -> torch.Tensor:
     """(3,size,size) in [-1,1]: the lip colour darkened, DARK_TOP at the upper strips' ends
     falling off to DARK_BOTTOM at the lower strips' (a vertical gradient)."""
     y0, y1 = band_dst[0::2, 1].mean(), band_dst[1::2, 1].mean()
@@ -182,7 +182,7 @@ def fill_gap(image: torch.Tensor, sources: torch.Tensor, source_points: torch.Te
             colour = lip_colour(sources[i, j], source_points[i, j].detach().cpu().numpy())
             a = torch.from_numpy(m).to(image.device)[None] * w
             alpha += a
-            paint += a * cavity(colour, tp[i], bd, r)
+            paint += a * cavity(colour, bd, r)
         if float(alpha.max()) > 0:
             paint = paint / alpha.clamp_min(1e-6)
             a = alpha.clamp(0, 1)

@@ -208,11 +208,8 @@ class WarpCainGAN(nn.Module):
                              for j in range(k)] for i in range(b)]).reshape(b, k)
 
         def affine_points(i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-            src, dst = sp[i, j], (eyelids.apart(tp[i], eyelids.MIN_OPEN * size / s) if lids else tp[i])
-            if mouth_amt[i, j] > 0:
-                bs, bd = mouth.band_points(sp[i, j], tp[i])
-                src, dst = np.concatenate([src, bs]), np.concatenate([dst, bd])
-            return src, dst
+            dst = eyelids.apart(tp[i], eyelids.MIN_OPEN * size / s) if lids else tp[i]
+            return mouth.with_bands(sp[i, j], dst) if mouth_amt[i, j] > 0 else (sp[i, j], dst)
 
         if self.cfg.warp_field == "affine":
             g = np.stack([np.stack([warp_grid(*affine_points(i, j), size, s) for j in range(k)])
