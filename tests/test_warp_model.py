@@ -3,6 +3,7 @@ bi-layer detail at the sources' resolution, and the Reenactor around it."""
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -411,11 +412,6 @@ def test_piecewise_affine_grid_window_is_the_same_values_as_the_whole_grid():
 
 
 # ------------------------------------------------------------------ eyelids
-def dataclasses_replace(cfg, **kw):
-    import dataclasses
-    return dataclasses.replace(cfg, **kw)
-
-
 def _shut(points: np.ndarray) -> np.ndarray:
     from caingan.face.landmark_edit import close_eyes
     return close_eyes(points, 1.0)
@@ -448,7 +444,7 @@ def test_eyelids_shut_the_eyes_the_spline_leaves_open():
 
     torch.manual_seed(0)
     cfg = tiny_warp(learned_flow=False, output_size=256)
-    on = WarpCainGAN(dataclasses_replace(cfg, eyelids=True)).eval()
+    on = WarpCainGAN(dataclasses.replace(cfg, eyelids=True)).eval()
     off = WarpCainGAN(cfg).eval()
     off.load_state_dict(on.state_dict())
     with torch.no_grad():                     # the output is the warp: mask at 1

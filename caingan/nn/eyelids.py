@@ -18,22 +18,18 @@ Points are pixel coordinates (68-point scheme, caingan.parts).
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from caingan.nn.part_mask import eye_scale, has_points, soft_region
 from caingan.parts import PARTS
 
 LIDS = ((37, 41), (38, 40), (43, 47), (44, 46))   # (upper lid, lower lid) columns
 CORNERS = ((36, 39), (42, 45))
+NEEDED = tuple(i for pair in LIDS + CORNERS for i in pair)
 MIN_OPEN = 0.5        # pixels of the field's grid (1 px of a 256² output from a 128² grid)
 START, RAMP = 0.25, 0.25   # fade in from closing 25 % of the source's opening, fully at 50 %
 EYE_GROW = 0.5        # the eyes' region: each eye's hull grown by this × its width …
 EYE_FEATHER = 0.15    # … with a soft edge (σ) of this × its width
-
-
-def _usable(*sets: np.ndarray) -> bool:
-    need = [i for pair in LIDS + CORNERS for i in pair]
-    return all(s.shape == (68, 2) and bool(np.isfinite(s[need]).all()) for s in sets)
 
 
 def close_amount(src: np.ndarray, dst: np.ndarray) -> float:
@@ -41,9 +37,9 @@ def close_amount(src: np.ndarray, dst: np.ndarray) -> float:
     source's opening, faces scaled to one eye-corner distance)."""
     s = np.asarray(src, np.float64)
     d = np.asarray(dst, np.float64)
-    if not _usable(s, d):
+    if not has_points(NEEDED, s, d):
         return 0.0
-    scale = np.linalg.norm(d[45] - d[36]) / max(np.linalg.norm(s[45] - s[36]), 1e-6)
+    scale = eye_scale(s, d)
     closing = []
     for u, lo in LIDS:
         hs = np.linalg.norm(s[lo] - s[u]) * scale
@@ -59,7 +55,7 @@ def apart(dst: np.ndarray, min_open: float) -> np.ndarray:
     pixels; MIN_OPEN × points' size / grid size), the upper point above the lower along the
     normal of its eye's corner line (moved symmetrically)."""
     d = np.asarray(dst, np.float64).copy()
-    if not _usable(d):
+    if not has_points(NEEDED, d):
         return d
     for (a, b), pairs in zip(CORNERS, (LIDS[:2], LIDS[2:])):
         t = d[b] - d[a]
@@ -77,24 +73,5 @@ def apart(dst: np.ndarray, min_open: float) -> np.ndarray:
 
 def eye_window(points: np.ndarray, size: int) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
     """(weight (h,w) in [0,1] or None, (y0, y1, x0, x1)): 1 over both eyes and a margin (the lids
-    and a little of the brow), fading to 0, cut to its non-zero box."""
-    p = np.asarray(points, np.float64)
-    m = np.zeros((size, size), np.float32)
-    sigma = 0.5
-    for part in ("right_eye", "left_eye"):
-        q = p[list(PARTS[part])]
-        if not np.isfinite(q).all():
-            continue
-        width = float(np.ptp(q[:, 0]))
-        one = np.zeros_like(m)
-        hull = cv2.convexHull(np.round(q * 16).astype(np.int32))
-        cv2.fillConvexPoly(one, hull, 1.0, lineType=cv2.LINE_AA, shift=4)
-        r = max(1, int(round(EYE_GROW * width)))
-        m = np.maximum(m, cv2.dilate(one, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))))
-        sigma = max(sigma, EYE_FEATHER * width)
-    m = cv2.GaussianBlur(m, (0, 0), sigma)
-    ys, xs = np.nonzero(m > 1e-4)
-    if len(ys) == 0:
-        return None, (0, 0, 0, 0)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    return m[y0:y1, x0:x1], (y0, y1, x0, x1)
+    and a little of the brow), fading to 0, cut to its box (part_mask.soft_region)."""
+    return soft_region(points, size, (PARTS["right_eye"], PARTS["left_eye"]), EYE_GROW, EYE_FEATHER)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from caingan.nn.part_mask import eye_scale, has_points, soft_region
 from caingan.parts import PARTS
 
 UPPER = (61, 62, 63)          # inner upper lip, left to right in the image
@@ -33,17 +34,7 @@ RAMP = 0.1                    # … and fully from this much more (band_amount)
 DARK_TOP, DARK_BOTTOM = 0.22, 0.5   # cavity colour = lip colour × this, top → bottom of the gap
 STRENGTH = 0.9                # the cavity's opacity at the gap's centre
 FEATHER = 0.025               # edge softness, × the target's mouth width
-
-
-def _eye_scale(src: np.ndarray, dst: np.ndarray) -> float:
-    """Target size over source size: outer eye-corner distances."""
-    return float(np.linalg.norm(dst[45] - dst[36]) / max(np.linalg.norm(src[45] - src[36]), 1e-6))
-
-
-def _usable(s: np.ndarray, d: np.ndarray) -> bool:
-    need = list(UPPER + LOWER + CORNERS + (36, 45))
-    return (s.shape == (68, 2) and d.shape == (68, 2) and bool(np.isfinite(s[need]).all())
-            and bool(np.isfinite(d[need]).all()))
+NEEDED = UPPER + LOWER + CORNERS + (36, 45)   # points the mouth's bands read (eye corners: scale)
 
 
 def band_amount(src: np.ndarray, dst: np.ndarray) -> float:
@@ -52,9 +43,9 @@ def band_amount(src: np.ndarray, dst: np.ndarray) -> float:
     output does not jump when a slider drags the opening past the source's."""
     s = np.asarray(src, np.float64)
     d = np.asarray(dst, np.float64)
-    if not _usable(s, d):
+    if not has_points(NEEDED, s, d):
         return 0.0
-    scale = _eye_scale(s, d)
+    scale = eye_scale(s, d)
     width = np.linalg.norm(d[CORNERS[1]] - d[CORNERS[0]])
     excess = max(np.linalg.norm(d[lo] - d[u]) - np.linalg.norm(s[lo] - s[u]) * scale
                  for u, lo in zip(UPPER, LOWER))
@@ -68,9 +59,9 @@ def band_points(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarra
     needed is missing."""
     s = np.asarray(src, np.float64)
     d = np.asarray(dst, np.float64)
-    if not _usable(s, d):
+    if not has_points(NEEDED, s, d):
         return np.zeros((0, 2)), np.zeros((0, 2))
-    scale = _eye_scale(s, d)
+    scale = eye_scale(s, d)
     min_gap = MIN_GAP * np.linalg.norm(d[CORNERS[1]] - d[CORNERS[0]])
     ps, pd = [], []
     for u, lo in zip(UPPER, LOWER):
@@ -194,29 +185,10 @@ MOUTH_GROW = 0.35             # the piecewise-affine mouth region: lips hull gro
 MOUTH_FEATHER = 0.12          # its soft edge (σ) as a fraction of the mouth's width
 
 
-def mouth_weight(points: np.ndarray, size: int) -> np.ndarray:
-    """(size,size) float32 in [0,1]: 1 over the target's lips and a margin around them, fading
-    to 0 — where a thin-plate-spline field gives way to the piecewise-affine field with bands
-    (a spline cannot keep a strip at its height next to a stretched gap; the affine triangles
-    elsewhere crease large head turns, so only the mouth uses them). Zeros when lip points are
-    missing."""
-    p = np.asarray(points, np.float64)[list(PARTS["outer_lips"])]
-    m = np.zeros((size, size), np.float32)
-    if not np.isfinite(p).all():
-        return m
-    width = float(np.ptp(p[:, 0]))
-    hull = cv2.convexHull(np.round(p * 16).astype(np.int32))
-    cv2.fillConvexPoly(m, hull, 1.0, lineType=cv2.LINE_AA, shift=4)
-    r = max(1, int(round(MOUTH_GROW * width)))
-    m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    return cv2.GaussianBlur(m, (0, 0), max(0.5, MOUTH_FEATHER * width))
-
-
 def mouth_window(points: np.ndarray, size: int) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
-    """mouth_weight cut to its non-zero box: (weight (h,w) or None when empty, (y0, y1, x0, x1))."""
-    m = mouth_weight(points, size)
-    ys, xs = np.nonzero(m > 1e-4)
-    if len(ys) == 0:
-        return None, (0, 0, 0, 0)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    return m[y0:y1, x0:x1], (y0, y1, x0, x1)
+    """Where a thin-plate-spline field gives way to the piecewise-affine field with bands: 1 over
+    the target's lips and a margin around them, fading to 0, cut to its box (weight or None, (y0,
+    y1, x0, x1); part_mask.soft_region). A spline cannot keep a strip at its height next to a
+    stretched gap; the affine triangles elsewhere crease large head turns, so only the mouth
+    uses them."""
+    return soft_region(points, size, (PARTS["outer_lips"],), MOUTH_GROW, MOUTH_FEATHER)

@@ -47,6 +47,47 @@ def region_masks(points: torch.Tensor, size: int, grow: float = 0.3,
     return m.to(points.device)
 
 
+def soft_region(points: np.ndarray, size: int, parts: Sequence[Sequence[int]], grow: float,
+                feather: float) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
+    """A soft mask of face parts, cut to its box: each part's hull (antialiased) dilated by
+    `grow` × the part's width, their union blurred with σ = `feather` × the widest part (at least
+    half a pixel) → (weight (h,w) in [0,1] or None when empty, (y0, y1, x0, x1)). Parts with
+    non-finite points are left out. Where the mouth and the eyelids hand the field over from the
+    spline to the piecewise-affine warp."""
+    p = np.asarray(points, np.float64)
+    m = np.zeros((size, size), np.float32)
+    sigma = 0.5
+    for idx in parts:
+        q = p[list(idx)]
+        if not np.isfinite(q).all():
+            continue
+        width = float(np.ptp(q[:, 0]))
+        one = np.zeros_like(m)
+        hull = cv2.convexHull(np.round(q * 16).astype(np.int32))
+        cv2.fillConvexPoly(one, hull, 1.0, lineType=cv2.LINE_AA, shift=4)
+        r = max(1, int(round(grow * width)))
+        m = np.maximum(m, cv2.dilate(one, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))))
+        sigma = max(sigma, feather * width)
+    m = cv2.GaussianBlur(m, (0, 0), sigma)
+    ys, xs = np.nonzero(m > 1e-4)
+    if len(ys) == 0:
+        return None, (0, 0, 0, 0)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    return m[y0:y1, x0:x1], (y0, y1, x0, x1)
+
+
+def has_points(indices: Sequence[int], *point_sets: np.ndarray) -> bool:
+    """Whether every set is a (68,2) array whose points `indices` are all finite."""
+    idx = list(indices)
+    return all(p.shape == (68, 2) and bool(np.isfinite(p[idx]).all()) for p in point_sets)
+
+
+def eye_scale(src: np.ndarray, dst: np.ndarray) -> float:
+    """How much bigger the target's face is than the source's: their outer eye-corner distances
+    (points 36 and 45), the scale the mouth and the eyelids compare openings at."""
+    return float(np.linalg.norm(dst[45] - dst[36]) / max(np.linalg.norm(src[45] - src[36]), 1e-6))
+
+
 def _inner_mouth_area(points: torch.Tensor) -> torch.Tensor:
     """(...,68,2) → (...) area of the inner-lip polygon over the squared eye-corner distance."""
     p = points[..., list(MOUTH_INTERIOR[0]), :].float()
