@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -29,8 +28,7 @@ from caingan.face.landmark_edit import EditParams, apply_sliders
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmarks import LandmarkDetector
 from caingan.nn.affine_warp import warp_image
-from caingan.files import atomic_write
-from caingan.media.images import load_image
+from caingan.media.images import load_image, save_image
 from caingan.pipeline.inference import Reenactor
 
 from .dataset import ClipDataset
@@ -61,8 +59,7 @@ def variant(reenactor: Reenactor, overrides: list[str]) -> Reenactor:
     cfg = ModelConfig.from_dict(apply_overrides(ModelConfig, reenactor.config.to_dict(), overrides))
     model = copy.deepcopy(reenactor.model)
     model.cfg = cfg
-    out = Reenactor(model, reenactor.device, "fp32", copy=False)
-    return out
+    return Reenactor(model, reenactor.device, "fp32", copy=False)
 
 
 def edit_row(models: dict[str, Reenactor], image: np.ndarray, points: np.ndarray,
@@ -121,9 +118,7 @@ def main(argv=None) -> int:
             models[label] = variant(reenactor, fields.split(","))
         rows = [edit_row(models, img, pts, a.edit or DEFAULT_EDITS) for img, pts in faces]
         grid = np.concatenate(rows, axis=0)
-        ext = Path(a.out).suffix.lower() if Path(a.out).suffix.lower() in (".png", ".jpg") else ".png"
-        ok, data = cv2.imencode(ext, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        atomic_write(Path(a.out), data.tobytes())
+        save_image(a.out, grid)
     except CainGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
