@@ -292,6 +292,44 @@ def test_a_confined_generator_changes_only_the_targets_eyes_and_mouth(region):
         assert diff[inside].max() < 1e-4
 
 
+def test_a_confined_generator_runs_only_for_frames_that_need_it():
+    """gen_region 'mouth' at inference: a frame whose mouth opens no wider than the source's and
+    whose pixels the source covers is the warp, so the generator is not run for it (the
+    editor's drags cost the warp and the embedder only); a batch mixing both runs it for the
+    frame that opens the mouth, and every image is what running it for all would give."""
+    torch.manual_seed(0)
+    model = WarpCainGAN(tiny_warp(gen_region="mouth", learned_flow=False)).eval()
+    with torch.no_grad():
+        model.generator.out.bias[3] = -5.0        # a generator that wants its region
+    calls = []
+    model.generator.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    src, slm, tlm, sp, tp = inputs(model.cfg, 1, 128)
+    sp = with_mouth(sp, 5.0)
+    closed, opened = with_mouth(tp, 4.0) + torch.tensor([0.0, 1.0]), with_mouth(tp, 12.0)
+    with torch.no_grad():
+        out = model.render(src, slm, tlm, sp, closed)
+        assert calls == []
+        assert (out.mask == 1).all()
+        grid = tps.resize_grid(model.grids(sp, closed, 128)[:, 0], 128)
+        warp_hi, _ = tps.sample(src[:, 0], grid)
+        assert (out.image - warp_hi.clamp(-1, 1)).abs().max() < 1e-5
+
+        both = torch.cat([closed, opened])
+        batch = (src.expand(2, -1, -1, -1, -1), slm.expand(2, -1, -1, -1, -1), tlm.expand(2, -1, -1, -1),
+                 sp.expand(2, -1, -1, -1), both)
+        out = model.render(*batch)
+        assert calls == [1]                                   # the opened mouth only
+        assert (out.mask[0] == 1).all() and out.mask[1].min() < 0.5
+        import caingan.nn.warp_model as wm
+        wm_tol, wm.VALID_TOL = wm.VALID_TOL, -1.0           # force it for every frame
+        try:
+            forced = model.render(*batch)
+        finally:
+            wm.VALID_TOL = wm_tol
+        assert calls == [1, 2]
+        assert (out.image - forced.image).abs().max() < 1e-5
+
+
 def test_without_the_learned_flow_the_flow_head_changes_nothing():
     torch.manual_seed(0)
     model = WarpCainGAN(tiny_warp(learned_flow=False)).eval()
@@ -433,6 +471,32 @@ def test_eyelids_keep_shut_lids_apart_and_measure_the_closing():
     nan = shut.copy()
     nan[37] = np.nan
     assert eyelids.close_amount(p, nan) == 0.0
+
+
+def test_a_half_closed_eye_keeps_its_size_below_the_lid():
+    """Closing an eye half-way, the lid slides over it: the target's upper lid shows the
+    source's upper lid, and below it the eye is moved, not squeezed (one source pixel per target
+    pixel down the eye), so the iris is covered from the top as a real lid covers it."""
+    from caingan.face.landmark_edit import close_eyes
+
+    size = 256
+    cfg = ModelConfig(image_size=size, width=0.125, embed_channels=16, max_channels=256, warp=True,
+                      eyelids=True, learned_flow=False)
+    model = WarpCainGAN(cfg).eval()
+    p = face_points(size)
+    p[[37, 38, 43, 44], 1] -= 4.0                     # a wide-open eye: ~12 px between the lids
+    t = close_eyes(p, 0.5)
+    g = model.grids(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None], size)[0, 0].numpy()
+    src_y = (g[..., 1] + 1) * size / 2 - 0.5          # the source row each target pixel reads
+    for u, lo in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        x = int(round(t[u, 0]))
+        top, bottom = t[u, 1], t[lo, 1]
+        assert bottom - top > 4
+        rows = np.arange(int(np.ceil(top + 1.5)), int(np.floor(bottom)))
+        slope = np.diff(src_y[rows, x]).mean()
+        assert 0.8 < slope < 1.25, (u, slope)        # squeezing would read ~2 source px per px
+        above = src_y[int(np.floor(top)), x]            # the last row of lid above the line
+        assert p[u, 1] - 1.5 < above <= p[u, 1] + 0.1, (u, above, p[u, 1])   # the source's lid
 
 
 def test_eyelids_shut_the_eyes_the_spline_leaves_open():

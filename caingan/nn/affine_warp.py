@@ -78,9 +78,10 @@ def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_siz
     # beyond the border (the source side may lie anywhere).
     d = np.clip(d, -1.5, 1.5)
     try:
-        tris = Delaunay(d).simplices
+        tri = Delaunay(d)
     except Exception:  # noqa: BLE001 — degenerate input (e.g. all points equal): no motion
         return _window(identity_grid(r), window)
+    tris = tri.simplices
     m = _affines(d, s, tris)
     # Rasterise the triangle index (1-based; 0 = no triangle) at the grid's resolution.
     index = np.zeros((r, r), np.uint16)
@@ -93,10 +94,49 @@ def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_siz
         todo = np.nonzero((hi[:, 0] >= x0) & (lo[:, 0] < x1) & (hi[:, 1] >= y0) & (lo[:, 1] < y1))[0]
     for t in todo:
         cv2.fillConvexPoly(index, corners[t], int(t + 1), lineType=cv2.LINE_8, shift=_SHIFT)
-    mats = np.concatenate([np.eye(3, 2)[None], m]).astype(np.float32)  # index 0 → identity
-    c = mats[_window(index, window)]                                     # (R,R,3,2)
+    # Only pixels an edge touches can hold a triangle that does not contain their centre.
+    edges = np.zeros((r, r), np.uint8)
+    cv2.polylines(edges, list(corners[np.asarray(todo, int)]), True, 1, lineType=cv2.LINE_8,
+                  shift=_SHIFT)
     x = _window(identity_grid(r), window)
+    index = _containing(x, d, tris, tri.neighbors, _window(index, window), _window(edges, window))
+    mats = np.concatenate([np.eye(3, 2)[None], m]).astype(np.float32)  # index 0 → identity
+    c = mats[index]                                                      # (R,R,3,2)
     return (x[..., :1] * c[:, :, 0] + x[..., 1:] * c[:, :, 1] + c[:, :, 2]).astype(np.float32)
+
+
+def _containing(x: np.ndarray, d: np.ndarray, tris: np.ndarray, neighbors: np.ndarray,
+                index: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The rasterised triangle index (1-based) with each pixel moved to the triangle that holds
+    its centre x, looked for among the rasterised one's neighbours and theirs (only where
+    `edges` marks a pixel that a triangle's edge touches: elsewhere it is right). The rasteriser
+    gives a triangle every pixel its edges touch; for a sliver (a lid or a tooth strip, 16
+    source pixels squeezed into one) that triangle's map, extrapolated half a pixel, reads far
+    off, so its neighbours' pixels must not take it."""
+    v = np.concatenate([d[tris], np.ones((len(tris), 3, 1))], axis=2)     # (T,3,3)
+    inv = np.zeros_like(v)
+    inv[:, 2] = -1.0                                  # degenerate triangles contain nothing
+    ok = np.abs(np.linalg.det(v)) > 1e-12
+    inv[ok] = np.linalg.inv(v[ok])
+    flat = index.reshape(-1).astype(np.int64) - 1
+    px = np.concatenate([x.reshape(-1, 2).astype(np.float64), np.ones((flat.size, 1))], 1)
+
+    def inside(rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        b = np.einsum("nk,nkj->nj", px[rows], inv[np.maximum(t, 0)])
+        return (t >= 0) & (b.min(1) > -1e-9)
+
+    rows = np.nonzero((flat >= 0) & (edges.reshape(-1) > 0))[0]
+    rows = rows[~inside(rows, flat[rows])]
+    if len(rows):
+        near = neighbors[flat[rows]]                                  # (M,3), −1 = none
+        near = np.concatenate([near, np.where(near[..., None] >= 0, neighbors[near], -1)
+                               .reshape(len(rows), 9)], 1)            # and theirs: (M,12)
+        found = np.zeros(len(rows), bool)
+        for j in range(near.shape[1]):
+            hit = ~found & inside(rows, near[:, j])
+            flat[rows[hit]] = near[hit, j]
+            found |= hit
+    return (flat + 1).reshape(index.shape)
 
 
 def _window(a: np.ndarray, window: tuple[int, int, int, int] | None) -> np.ndarray:

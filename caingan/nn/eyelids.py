@@ -10,6 +10,8 @@ warp-guided model (`ModelConfig.eyelids`):
   the eye's normal (thinner, the sampled sliver skips the lashes and shows bright lid margin),
   so the piecewise-affine triangles never fold; the source's whole eyeball lands in that sliver,
   which reads as the lash line of a shut eye, and the lid skin above is stretched down over it.
+* `lid_points`: an eye closed part of the way keeps its size below the lid (the lid covers the
+  top of the iris instead of squeezing the whole eye into the smaller opening).
 * `close_amount`: how far (0 … 1) the target closes an eye beyond the source, to fade the
   piecewise-affine field in over the spline (`eye_window`: around both eyes only).
 
@@ -69,6 +71,40 @@ def apart(dst: np.ndarray, min_open: float) -> np.ndarray:
                 d[u] -= shift
                 d[lo] += shift
     return d
+
+
+def lid_points(src: np.ndarray, dst: np.ndarray, strip: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the target's eye is open less than the source's but not shut: extra (M,2) source and
+    target point pairs, one per such lid column, so the lid slides over the eye instead of
+    squeezing it. The target point lies `strip` pixels (the points' pixels) below the upper lid;
+    its source point lies as far above the source's lower lid as it does above the target's
+    (faces scaled to one eye distance). Below it the eye keeps its size (the iris is covered from
+    the top, as a real lid does); the source's strip it skips lands in the `strip` under the
+    lid, its lash line. Empty when no column closes or a point is missing."""
+    s = np.asarray(src, np.float64)[:68]
+    d = np.asarray(dst, np.float64)[:68]
+    if not has_points(NEEDED, s, d):
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    scale = eye_scale(s, d)
+    ps, pd = [], []
+    for u, lo in LIDS:
+        col_s, col_d = s[lo] - s[u], d[lo] - d[u]
+        hs, ht = np.linalg.norm(col_s) * scale, np.linalg.norm(col_d)
+        if ht <= 2 * strip or ht >= hs - strip:
+            continue
+        pd.append(d[u] + col_d * (strip / ht))
+        ps.append(s[lo] - col_s / np.linalg.norm(col_s) * ((ht - strip) / scale))
+    if not pd:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    return np.array(ps), np.array(pd)
+
+
+def with_lids(src: np.ndarray, dst: np.ndarray, strip: float) -> tuple[np.ndarray, np.ndarray]:
+    """The points of each face (68, and any extra pairs already appended) followed by the lid
+    points (what the piecewise-affine field is built from)."""
+    ps, pd = lid_points(src, dst, strip)
+    return (np.concatenate([np.asarray(src, np.float64), ps]),
+            np.concatenate([np.asarray(dst, np.float64), pd]))
 
 
 def eye_window(points: np.ndarray, size: int) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:

@@ -17,7 +17,8 @@ plus the three things every sharp reenactment method has.
    baseline and learns where to replace it (mouth interior, eyes, disocclusions); with
    `gen_region` "parts" it may do so only in the target's eyes and mouth, with "mouth" only in
    the mouth interior the sources hide, and both where no source reaches (the warp keeps hair,
-   jaw and background sharp).
+   jaw and background sharp). Confined, it is run at inference only for the frames where its
+   output can show (`run_generator`): most edits cost the warp and the embedder alone.
 4. **Mouth and eyes at the output's resolution** (`part_refiner`, caingan.nn.part_refiner): small
    networks redraw the parts a warp fails first, on crops aligned to the target's landmarks.
 5. **Detail at the photo's resolution (bi-layer).** The networks run at `image_size`; given
@@ -48,6 +49,8 @@ from caingan.nn.part_refiner import PartRefiner, choose_sources
 MAX_FLOW = 0.1  # learned correction, normalised units (0.1 = 6.4 px at 128²)
 MASK_INIT = 3.0  # sigmoid(3) ≈ 0.95: start as the warp
 GEN_GROW = 0.15  # gen_region "parts" / "mouth": the parts grown by 0.15 × their width
+SKIPPED_LOGIT = 30.0  # mask logit of an image the generator was not run for: sigmoid = 1 in fp32
+VALID_TOL = 1e-5  # validity this close to 1 is full coverage (responsibilities sum to 1 ± rounding)
 
 
 @dataclass
@@ -208,8 +211,10 @@ class WarpCainGAN(nn.Module):
                              for j in range(k)] for i in range(b)]).reshape(b, k)
 
         def affine_points(i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-            dst = eyelids.apart(tp[i], eyelids.MIN_OPEN * size / s) if lids else tp[i]
-            return mouth.with_bands(sp[i, j], dst) if mouth_amt[i, j] > 0 else (sp[i, j], dst)
+            strip = eyelids.MIN_OPEN * size / s
+            dst = eyelids.apart(tp[i], strip) if lids else tp[i]
+            points = mouth.with_bands(sp[i, j], dst) if mouth_amt[i, j] > 0 else (sp[i, j], dst)
+            return eyelids.with_lids(*points, strip) if lid_amt[i, j] > 0 else points
 
         if self.cfg.warp_field == "affine":
             g = np.stack([np.stack([warp_grid(*affine_points(i, j), size, s) for j in range(k)])
@@ -240,6 +245,48 @@ class WarpCainGAN(nn.Module):
         if self.cfg.field_smooth > 0:
             g = smooth_field(g.flatten(0, 1), self.cfg.field_smooth * s).unflatten(0, (b, k))
         return g
+
+    def generator_region(self, source_points: torch.Tensor, target_points: torch.Tensor,
+                         weights: torch.Tensor, hi: int) -> torch.Tensor | None:
+        """Where `gen_region` lets the generator replace the warp, (B,1,S,S) in [0,1] (the
+        validity factor comes on top: it also may where no source covers a pixel); None for
+        "free" (anywhere its mask says). Points are pixels of hi² crops."""
+        if self.cfg.gen_region == "free":
+            return None
+        s = self.cfg.image_size
+        scale = torch.ones(target_points.shape[0], device=target_points.device)
+        if self.cfg.gen_region == "mouth":
+            # Only as far as the sources (as mixed) hide the interior the target shows.
+            hidden = mouth_disocclusion(source_points, target_points)                # (B,K)
+            scale = (weights.float().mean((2, 3, 4)) * hidden).sum(1)
+        if not bool((scale > 0).any()):
+            return torch.zeros(target_points.shape[0], 1, s, s, device=target_points.device)
+        parts = EYES_AND_MOUTH if self.cfg.gen_region == "parts" else MOUTH_INTERIOR
+        allowed = region_masks((target_points + 0.5) * (s / hi) - 0.5, s, GEN_GROW, parts)
+        return allowed * scale.to(allowed)[:, None, None, None]
+
+    def run_generator(self, x: torch.Tensor, e: torch.Tensor, w_mix: torch.Tensor,
+                      v_mix: torch.Tensor, allowed: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator's colour image and mask logit, (B,3,S,S) and (B,1,S,S). At inference
+        with a confined region it runs only for the images where its output can show: some
+        pixel in the region, or one no source covers; the others get the warp and a mask of 1
+        (the same image, to float rounding), so a frame that asks nothing of the generator
+        costs the warp and the embedder only. Training always runs it (its own losses)."""
+        b = x.shape[0]
+        need = torch.ones(b, dtype=torch.bool, device=x.device)
+        if allowed is not None and not self.training:
+            need = (allowed.flatten(1).amax(1) > 0) | (v_mix.flatten(1).amin(1) < 1 - VALID_TOL)
+        if bool(need.all()):
+            o = self.generator(x.to(e.dtype), e).float()
+            return torch.tanh(o[:, :3]), o[:, 3:4]
+        rgb = w_mix.float().clone()
+        logit = torch.full_like(rgb[:, :1], SKIPPED_LOGIT)
+        if bool(need.any()):
+            idx = need.nonzero().squeeze(1)
+            o = self.generator(x[idx].to(e.dtype), e[idx]).float()
+            rgb[idx], logit[idx] = torch.tanh(o[:, :3]), o[:, 3:4]
+        return rgb, logit
 
     def render(self, sources: torch.Tensor, source_lms: torch.Tensor, target_lm: torch.Tensor,
                source_points: torch.Tensor, target_points: torch.Tensor,
@@ -277,19 +324,12 @@ class WarpCainGAN(nn.Module):
         a = _up(weights.flatten(0, 1), s).unflatten(0, (b, k))                # (B,K,1,S,S)
         w_mix = (warped.unflatten(0, (b, k)).float() * a).sum(1)
         v_mix = (valid.unflatten(0, (b, k)).float() * a).sum(1)
-        o = self.generator(torch.cat([target_lm.float(), w_mix, v_mix * 2 - 1], 1).to(mixed_e.dtype),
-                           mixed_e).float()
-        rgb = torch.tanh(o[:, :3])
-        m = torch.sigmoid(o[:, 3:4])
-        if self.cfg.gen_region != "free":
-            parts = EYES_AND_MOUTH if self.cfg.gen_region == "parts" else MOUTH_INTERIOR
-            allowed = region_masks((target_points + 0.5) * (s / hi) - 0.5, s, GEN_GROW, parts).to(m.dtype)
-            if self.cfg.gen_region == "mouth":
-                # Only as far as the sources (as mixed) hide the interior the target shows.
-                hidden = mouth_disocclusion(source_points, target_points)            # (B,K)
-                share = weights.float().mean((2, 3, 4))
-                allowed = allowed * (share * hidden).sum(1)[:, None, None, None].to(m.dtype)
-            m = 1 - allowed * (1 - m)
+        allowed = self.generator_region(source_points, target_points, weights, hi)
+        rgb, logit = self.run_generator(torch.cat([target_lm.float(), w_mix, v_mix * 2 - 1], 1),
+                                        mixed_e, w_mix, v_mix, allowed)
+        m = torch.sigmoid(logit)
+        if allowed is not None:
+            m = 1 - allowed.to(m.dtype) * (1 - m)
         m = m * v_mix
         lo = m * w_mix + (1 - m) * rgb
         image = lo
@@ -305,7 +345,7 @@ class WarpCainGAN(nn.Module):
         if self.refiner is not None:
             choice = choose_sources(weights, target_points, hi) if k > 1 else None
             image, _ = self.refiner(image.clamp(-1, 1), target_points, sources, source_points, choice)
-        return WarpOutput(image.clamp(-1, 1), weights, lo, m, w_mix, rgb, o[:, 3:4], v_mix)
+        return WarpOutput(image.clamp(-1, 1), weights, lo, m, w_mix, rgb, logit, v_mix)
 
     def forward(self, sources, source_lms, target_lm, source_points, target_points, full: bool = False):
         """→ (image, weights), or the whole WarpOutput with `full` (training's view; DDP calls
