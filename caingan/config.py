@@ -41,7 +41,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 _MAX_WIDTH = 4.0
 WARP_FIELDS = ("tps", "affine")
-GEN_REGIONS = ("free", "parts", "mouth")
+GEN_REGIONS = ("free", "parts", "mouth", "uncovered")
 MOUTH_GAPS = ("stretch", "bands", "cavity")   # caingan.nn.mouth
 
 
@@ -91,7 +91,9 @@ class ModelConfig:
     # says; "parts": only in the target's eyes and mouth (grown a little; caingan.nn.part_mask),
     # "mouth": only inside the target's inner lips and only as far as the sources' mouths are
     # less open (the interior they hide), as Geng et al. 2018 confine theirs; both also where no
-    # source covers the pixel. Elsewhere the output is the warped photo.
+    # source covers the pixel; "uncovered" only there. Elsewhere the output is the warped photo.
+    # Confined, the generator is not even run for a frame where its output cannot show
+    # (WarpCainGAN.run_generator).
     gen_region: str = "free"
     # Warp-guided model: correct the landmark field with a small learned flow (the embedder's
     # third head). Off, the field is the landmark warp alone: the flow learned little on this

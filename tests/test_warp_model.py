@@ -304,8 +304,8 @@ def test_a_confined_generator_runs_only_for_frames_that_need_it():
     calls = []
     model.generator.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     src, slm, tlm, sp, tp = inputs(model.cfg, 1, 128)
-    sp = with_mouth(sp, 5.0)
-    closed, opened = with_mouth(tp, 4.0) + torch.tensor([0.0, 1.0]), with_mouth(tp, 12.0)
+    sp = with_mouth(sp, 3.0)
+    closed, opened = with_mouth(tp, 2.0) + torch.tensor([0.0, 1.0]), with_mouth(tp, 7.0)
     with torch.no_grad():
         out = model.render(src, slm, tlm, sp, closed)
         assert calls == []
@@ -328,6 +328,17 @@ def test_a_confined_generator_runs_only_for_frames_that_need_it():
             wm.VALID_TOL = wm_tol
         assert calls == [1, 2]
         assert (out.image - forced.image).abs().max() < 1e-5
+
+    # "uncovered": not even for the opened mouth; only once the warp reads outside the source.
+    model.cfg.gen_region = "uncovered"
+    calls.clear()
+    with torch.no_grad():
+        out = model.render(*batch)
+        assert calls == [] and (out.mask == 1).all()
+        model.cfg.learned_flow = True
+        model.embedder.head_flow[-1].bias.copy_(torch.tensor([10.0, 0.0]))   # everything moves right
+        out = model.render(*batch)
+    assert calls == [2] and out.valid.min() < 1 and out.mask.min() < 0.5
 
 
 def test_without_the_learned_flow_the_flow_head_changes_nothing():

@@ -32,6 +32,7 @@ CORNERS = (60, 64)            # inner mouth corners
 MIN_GAP = 0.04                # bands only where the gap exceeds this × the target's mouth width
 RAMP = 0.1                    # … and fully from this much more (band_amount)
 DARK_TOP, DARK_BOTTOM = 0.22, 0.5   # cavity colour = lip colour × this, top → bottom of the gap
+SATURATE = 2.0                # the cavity's colour: the lips' saturation × this (around their grey)
 STRENGTH = 0.9                # the cavity's opacity at the gap's centre
 FEATHER = 0.025               # edge softness, × the target's mouth width
 NEEDED = UPPER + LOWER + CORNERS + (36, 45)   # points the mouth's bands read (eye corners: scale)
@@ -129,8 +130,11 @@ def lip_colour(image: torch.Tensor, points: np.ndarray) -> torch.Tensor:
 
 
 def cavity(colour: torch.Tensor, band_dst: np.ndarray, size: int) -> torch.Tensor:
-    """(3,size,size) in [-1,1]: the lip colour darkened, DARK_TOP at the upper strips' ends
-    falling off to DARK_BOTTOM at the lower strips' (a vertical gradient)."""
+    """(3,size,size) in [-1,1]: the lip colour, its saturation raised SATURATE× (pale lips give
+    a red mouth, not a grey-brown one), darkened DARK_TOP at the upper strips' ends falling off
+    to DARK_BOTTOM at the lower strips' (a vertical gradient)."""
+    grey = colour.mean()
+    colour = (grey + (colour - grey) * SATURATE).clamp(0, 1)
     y0, y1 = band_dst[0::2, 1].mean(), band_dst[1::2, 1].mean()
     t = np.clip((np.arange(size, dtype=np.float32) - y0) / max(y1 - y0, 1.0), 0, 1)
     f = torch.from_numpy(DARK_TOP + (DARK_BOTTOM - DARK_TOP) * t ** 2).to(colour.device)

@@ -16,9 +16,10 @@ plus the three things every sharp reenactment method has.
    out = m·W + (1 − m)·G. The mask starts near 1 (the warp), so training begins at the warp
    baseline and learns where to replace it (mouth interior, eyes, disocclusions); with
    `gen_region` "parts" it may do so only in the target's eyes and mouth, with "mouth" only in
-   the mouth interior the sources hide, and both where no source reaches (the warp keeps hair,
-   jaw and background sharp). Confined, it is run at inference only for the frames where its
-   output can show (`run_generator`): most edits cost the warp and the embedder alone.
+   the mouth interior the sources hide, and all of them where no source reaches ("uncovered":
+   only there; the warp keeps hair, jaw and background sharp). Confined, it is run at inference
+   only for the frames where its output can show (`run_generator`): most edits cost the warp and
+   the embedder alone.
 4. **Mouth and eyes at the output's resolution** (`part_refiner`, caingan.nn.part_refiner): small
    networks redraw the parts a warp fails first, on crops aligned to the target's landmarks.
 5. **Detail at the photo's resolution (bi-layer).** The networks run at `image_size`; given
@@ -254,7 +255,8 @@ class WarpCainGAN(nn.Module):
         if self.cfg.gen_region == "free":
             return None
         s = self.cfg.image_size
-        scale = torch.ones(target_points.shape[0], device=target_points.device)
+        scale = torch.full((target_points.shape[0],), float(self.cfg.gen_region != "uncovered"),
+                           device=target_points.device)
         if self.cfg.gen_region == "mouth":
             # Only as far as the sources (as mixed) hide the interior the target shows.
             hidden = mouth_disocclusion(source_points, target_points)                # (B,K)
