@@ -157,8 +157,8 @@ def settle_threads(app, w, seconds: float) -> None:
 
 
 # The landmark each case drags and how far below it the drag circles (px). The outer lower lip
-# moves no inner-lip point; the inner one opens the mouth beyond the source's, the one edit that
-# needs the default model's generator (gen_region "mouth"): both latencies are reported.
+# moves no inner-lip point; the inner one opens the mouth beyond the source's (the mouth's bands
+# and cavity; a generator confined to the mouth, gen_region "mouth", would run): both reported.
 DRAGS = {"lower lip (57)": (57, 3.0), "mouth opening (66)": (66, 5.0)}
 
 
@@ -351,9 +351,9 @@ Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, lo
 
 *drag→preview*: from one mouse-move event on a landmark to the preview pane repainted with the
 render of that change. *Dragged landmark*: the outer lower lip (57) moves no inner-lip point; the
-inner lower lip (66) dragged down opens the mouth beyond the source's, the edit for which the
-default model runs its generator (`gen_region` "mouth"; for other edits it renders the warp and
-the embedder only, unless a pixel falls outside every source). *Continuous drag*: the worker renders the newest target only (single-slot
+inner lower lip (66) dragged down opens the mouth beyond the source's: the mouth's bands and
+painted cavity run, and a model with `gen_region` "mouth" would run its generator (the bundled
+one, "uncovered", runs it only for frames with a pixel outside every source). *Continuous drag*: the worker renders the newest target only (single-slot
 mailbox), so previews/s is the model's speed and stale targets are skipped, not queued.
 *GUI block*: longest gap of a 2 ms GUI-thread heartbeat timer; "while dragging" includes the
 GUI's own work per mouse move (edit maths, landmark drawing, view update, preview paint);

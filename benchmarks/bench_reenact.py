@@ -263,7 +263,7 @@ Batch export (`caingan.pipeline.export.export_frames`, PNG only, batch 8, {args.
 | driving video (decode + track + retarget) | 1 | {rates[('video', 1)]:.2f} |
 
 The targeted embedder runs once per (target, source) pair, so K=8 costs about 8 embedder passes per
-frame on top of one generator pass.
+frame; the warp-guided model's generator runs only for the frames it can change (`gen_region`).
 """
     replace_section(Path(args.out), SECTION, text)
     print(f"wrote {SECTION!r} in {args.out}")

@@ -3,7 +3,6 @@ they learned: held-out people are reconstructed far better than by the same netw
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

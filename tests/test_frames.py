@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caingan.errors import CameraError
-from caingan.media.frames import CameraSource, Frame, FrameSource, open_source
+from caingan.media.frames import CameraSource, FrameSource, open_source
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

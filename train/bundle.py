@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from caingan.assets import DEFAULT_WEIGHTS, PAPER_WEIGHTS
 from caingan.config import ModelConfig

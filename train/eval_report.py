@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from caingan.errors import CainGANError
 from caingan.files import atomic_write
 
 from .eval_protocol import PROTOCOLS, EvalSet
@@ -259,9 +258,3 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     atomic_write(path, payload)
 
 
-def save_png(path: Path, image: np.ndarray) -> None:
-    import cv2
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
-    if not ok:
-        raise CainGANError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes())

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from caingan.pipeline.personal_store import personalize_reenactor
     from caingan.pipeline.personalize import PersonalizeConfig
 
-    from .eval_report import save_png
+    from caingan.media.images import save_image
     from .metrics import CSIM, ssim
     from .warp_baselines import AffineWarp
 
@@ -99,7 +99,8 @@ def main(argv=None) -> int:
                   f"(kept step {row['kept_step']}, {row['seconds']:.0f} s)", flush=True)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k.startswith(("ssim", "csim"))}
     out = Path(args.out)
-    save_png(out.with_suffix(".png"), np.vstack(grid))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(out.with_suffix(".png"), np.vstack(grid))
     lines = [
         "# Personalization on photo collections (../shared/data/stills)", "",
         f"Command: `python -m train.eval_stills {' '.join(argv or sys.argv[1:])}` — "

@@ -32,12 +32,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from caingan.errors import CainGANError
+from caingan.media.images import save_image
 
 from .eval_methods import Method, generate, load_method, method_specs, personalized_methods
 from .eval_protocol import (DEFAULT_RESERVE, PROTOCOLS, EvalSet, TestClip, build_eval_set,
                             cross_clip_set, list_test_clips)
 from .eval_report import (atomic_write_bytes, figure_grid, figure_rows, git_commit, hardware,
-                          render_report, results_json, save_png)
+                          render_report, results_json)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "docs" / "RESULTS.md"
@@ -236,7 +237,8 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
                 out = Path(args.out)
                 tag = "" if data.protocol == PROTOCOLS[0] else "_cross"
                 fig = out.with_name(f"{out.stem.lower()}{tag}_k{k}.png")
-                save_png(fig, figure_grid(data, k, gens, fig_rows))
+                fig.parent.mkdir(parents=True, exist_ok=True)
+                save_image(fig, figure_grid(data, k, gens, fig_rows))
                 figures.append((data.protocol, k, fig.name, list(gens)))
 
     out = Path(args.out)

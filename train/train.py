@@ -32,6 +32,7 @@ from caingan.nn.checkpoint import save_model
 from caingan.device import pick_device
 from caingan.nn.discriminator import MultiscaleDiscriminator
 from caingan.errors import CainGANError
+from caingan.media.images import save_image
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.part_mask import region_mask
@@ -46,7 +47,7 @@ from .config import TrainConfig, from_command_line
 from .data import EpochSampler, build_datasets
 from .distributed import DistInfo, all_mean, any_true, barrier, cleanup, init_distributed
 from .models import build_generator
-from .visuals import sample_grid, save_png
+from .visuals import sample_grid
 
 EXIT_NAN = 3
 
@@ -353,7 +354,9 @@ class Trainer:
             size = self.cfg.model.image_size
             grid = sample_grid(x["sources_lo"], x["target_lm"], area_down(fake, size), x["target_lo"])
             self.writer.add_image("samples", grid, self.step, dataformats="HWC")
-            save_png(self.run_dir / "samples" / f"step_{self.step:08d}.png", grid)
+            path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(path, grid)
         with open(self.run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, "epoch": self.epoch, "time": time.time(), **logs}) + "\n")
 

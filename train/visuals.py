@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from caingan.files import atomic_write
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -27,14 +26,3 @@ def sample_grid(sources: torch.Tensor, target_lm: torch.Tensor, generated: torch
     return np.concatenate(rows, axis=0)
 
 
-def save_png(path, image: np.ndarray) -> None:
-    """Atomic PNG write (a sample grid is never half-written when a run is killed)."""
-    from pathlib import Path
-
-    import cv2
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write(path, buf.tobytes())

@@ -18,7 +18,6 @@ Both write under a hidden temp name (caingan.files.AtomicFile) and move into pla
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Mapping
