@@ -82,6 +82,19 @@ def has_points(indices: Sequence[int], *point_sets: np.ndarray) -> bool:
     return all(p.shape == (68, 2) and bool(np.isfinite(p[idx]).all()) for p in point_sets)
 
 
+IDENTITY_PARTS = ("right_eye", "left_eye", "right_brow", "left_brow")
+IDENTITY_GROW, IDENTITY_FEATHER = 0.3, 0.15
+
+
+def identity_window(points: np.ndarray, size: int) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
+    """(weight (h,w) in [0,1] or None, (y0, y1, x0, x1)): 1 over the eyes, the brows and the nose
+    (each hull grown by 0.3 × its width), fading to 0, cut to its box (soft_region): the parts
+    that say most about who a face is, where the warp-guided model's `affine_parts` uses the
+    piecewise-affine field."""
+    parts = tuple(PARTS[n] for n in IDENTITY_PARTS) + (tuple(PARTS["nose_bridge"]) + tuple(PARTS["nose_lower"]),)
+    return soft_region(points, size, parts, IDENTITY_GROW, IDENTITY_FEATHER)
+
+
 def eye_scale(src: np.ndarray, dst: np.ndarray) -> float:
     """How much bigger the target's face is than the source's: their outer eye-corner distances
     (points 36 and 45), the scale the mouth and the eyelids compare openings at."""

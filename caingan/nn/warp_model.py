@@ -44,7 +44,8 @@ from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock,
 from caingan.nn.embedder import R_EPS, channel_fn
 from caingan.nn.generator import encoder
 from caingan.nn.mixing import mix_embeddings
-from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR, mouth_disocclusion, region_masks
+from caingan.nn.part_mask import (EYES_AND_MOUTH, MOUTH_INTERIOR, identity_window, mouth_disocclusion,
+                                  region_masks)
 from caingan.nn.part_refiner import PartRefiner, choose_sources
 
 MAX_FLOW = 0.1  # learned correction, normalised units (0.1 = 6.4 px at 128²)
@@ -197,7 +198,8 @@ class WarpCainGAN(nn.Module):
         """(B,K,68,2), (B,68,2) pixel points of size² crops → grids (B,K,S,S,2) of the
         configured field (thin-plate spline or piecewise-affine; with `mouth_gap` bands and
         `eyelids`, the piecewise-affine field takes over the mouth / the eyes from the spline
-        where the target opens the mouth wider / closes the eyes more than the source)."""
+        where the target opens the mouth wider / closes the eyes more than the source; with
+        `affine_parts` it always holds the eyes, brows and nose)."""
         b, k = source_points.shape[:2]
         s = self.cfg.image_size
         sp = source_points.detach().cpu().double().numpy()
@@ -210,6 +212,8 @@ class WarpCainGAN(nn.Module):
                                for j in range(k)] for i in range(b)]).reshape(b, k)
         lid_amt = np.array([[eyelids.close_amount(sp[i, j], tp[i]) if lids else 0.0
                              for j in range(k)] for i in range(b)]).reshape(b, k)
+        # `affine_parts`: the eyes, brows and nose always take the piecewise-affine field.
+        parts_amt = np.full((b, k), float(self.cfg.affine_parts))
 
         def affine_points(i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
             strip = eyelids.MIN_OPEN * size / s
@@ -227,9 +231,10 @@ class WarpCainGAN(nn.Module):
             dst = dst.unsqueeze(1).expand(b, k, *dst.shape[1:]).flatten(0, 1)
             g = tps.tps_grid(src, dst, self.lattice, s).unflatten(0, (b, k))
             windows: dict[tuple[str, int], tuple] = {}
-            for i, j in zip(*np.nonzero(mouth_amt + lid_amt)):
+            for i, j in zip(*np.nonzero(mouth_amt + lid_amt + parts_amt)):
                 points = affine_points(i, j)
-                for part, amt, window in (("mouth", mouth_amt, mouth.mouth_window),
+                for part, amt, window in (("identity", parts_amt, identity_window),
+                                          ("mouth", mouth_amt, mouth.mouth_window),
                                           ("eyes", lid_amt, eyelids.eye_window)):
                     if amt[i, j] <= 0:
                         continue
