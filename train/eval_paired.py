@@ -70,12 +70,8 @@ def per_frame(scorer, generated: np.ndarray) -> dict:
     """SSIM, dlib CSIM and Inception features of each generated frame (caingan-eval's scorer)."""
     from train import metrics
 
-    d = scorer.data
-    real = scorer.real_descriptors()
-    csim = [metrics.cosine_similarity(scorer.dlib_descriptor(generated[i], d.target_points[i])[0], real[i])
-            for i in range(len(generated))]
-    return {"ssim": np.asarray(metrics.ssim_batch(generated, d.target_frames)),
-            "csim": np.asarray(csim), "features": scorer.features(generated)}
+    return {"ssim": np.asarray(metrics.ssim_batch(generated, scorer.data.target_frames)),
+            "csim": scorer.csim_frames(generated)[0], "features": scorer.features(generated)}
 
 
 def main(argv=None) -> int:

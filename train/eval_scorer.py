@@ -178,6 +178,17 @@ class Scorer:
         return float(np.nanmean(errs)) if np.isfinite(errs).any() else float("nan"), missed
 
     # ------------------------------------------------------------------ one row
+    def csim_frames(self, generated: np.ndarray) -> tuple[np.ndarray, int]:
+        """Per generated frame the dlib CSIM with its real target → ((N,) values, how many
+        descriptors fell back to the box around the target's landmarks)."""
+        real_desc = self.real_descriptors()
+        csim, fallbacks = [], 0
+        for i in self._bar(range(len(generated)), "csim"):
+            desc, fell_back = self.dlib_descriptor(generated[i], self.data.target_points[i])
+            fallbacks += int(fell_back)
+            csim.append(self.m.cosine_similarity(desc, real_desc[i]))
+        return np.asarray(csim), fallbacks
+
     def score(self, generated: np.ndarray) -> dict[str, Any]:
         d = self.data
         if generated.shape != d.target_frames.shape:
@@ -185,12 +196,7 @@ class Scorer:
         t0 = time.perf_counter()
         ssim = self.m.ssim_batch(generated, d.target_frames)
         t1 = time.perf_counter()
-        real_desc = self.real_descriptors()
-        csim, fallbacks = [], 0
-        for i in self._bar(range(len(generated)), "csim"):
-            desc, fell_back = self.dlib_descriptor(generated[i], d.target_points[i])
-            fallbacks += int(fell_back)
-            csim.append(self.m.cosine_similarity(desc, real_desc[i]))
+        csim, fallbacks = self.csim_frames(generated)
         t2 = time.perf_counter()
         csim_torch = float("nan")
         if self.face_id is not None:

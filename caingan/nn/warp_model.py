@@ -260,14 +260,16 @@ class WarpCainGAN(nn.Module):
         if self.cfg.gen_region == "free":
             return None
         s = self.cfg.image_size
-        scale = torch.full((target_points.shape[0],), float(self.cfg.gen_region != "uncovered"),
-                           device=target_points.device)
+        nowhere = torch.zeros(target_points.shape[0], 1, s, s, device=target_points.device)
+        if self.cfg.gen_region == "uncovered":
+            return nowhere
+        scale = torch.ones(target_points.shape[0], device=target_points.device)
         if self.cfg.gen_region == "mouth":
             # Only as far as the sources (as mixed) hide the interior the target shows.
             hidden = mouth_disocclusion(source_points, target_points)                # (B,K)
             scale = (weights.float().mean((2, 3, 4)) * hidden).sum(1)
-        if not bool((scale > 0).any()):
-            return torch.zeros(target_points.shape[0], 1, s, s, device=target_points.device)
+            if not bool((scale > 0).any()):
+                return nowhere
         parts = EYES_AND_MOUTH if self.cfg.gen_region == "parts" else MOUTH_INTERIOR
         allowed = region_masks((target_points + 0.5) * (s / hi) - 0.5, s, GEN_GROW, parts)
         return allowed * scale.to(allowed)[:, None, None, None]
