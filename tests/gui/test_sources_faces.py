@@ -17,7 +17,7 @@ def _still(name: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def two_faces_photo(tmp_path_factory):
+def two_faces_photo(tmp_path_factory, shared_data):
     """A big face on the left, a small one on the right."""
     from caingan.media.images import save_image
     canvas = np.full((380, 640, 3), 128, np.uint8)
@@ -27,7 +27,7 @@ def two_faces_photo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def big_photo(tmp_path_factory):
+def big_photo(tmp_path_factory, shared_data):
     """A 1500 px photo whose face is ~700 px wide: far more detail than the model's crop."""
     from caingan.media.images import save_image
     face = cv2.resize(_still("raj2"), (900, 900), interpolation=cv2.INTER_CUBIC)
