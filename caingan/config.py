@@ -43,6 +43,7 @@ _MAX_WIDTH = 4.0
 WARP_FIELDS = ("tps", "affine")
 GEN_REGIONS = ("free", "parts", "mouth", "uncovered")
 MOUTH_GAPS = ("stretch", "bands", "cavity")   # caingan.nn.mouth
+AFFINE_REGIONS = ("none", "identity", "face")   # caingan.nn.part_mask
 
 
 def _check_int(name: str, value: Any) -> None:
@@ -109,11 +110,13 @@ class ModelConfig:
     # field with the lids kept half a pixel apart takes over the eyes from the spline, which on
     # its 32² lattice cannot shut an eye (caingan.nn.eyelids). False: the spline alone.
     eyelids: bool = False
-    # Warp-guided model: the piecewise-affine field takes over from the spline in the eyes, brows
-    # and nose, always (part_mask.identity_window). The spline is smooth and global, so every
-    # mouth or jaw motion also moves them a little, which costs identity (CSIM); the triangles
-    # move them only with their own landmarks. False: the spline there too.
-    affine_parts: bool = False
+    # Warp-guided model: where the piecewise-affine field takes over from the spline, always
+    # (caingan.nn.part_mask.affine_window). The spline is smooth and global, so every mouth or
+    # jaw motion also moves the eyes, the brows and the cheeks a little, which costs identity
+    # (CSIM); the triangles move each part only with its own landmarks. "identity": the eyes,
+    # brows and nose; "face": the whole face with a margin (forehead, jaw line), the spline
+    # only bending the hair and background around it; "none": the spline everywhere.
+    affine_region: str = "none"
     # Warp-guided model: small mouth and eye networks redraw those parts on the output at its
     # resolution (caingan.nn.part_refiner, after Geng et al. 2018); the rest stays the warp.
     part_refiner: bool = False
@@ -164,8 +167,9 @@ class ModelConfig:
             raise ConfigError(f"gen_region must be one of {GEN_REGIONS}, got {self.gen_region!r}")
         if self.mouth_gap not in MOUTH_GAPS:
             raise ConfigError(f"mouth_gap must be one of {MOUTH_GAPS}, got {self.mouth_gap!r}")
-        for name in ("targeted", "responsibility", "warp", "learned_flow", "part_refiner", "eyelids",
-                     "affine_parts"):
+        if self.affine_region not in AFFINE_REGIONS:
+            raise ConfigError(f"affine_region must be one of {AFFINE_REGIONS}, got {self.affine_region!r}")
+        for name in ("targeted", "responsibility", "warp", "learned_flow", "part_refiner", "eyelids"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.baselines, BaselineConfig):

@@ -510,30 +510,39 @@ def test_a_half_closed_eye_keeps_its_size_below_the_lid():
         assert p[u, 1] - 1.5 < above <= p[u, 1] + 0.1, (u, above, p[u, 1])   # the source's lid
 
 
-def test_affine_parts_move_the_eyes_only_with_their_own_landmarks():
-    """A spline is global: raising the brows also drags the eyes along. With `affine_parts` the
-    eyes, brows and nose take the piecewise-affine field, whose triangles move an eye only with
-    its own points; far from them (the jaw, the crop's sides) the field is the spline as before."""
+@pytest.mark.parametrize("region", ["identity", "face"])
+def test_affine_region_moves_the_eyes_only_with_their_own_landmarks(region):
+    """A spline is global: raising the brows also drags the eyes along. With `affine_region` the
+    eyes, brows and nose (or the whole face) take the piecewise-affine field, whose triangles move
+    an eye only with its own points; outside the region's window (the hair, the background) the
+    field is the spline as before."""
+    from caingan.nn.part_mask import affine_window
+
     size = 128
-    p = face_points(size)
+    p = (face_points(size) - size / 2) * 0.6 + size / 2     # a face with room around it
     t = p.copy()
-    t[17:27, 1] -= 4.0                                      # brows raised 4 px, eyes unchanged
+    t[17:27, 1] -= 3.0                                      # brows raised 3 px, eyes unchanged
     cfg = ModelConfig(image_size=size, width=0.125, embed_channels=16, max_channels=256, warp=True,
                       learned_flow=False)
     grids = {}
     for on in (False, True):
-        model = WarpCainGAN(dataclasses.replace(cfg, affine_parts=on)).eval()
+        model = WarpCainGAN(dataclasses.replace(cfg, affine_region=region if on else "none")).eval()
         grids[on] = model.grids(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None], size)[0, 0]
     still = pa.identity_grid(size)
     moved = lambda g: np.abs(g.numpy() - still).max(-1) * size / 2     # noqa: E731 — pixels
     for a, b in ((36, 39), (42, 45)):
         x, y = np.round((p[a] + p[b]) / 2).astype(int)
-        centre = (slice(y - 1, y + 2), slice(x - 3, x + 4))
+        centre = (slice(y - 1, y + 2), slice(x - 2, x + 3))
         assert moved(grids[False])[centre].max() > 0.05      # the spline drags the eye along
         assert moved(grids[True])[centre].max() < 0.02       # the triangles leave it
-    far = np.zeros((size, size), bool)
-    far[-12:, :] = far[:, :6] = True
+    weight, (y0, y1, x0, x1) = affine_window(region, t, size)
+    far = np.ones((size, size), bool)
+    far[y0:y1, x0:x1] = weight <= 0
+    assert far.mean() > 0.2
     assert (grids[True] - grids[False]).abs().numpy().max(-1)[far].max() < 1e-6
+    if region == "face":                                     # the forehead and the jaw line too
+        for x, y in (np.round(t[19] - [0, 8]).astype(int), np.round(t[8] + [0, 3]).astype(int)):
+            assert weight[y - y0, x - x0] > 0.5
 
 
 def test_eyelids_shut_the_eyes_the_spline_leaves_open():

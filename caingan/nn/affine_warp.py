@@ -14,6 +14,8 @@ triangle's affine map per pixel. Measured here: ~1.5 ms at 128² on one core.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
@@ -61,28 +63,41 @@ def _affines(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.ndarray:
     return m
 
 
-def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_size: int | None = None,
-              window: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """(N,2) source and target points (the 68 landmarks, optionally more) in size² crop pixels →
-    (R,R,2) float32 normalised source
-    coordinates for each target pixel (R = out_size or size). Points that are not finite in either
-    set are left out; the crop border stays fixed. `window` (y0, y1, x0, x1): only those rows
-    and columns of the grid, (y1−y0, x1−x0, 2) — the same values, computed for a part only."""
+@dataclass(frozen=True)
+class TargetMesh:
+    """The target side of a piecewise-affine warp: the triangulation of the target points (plus
+    the border anchors) rasterised at the grid's resolution. It depends on the target alone, so
+    one mesh serves every source moved onto the same points (`mesh_grid`): the K sources of a
+    frame pay for one rasterisation."""
+    dst_points: np.ndarray     # (N,2) as given, pixels of a size² crop
+    size: int
+    out_size: int
+    window: tuple[int, int, int, int] | None
+    keep: np.ndarray           # (N,) which points take part (finite)
+    tris: np.ndarray | None    # (T,3) into the kept points + BORDER; None: degenerate, no motion
+    index: np.ndarray          # (h,w) 1-based triangle of each grid pixel (0: none)
+    x: np.ndarray              # (h,w,2) the grid pixels' normalised coordinates
+
+
+def target_mesh(dst_points: np.ndarray, size: int, out_size: int | None = None,
+                window: tuple[int, int, int, int] | None = None,
+                keep: np.ndarray | None = None) -> TargetMesh:
+    """Triangulate and rasterise the target side of `warp_grid` (its arguments; `keep`: which
+    points take part, default the finite ones)."""
     r = int(out_size or size)
-    s = normalise(src_points, size)
     d = normalise(dst_points, size)
-    keep = np.isfinite(s).all(1) & np.isfinite(d).all(1)
-    s = np.concatenate([s[keep], BORDER])
+    keep = np.isfinite(d).all(1) if keep is None else np.asarray(keep, bool) & np.isfinite(d).all(1)
     d = np.concatenate([d[keep], BORDER])
     # Points far outside the crop would make huge triangles; clamp the target side only a little
     # beyond the border (the source side may lie anywhere).
     d = np.clip(d, -1.5, 1.5)
+    x = _window(identity_grid(r), window)
     try:
         tri = Delaunay(d)
     except Exception:  # noqa: BLE001 — degenerate input (e.g. all points equal): no motion
-        return _window(identity_grid(r), window)
+        return TargetMesh(np.asarray(dst_points), size, r, window, keep, None,
+                          np.zeros(x.shape[:2], np.int64), x)
     tris = tri.simplices
-    m = _affines(d, s, tris)
     # Rasterise the triangle index (1-based; 0 = no triangle) at the grid's resolution.
     index = np.zeros((r, r), np.uint16)
     pix = denormalise(d, r) * (1 << _SHIFT)
@@ -98,11 +113,37 @@ def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_siz
     edges = np.zeros((r, r), np.uint8)
     cv2.polylines(edges, list(corners[np.asarray(todo, int)]), True, 1, lineType=cv2.LINE_8,
                   shift=_SHIFT)
-    x = _window(identity_grid(r), window)
     index = _containing(x, d, tris, tri.neighbors, _window(index, window), _window(edges, window))
+    return TargetMesh(np.asarray(dst_points), size, r, window, keep, tris, index, x)
+
+
+def mesh_grid(mesh: TargetMesh, src_points: np.ndarray) -> np.ndarray:
+    """The grid of `warp_grid` for one source on a target mesh (the same values)."""
+    s = normalise(src_points, mesh.size)
+    if not np.isfinite(s[mesh.keep]).all():   # this source lacks points the mesh has: its own
+        keep = mesh.keep & np.isfinite(s).all(1)
+        return mesh_grid(target_mesh(mesh.dst_points, mesh.size, mesh.out_size, mesh.window, keep),
+                         src_points)
+    if mesh.tris is None:
+        return mesh.x.copy()
+    s = np.concatenate([s[mesh.keep], BORDER])
+    d = np.clip(np.concatenate([normalise(mesh.dst_points, mesh.size)[mesh.keep], BORDER]), -1.5, 1.5)
+    m = _affines(d, s, mesh.tris)
     mats = np.concatenate([np.eye(3, 2)[None], m]).astype(np.float32)  # index 0 → identity
-    c = mats[index]                                                      # (R,R,3,2)
+    c = mats[mesh.index]                                                 # (h,w,3,2)
+    x = mesh.x
     return (x[..., :1] * c[:, :, 0] + x[..., 1:] * c[:, :, 1] + c[:, :, 2]).astype(np.float32)
+
+
+def warp_grid(src_points: np.ndarray, dst_points: np.ndarray, size: int, out_size: int | None = None,
+              window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """(N,2) source and target points (the 68 landmarks, optionally more) in size² crop pixels →
+    (R,R,2) float32 normalised source
+    coordinates for each target pixel (R = out_size or size). Points that are not finite in either
+    set are left out; the crop border stays fixed. `window` (y0, y1, x0, x1): only those rows
+    and columns of the grid, (y1−y0, x1−x0, 2) — the same values, computed for a part only."""
+    keep = np.isfinite(normalise(src_points, size)).all(1)
+    return mesh_grid(target_mesh(dst_points, size, out_size, window, keep), src_points)
 
 
 def _containing(x: np.ndarray, d: np.ndarray, tris: np.ndarray, neighbors: np.ndarray,

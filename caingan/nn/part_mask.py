@@ -84,15 +84,23 @@ def has_points(indices: Sequence[int], *point_sets: np.ndarray) -> bool:
 
 IDENTITY_PARTS = ("right_eye", "left_eye", "right_brow", "left_brow")
 IDENTITY_GROW, IDENTITY_FEATHER = 0.3, 0.15
+# The whole face: the hull of the 68 points grown by a quarter of its width (the forehead above
+# the brows, a band past the jaw line), faded out over a tenth.
+FACE_GROW, FACE_FEATHER = 0.25, 0.1
 
 
-def identity_window(points: np.ndarray, size: int) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
-    """(weight (h,w) in [0,1] or None, (y0, y1, x0, x1)): 1 over the eyes, the brows and the nose
-    (each hull grown by 0.3 × its width), fading to 0, cut to its box (soft_region): the parts
-    that say most about who a face is, where the warp-guided model's `affine_parts` uses the
-    piecewise-affine field."""
-    parts = tuple(PARTS[n] for n in IDENTITY_PARTS) + (tuple(PARTS["nose_bridge"]) + tuple(PARTS["nose_lower"]),)
-    return soft_region(points, size, parts, IDENTITY_GROW, IDENTITY_FEATHER)
+def affine_window(region: str, points: np.ndarray, size: int
+                  ) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
+    """Where the warp-guided model's `affine_region` puts the piecewise-affine field:
+    (weight (h,w) in [0,1] or None, (y0, y1, x0, x1)), soft_region cut to its box. "identity":
+    the eyes, the brows and the nose (each hull grown by 0.3 × its width), the parts that say most
+    about who a face is; "face": the hull of all 68 points grown by FACE_GROW × its width."""
+    if region == "identity":
+        parts = tuple(PARTS[n] for n in IDENTITY_PARTS) + (tuple(PARTS["nose_bridge"]) + tuple(PARTS["nose_lower"]),)
+        return soft_region(points, size, parts, IDENTITY_GROW, IDENTITY_FEATHER)
+    if region == "face":
+        return soft_region(points, size, (tuple(range(68)),), FACE_GROW, FACE_FEATHER)
+    raise ValueError(f"no affine window {region!r}")
 
 
 def eye_scale(src: np.ndarray, dst: np.ndarray) -> float:

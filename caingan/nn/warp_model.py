@@ -38,13 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from caingan.config import ModelConfig
-from caingan.nn.affine_warp import warp_grid
+from caingan.nn.affine_warp import mesh_grid, target_mesh, warp_grid
 from caingan.nn import eyelids, mouth, tps
 from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3, inorm
 from caingan.nn.embedder import R_EPS, channel_fn
 from caingan.nn.generator import encoder
 from caingan.nn.mixing import mix_embeddings
-from caingan.nn.part_mask import (EYES_AND_MOUTH, MOUTH_INTERIOR, identity_window, mouth_disocclusion,
+from caingan.nn.part_mask import (EYES_AND_MOUTH, MOUTH_INTERIOR, affine_window, mouth_disocclusion,
                                   region_masks)
 from caingan.nn.part_refiner import PartRefiner, choose_sources
 
@@ -199,7 +199,7 @@ class WarpCainGAN(nn.Module):
         configured field (thin-plate spline or piecewise-affine; with `mouth_gap` bands and
         `eyelids`, the piecewise-affine field takes over the mouth / the eyes from the spline
         where the target opens the mouth wider / closes the eyes more than the source; with
-        `affine_parts` it always holds the eyes, brows and nose)."""
+        `affine_region` it always holds the eyes, brows and nose / the whole face)."""
         b, k = source_points.shape[:2]
         s = self.cfg.image_size
         sp = source_points.detach().cpu().double().numpy()
@@ -212,39 +212,51 @@ class WarpCainGAN(nn.Module):
                                for j in range(k)] for i in range(b)]).reshape(b, k)
         lid_amt = np.array([[eyelids.close_amount(sp[i, j], tp[i]) if lids else 0.0
                              for j in range(k)] for i in range(b)]).reshape(b, k)
-        # `affine_parts`: the eyes, brows and nose always take the piecewise-affine field.
-        parts_amt = np.full((b, k), float(self.cfg.affine_parts))
+        # `affine_region`: the piecewise-affine field always holds the eyes, brows and nose / the face.
+        region = self.cfg.affine_region
+        region_amt = np.full((b, k), float(region != "none"))
+        extras = (mouth_amt > 0) | (lid_amt > 0)
+        strip = eyelids.MIN_OPEN * size / s
+        dst = [eyelids.apart(tp[i], strip) if lids else tp[i] for i in range(b)]
 
         def affine_points(i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-            strip = eyelids.MIN_OPEN * size / s
-            dst = eyelids.apart(tp[i], strip) if lids else tp[i]
-            points = mouth.with_bands(sp[i, j], dst) if mouth_amt[i, j] > 0 else (sp[i, j], dst)
+            points = mouth.with_bands(sp[i, j], dst[i]) if mouth_amt[i, j] > 0 else (sp[i, j], dst[i])
             return eyelids.with_lids(*points, strip) if lid_amt[i, j] > 0 else points
 
+        meshes: dict[tuple, object] = {}
+
+        def affine_grid(i: int, j: int, window=None) -> np.ndarray:
+            """Source j's piecewise-affine grid onto target i; a source without extra points
+            (bands, lids) shares target i's rasterised mesh with the others."""
+            if extras[i, j]:
+                return warp_grid(*affine_points(i, j), size, s, window=window)
+            if (i, window) not in meshes:
+                meshes[i, window] = target_mesh(dst[i], size, s, window)
+            return mesh_grid(meshes[i, window], sp[i, j])
+
         if self.cfg.warp_field == "affine":
-            g = np.stack([np.stack([warp_grid(*affine_points(i, j), size, s) for j in range(k)])
-                          for i in range(b)])
+            g = np.stack([np.stack([affine_grid(i, j) for j in range(k)]) for i in range(b)])
             g = torch.from_numpy(g).to(source_points.device)
         else:
             src = tps.normalise_points(source_points.float(), size).flatten(0, 1)
-            dst = tps.normalise_points(target_points.float(), size)
-            dst = dst.unsqueeze(1).expand(b, k, *dst.shape[1:]).flatten(0, 1)
-            g = tps.tps_grid(src, dst, self.lattice, s).unflatten(0, (b, k))
+            dst_t = tps.normalise_points(target_points.float(), size)
+            dst_t = dst_t.unsqueeze(1).expand(b, k, *dst_t.shape[1:]).flatten(0, 1)
+            g = tps.tps_grid(src, dst_t, self.lattice, s).unflatten(0, (b, k))
             windows: dict[tuple[str, int], tuple] = {}
-            for i, j in zip(*np.nonzero(mouth_amt + lid_amt + parts_amt)):
-                points = affine_points(i, j)
-                for part, amt, window in (("identity", parts_amt, identity_window),
+            for i, j in zip(*np.nonzero(mouth_amt + lid_amt + region_amt)):
+                for part, amt, window in (("region", region_amt, lambda p, n: affine_window(region, p, n)),
                                           ("mouth", mouth_amt, mouth.mouth_window),
                                           ("eyes", lid_amt, eyelids.eye_window)):
                     if amt[i, j] <= 0:
                         continue
                     if (part, i) not in windows:
                         windows[part, i] = window(tp[i] * (s / size), s)
-                    w, (y0, y1, x0, x1) = windows[part, i]
+                    w, box = windows[part, i]
                     if w is None:
                         continue
                     # Only in the window the part's weight covers, faded in by the amount.
-                    ga = torch.from_numpy(warp_grid(*points, size, s, window=(y0, y1, x0, x1)))
+                    y0, y1, x0, x1 = box
+                    ga = torch.from_numpy(affine_grid(i, j, box))
                     w = torch.from_numpy(w * amt[i, j]).to(g.device, g.dtype)[..., None]
                     g[i, j, y0:y1, x0:x1] = (w * ga.to(g.device, g.dtype)
                                              + (1 - w) * g[i, j, y0:y1, x0:x1])
