@@ -97,7 +97,6 @@ def test_default_model_opens_the_mouth_and_shuts_the_eyes_on_the_sample_face():
 
     def render(params: EditParams, **fields):
         """The shipped model, or the same weights with config fields changed."""
-
         model = load_model(DEFAULT_WEIGHTS, "cpu")
         model.cfg = dataclasses.replace(model.cfg, **fields)
         r = Reenactor(model, "cpu", copy=False)

@@ -224,12 +224,16 @@ class WarpCainGAN(nn.Module):
             return eyelids.with_lids(*points, strip) if lid_amt[i, j] > 0 else points
 
         meshes: dict[tuple, object] = {}
+        own: dict[tuple[int, int], np.ndarray] = {}
 
         def affine_grid(i: int, j: int, window=None) -> np.ndarray:
-            """Source j's piecewise-affine grid onto target i; a source without extra points
-            (bands, lids) shares target i's rasterised mesh with the others."""
+            """Source j's piecewise-affine grid onto target i (cut to `window`); a source without
+            extra points (bands, lids) shares target i's rasterised mesh with the others, one
+            with them gets its own whole grid, once for all its windows."""
             if extras[i, j]:
-                return warp_grid(*affine_points(i, j), size, s, window=window)
+                if (i, j) not in own:
+                    own[i, j] = warp_grid(*affine_points(i, j), size, s)
+                return own[i, j] if window is None else own[i, j][window[0]:window[1], window[2]:window[3]]
             if (i, window) not in meshes:
                 meshes[i, window] = target_mesh(dst[i], size, s, window)
             return mesh_grid(meshes[i, window], sp[i, j])
