@@ -224,16 +224,13 @@ class WarpCainGAN(nn.Module):
             return eyelids.with_lids(*points, strip) if lid_amt[i, j] > 0 else points
 
         meshes: dict[tuple, object] = {}
-        own: dict[tuple[int, int], np.ndarray] = {}
 
-        def affine_grid(i: int, j: int, window=None) -> np.ndarray:
-            """Source j's piecewise-affine grid onto target i (cut to `window`); a source without
-            extra points (bands, lids) shares target i's rasterised mesh with the others, one
-            with them gets its own whole grid, once for all its windows."""
-            if extras[i, j]:
-                if (i, j) not in own:
-                    own[i, j] = warp_grid(*affine_points(i, j), size, s)
-                return own[i, j] if window is None else own[i, j][window[0]:window[1], window[2]:window[3]]
+        def affine_grid(i: int, j: int, window=None, plain: bool = False) -> np.ndarray:
+            """Source j's piecewise-affine grid onto target i (cut to `window`). Without extra
+            points (no bands or lids, or `plain`) it is read off target i's rasterised mesh,
+            which all the frame's sources share; with them the source gets its own."""
+            if extras[i, j] and not plain:
+                return warp_grid(*affine_points(i, j), size, s, window=window)
             if (i, window) not in meshes:
                 meshes[i, window] = target_mesh(dst[i], size, s, window)
             return mesh_grid(meshes[i, window], sp[i, j])
@@ -260,7 +257,9 @@ class WarpCainGAN(nn.Module):
                         continue
                     # Only in the window the part's weight covers, faded in by the amount.
                     y0, y1, x0, x1 = box
-                    ga = torch.from_numpy(affine_grid(i, j, box))
+                    # The region takes the shared mesh; the mouth's bands and the lids come on top
+                    # in their own windows, as they do on the spline.
+                    ga = torch.from_numpy(affine_grid(i, j, box, plain=part == "region"))
                     w = torch.from_numpy(w * amt[i, j]).to(g.device, g.dtype)[..., None]
                     g[i, j, y0:y1, x0:x1] = (w * ga.to(g.device, g.dtype)
                                              + (1 - w) * g[i, j, y0:y1, x0:x1])
