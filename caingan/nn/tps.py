@@ -49,27 +49,37 @@ def tps_grid(src: torch.Tensor, dst: torch.Tensor, res: int, out_res: int | None
     in the source (backward map, for F.grid_sample). The spline is evaluated on a res² lattice
     and resized bilinearly to out_res (it is smooth, so a coarse lattice is nearly exact; the
     lattice spans the output's outer pixel centres, so the border stays exact)."""
-    b, dtype, device = src.shape[0], torch.float32, src.device
+    return tps_grids(src.unsqueeze(1), dst, res, out_res, regularisation)[:, 0]
+
+
+def tps_grids(src: torch.Tensor, dst: torch.Tensor, res: int, out_res: int | None = None,
+              regularisation: float = 1e-3) -> torch.Tensor:
+    """`tps_grid` for K sources moved onto one target: src (B,K,N,2), dst (B,N,2) → (B,K,R,R,2).
+    The spline's system and its kernel on the lattice depend on the target's points only, so
+    they are built and factorised once per target and solved for the K sources together."""
+    b, kk, dtype, device = src.shape[0], src.shape[1], torch.float32, src.device
     src, dst = src.float(), dst.float()
     anchors = border_anchors(device=device).expand(b, -1, -1)
     c = torch.cat([dst, anchors], 1)        # control points in target space
-    v = torch.cat([src, anchors], 1)        # their values: source positions
+    v = torch.cat([src, anchors.unsqueeze(1).expand(b, kk, -1, -1)], 2)   # their values (B,K,n,2)
     n = c.shape[1]
     k = _kernel(c, c) + regularisation * torch.eye(n, device=device, dtype=dtype)
     p = torch.cat([torch.ones(b, n, 1, device=device, dtype=dtype), c], 2)
     top = torch.cat([k, p], 2)
     bottom = torch.cat([p.transpose(1, 2), torch.zeros(b, 3, 3, device=device, dtype=dtype)], 2)
     lhs = torch.cat([top, bottom], 1)
-    rhs = torch.cat([v, torch.zeros(b, 3, 2, device=device, dtype=dtype)], 1)
-    coef = torch.linalg.solve(lhs, rhs)     # (B,N+3,2)
+    rhs = torch.cat([v.permute(0, 2, 1, 3).reshape(b, n, kk * 2),
+                     torch.zeros(b, 3, kk * 2, device=device, dtype=dtype)], 1)
+    coef = torch.linalg.solve(lhs, rhs)     # (B,n+3,K·2)
     out = int(out_res or res)
     x = base_grid(res, device, dtype, span=out).reshape(1, res * res, 2).expand(b, -1, -1)
     u = _kernel(x, c)
     px = torch.cat([torch.ones(b, res * res, 1, device=device, dtype=dtype), x], 2)
-    g = (u @ coef[:, :n] + px @ coef[:, n:]).reshape(b, res, res, 2)
+    g = (u @ coef[:, :n] + px @ coef[:, n:]).reshape(b, res, res, kk, 2).permute(0, 3, 1, 2, 4)
     if out != res:
-        g = F.interpolate(g.permute(0, 3, 1, 2), size=(out, out), mode="bilinear",
-                          align_corners=True).permute(0, 2, 3, 1)
+        g = F.interpolate(g.reshape(b * kk, res, res, 2).permute(0, 3, 1, 2), size=(out, out),
+                          mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+        g = g.reshape(b, kk, out, out, 2)
     return g
 
 

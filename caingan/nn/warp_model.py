@@ -239,10 +239,8 @@ class WarpCainGAN(nn.Module):
             g = np.stack([np.stack([affine_grid(i, j) for j in range(k)]) for i in range(b)])
             g = torch.from_numpy(g).to(source_points.device)
         else:
-            src = tps.normalise_points(source_points.float(), size).flatten(0, 1)
-            dst_t = tps.normalise_points(target_points.float(), size)
-            dst_t = dst_t.unsqueeze(1).expand(b, k, *dst_t.shape[1:]).flatten(0, 1)
-            g = tps.tps_grid(src, dst_t, self.lattice, s).unflatten(0, (b, k))
+            g = tps.tps_grids(tps.normalise_points(source_points.float(), size),
+                              tps.normalise_points(target_points.float(), size), self.lattice, s)
             windows: dict[tuple[str, int], tuple] = {}
             for i, j in zip(*np.nonzero(mouth_amt + lid_amt + region_amt)):
                 for part, amt, window in (("region", region_amt, lambda p, n: affine_window(region, p, n)),
