@@ -8,8 +8,10 @@ resolution of the same crop.
 
 A grid holds, for each target pixel, where to read in the source: backward mapping. It is built
 by Delaunay-triangulating the target points plus fixed anchors on the crop border (the border does
-not move), rasterising the triangle index once at the grid's resolution, and applying each
-triangle's affine map per pixel. Measured here: ~1.5 ms at 128² on one core.
+not move) and rasterising the triangle index once at the grid's resolution (`target_mesh`); each
+pixel then reads the barycentric mix of its triangle's source corners, one sparse product per
+source (`mesh_grid`), so the K sources moved onto one target share the rasterisation. Measured
+here: ~4 ms for a 128² mesh, 0.2–0.4 ms per source on it.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from caingan.config import ModelConfig
-from caingan.nn.affine_warp import mesh_grid, target_mesh, warp_grid
+from caingan.nn.affine_warp import TargetMesh, mesh_grid, target_mesh, warp_grid
 from caingan.nn import eyelids, mouth, tps
 from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3, inorm
 from caingan.nn.embedder import R_EPS, channel_fn
@@ -223,7 +223,7 @@ class WarpCainGAN(nn.Module):
             points = mouth.with_bands(sp[i, j], dst[i]) if mouth_amt[i, j] > 0 else (sp[i, j], dst[i])
             return eyelids.with_lids(*points, strip) if lid_amt[i, j] > 0 else points
 
-        meshes: dict[tuple, object] = {}
+        meshes: dict[tuple, TargetMesh] = {}
 
         def affine_grid(i: int, j: int, window=None, plain: bool = False) -> np.ndarray:
             """Source j's piecewise-affine grid onto target i (cut to `window`). Without extra
