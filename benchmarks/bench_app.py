@@ -297,6 +297,14 @@ def main(argv=None) -> int:
     images, images_desc = source_images(8)
     results = {}
     rec = Recorder(w)
+    # How many sources each render warps and embeds (the pose prior skips far ones:
+    # caingan.nn.warp_model.sources_in_use), read off the worker's embedder.
+    from caingan.nn import warp_model
+    prune_logit = warp_model.PRUNE_LOGIT
+    embedded: list[int] = []
+    model = getattr(getattr(w.preview, "_reenactor", None), "model", None)
+    if hasattr(model, "embedder") and hasattr(model.embedder, "body"):
+        model.embedder.body.register_forward_hook(lambda m, i, o: embedded.append(int(i[0].shape[0])))
     for k in (1, 8):
         for img in images[len(w.sources):k]:
             w.add_image(img)
@@ -306,14 +314,25 @@ def main(argv=None) -> int:
             return 1
         spin(app, 30, until=lambda: w.last_result is not None
              and len(w.last_result.source_ids) == k and w.last_result.request_id == w._request_id)
-        for hogs, drag in itertools.product((0, args.hogs) if args.hogs else (0,), DRAGS):
+        cases = list(itertools.product((0, args.hogs) if args.hogs else (0,), DRAGS, (False,)))
+        if k > 1:   # and with the pose prior's skipping of far sources turned off
+            cases += [(0, drag, True) for drag in DRAGS]
+        for hogs, drag, every in cases:
             point, down = DRAGS[drag]
             w.doc.reset()                     # each case starts from the photo's own landmarks
-            with cpu_hogs(hogs):
-                settle_threads(app, w, 1.0 if args.quick else 4.0)
-                results[k, hogs, drag] = r = measure(app, w, rec, args.samples, args.drag_seconds,
-                                                     point, down)
-            print(f"K={k}, {hogs} busy process{'es' * (hogs != 1)}, drag {drag}: {r['threads']} threads; "
+            warp_model.PRUNE_LOGIT = float("inf") if every else prune_logit
+            embedded.clear()
+            try:
+                with cpu_hogs(hogs):
+                    settle_threads(app, w, 1.0 if args.quick else 4.0)
+                    embedded.clear()
+                    r = measure(app, w, rec, args.samples, args.drag_seconds, point, down)
+            finally:
+                warp_model.PRUNE_LOGIT = prune_logit
+            r["rendered"] = float(np.median(embedded)) if embedded else float("nan")
+            results[k, hogs, drag, every] = r
+            print(f"K={k}{' (every source)' * every}, {hogs} busy process{'es' * (hogs != 1)}, drag {drag}: "
+                  f"{r['threads']} threads; sources rendered {r['rendered']:.0f}; "
                   f"drag→preview median {r['latency_median']:.0f} ms (p90 "
                   f"{r['latency_p90']:.0f}); continuous drag {r['drag_fps']:.1f} previews/s, "
                   f"shown lag median {r['drag_lag_median']:.0f} ms; longest GUI block: drag "
@@ -328,12 +347,13 @@ def main(argv=None) -> int:
         return "✅" if v <= t else "❌"
 
     rows = "\n".join(
-        f"| {k} | {drag} | {'+' + str(h) + ' busy' if h else 'none'} | {r['threads']} "
+        f"| {k}{' (every source)' * every} | {drag} | {'+' + str(h) + ' busy' if h else 'none'} "
+        f"| {r['rendered']:.0f} | {r['threads']} "
         f"| {r['latency_median']:.0f} ({ok(r['latency_median'], TARGETS[k])} ≤{TARGETS[k]:.0f}) "
         f"| {r['latency_p90']:.0f} | {r['drag_fps']:.1f} | {r['drag_lag_median']:.0f} "
         f"| {r['gap_drag_max']:.1f} / {r['gap_drag_p99']:.1f} "
         f"| {r['gap_model_max']:.1f} ({ok(r['gap_model_max'], BLOCK_TARGET_MS)} ≤16) |"
-        for (k, h, drag), r in results.items())
+        for (k, h, drag, every), r in results.items())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = f"""## Editor latency
 
@@ -345,8 +365,8 @@ on the landmark view; {args.samples} sequential samples and {args.drag_seconds:.
 Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average
 {load:.1f} at the end (other jobs share these cores). Run {dt.datetime.now():%Y-%m-%d %H:%M}.
 
-| K | dragged landmark | background load | model threads | drag→preview median ms (target) | p90 ms | continuous drag: previews/s | shown lag median ms | longest GUI block while dragging, max / p99 ms | longest GUI block from model work alone, ms (target) |
-|---|---|---|---|---|---|---|---|---|---|
+| K | dragged landmark | background load | sources rendered | model threads | drag→preview median ms (target) | p90 ms | continuous drag: previews/s | shown lag median ms | longest GUI block while dragging, max / p99 ms | longest GUI block from model work alone, ms (target) |
+|---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 *drag→preview*: from one mouse-move event on a landmark to the preview pane repainted with the
@@ -358,6 +378,11 @@ mailbox), so previews/s is the model's speed and stale targets are skipped, not 
 *GUI block*: longest gap of a 2 ms GUI-thread heartbeat timer; "while dragging" includes the
 GUI's own work per mouse move (edit maths, landmark drawing, view update, preview paint);
 "model work alone" posts targets straight to the worker at 60 Hz with the GUI otherwise idle.
+*Sources rendered*: how many of the K sources each render warped and embedded (median): at
+inference the pose prior skips a source whose pose puts it far below the closest one
+(`caingan.nn.warp_model.sources_in_use`; its weight would be below 3e-10). These stills are
+different photos, so most are skipped; "(every source)" turns the skipping off: the cost of K
+sources in nearly the same pose, as the frames of one video clip often are.
 *Background load*: "+1 busy" ran one extra CPU-spinning process throughout (on top of whatever
 else the machine was doing, see the load average).
 """

@@ -262,8 +262,8 @@ Batch export (`caingan.pipeline.export.export_frames`, PNG only, batch 8, {args.
 | landmark sequence | 8 | {rates[('landmarks', 8)]:.2f} |
 | driving video (decode + track + retarget) | 1 | {rates[('video', 1)]:.2f} |
 
-The targeted embedder runs once per (target, source) pair, so K=8 costs about 8 embedder passes per
-frame; the warp-guided model's generator runs only for the frames it can change (`gen_region`).
+The targeted embedder runs once per (target, source) pair it renders, so K=8 costs up to 8 embedder
+passes per frame (sources whose pose is far from a target's are skipped: `sources_in_use`); the warp-guided model's generator runs only for the frames it can change (`gen_region`).
 """
     replace_section(Path(args.out), SECTION, text)
     print(f"wrote {SECTION!r} in {args.out}")

@@ -154,7 +154,12 @@ def test_gradients_of_the_full_objective_reach_every_parameter():
     d_i.zero_grad()
     r, f = split(d_i(torch.cat([torch.cat([real, src[:, 0]], 1), torch.cat([fake.detach(), src[:, 0]], 1)])))
     hinge_d_loss(r, f).backward()
-    dead = [n for n, p in d_i.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # The output layer's bias is left out: at initialisation every output lies inside the hinge's
+    # margin on both sides, so its gradient is mean(−1) + mean(+1) = 0 up to float rounding (this
+    # check passed or failed with the thread count).
+    last = {f"discs.{i}.layers.{len(s.layers) - 1}.bias" for i, s in enumerate(d_i.discs)}
+    dead = [n for n, p in d_i.named_parameters()
+            if n not in last and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not dead, dead
 
 

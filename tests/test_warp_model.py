@@ -341,6 +341,69 @@ def test_a_confined_generator_runs_only_for_frames_that_need_it():
     assert calls == [2] and out.valid.min() < 1 and out.mask.min() < 0.5
 
 
+def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_render(monkeypatch):
+    """With the pose prior, a source whose pose puts it far below the closest one (a prior
+    log-weight gap over PRUNE_LOGIT) is not warped or embedded at inference, per target of a
+    batch; the images and weights are those of rendering every source."""
+    import caingan.nn.warp_model as wm
+
+    torch.manual_seed(0)
+    model = WarpCainGAN(tiny_warp(pose_prior=1000.0, mix_power=16.0, learned_flow=False)).eval()
+    src, slm, tlm, sp, tp = inputs(model.cfg, 3, 128)
+    sp = sp.clone()
+    sp[0, 0] = tp[0]                                             # in the first target's pose
+    sp[0, 1] = tp[0] + torch.randn(68, 2, generator=torch.Generator().manual_seed(2)) * 0.3
+    sp[0, 2] = (tp[0] - 64) * torch.tensor([1.3, 0.8]) + 64      # squashed: far from it
+    tps_ = torch.stack([tp[0], sp[0, 2]])                        # 2nd target: source 2's pose
+    tlms = torch.cat([tlm, landmark_images(((sp[0, 2] + 0.5) / 2 - 0.5).numpy()[None], 64)])
+    batch = (src.expand(2, -1, -1, -1, -1), slm.expand(2, -1, -1, -1, -1), tlms, sp.expand(2, -1, -1, -1), tps_)
+    embedded = []
+    model.embedder.body.register_forward_hook(lambda m, i, o: embedded.append(i[0].shape[0]))
+    with torch.no_grad():
+        out = model.render(*batch)
+        monkeypatch.setattr(wm, "PRUNE_LOGIT", float("inf"))
+        every = model.render(*batch)
+    assert embedded == [3, 6]       # target 1 skips source 2, target 2 sources 0 and 1
+    assert (out.weights[0, 2] == 0).all() and (out.weights[1, :2] == 0).all()
+    torch.testing.assert_close(out.weights, every.weights, atol=1e-6, rtol=0)
+    assert (out.image - every.image).abs().max() < 1e-5
+
+
+def test_reenactor_reuses_the_sources_work_until_the_sources_or_weights_change(tmp_path):
+    """The sources' own share of the work is computed once per set of sources; a new set, or a
+    personalization that changes the embedder, renders what a fresh model would."""
+    from caingan.pipeline.personalize import Personalization
+
+    torch.manual_seed(0)
+    cfg = tiny_warp(pose_prior=1000.0, mix_power=16.0)
+    path = save_model(tmp_path / "w.safetensors", WarpCainGAN(cfg), cfg, {})
+    r = Reenactor.from_checkpoint(path, device="cpu")
+    imgs, pts = [textured(128, i) for i in range(3)], [face_points(128, i) for i in range(3)]
+    target = face_points(64, seed=7)
+    name = "embedder.down.0.conv1.weight"
+
+    def fresh(n: int, delta: torch.Tensor | None = None) -> np.ndarray:
+        model = load_model(path)
+        if delta is not None:
+            with torch.no_grad():
+                dict(model.named_parameters())[name].add_(delta)
+        f = Reenactor(model, device="cpu", copy=False)
+        f.set_sources(imgs[:n], pts[:n])
+        return f.generate(target).image
+
+    r.set_sources(imgs[:2], pts[:2])
+    assert np.array_equal(r.generate(target).image, fresh(2))
+    r.set_sources(imgs, pts)
+    first = r.generate(target).image
+    assert np.array_equal(first, fresh(3))
+    delta = (torch.randn_like(dict(r.model.named_parameters())[name]) * 0.5).half()
+    r.set_personalization(Personalization("k", r.model_id, {name: delta}))
+    tuned = r.generate(target).image
+    assert np.array_equal(tuned, fresh(3, delta.float())) and not np.array_equal(tuned, first)
+    r.set_personalization(None)
+    assert np.array_equal(r.generate(target).image, first)
+
+
 def test_without_the_learned_flow_the_flow_head_changes_nothing():
     torch.manual_seed(0)
     model = WarpCainGAN(tiny_warp(learned_flow=False)).eval()

@@ -15,13 +15,17 @@ def mix_embeddings(e: torch.Tensor, r: torch.Tensor | None, use_responsibility: 
     if e.dim() != 5:
         raise ValueError(f"e must be (B,K,C,h,w), got {tuple(e.shape)}")
     b, k, _, h, w = e.shape
-    if use_responsibility:
-        if r is None or r.shape != (b, k, 1, h, w):
-            raise ValueError(f"r must be (B,K,1,h,w) = {(b, k, 1, h, w)}, got "
-                             f"{None if r is None else tuple(r.shape)}")
-        rf = r.float()
-        weights = rf / rf.sum(dim=1, keepdim=True)
-    else:
-        weights = e.new_full((b, k, 1, h, w), 1.0 / k, dtype=torch.float32)
+    if use_responsibility and (r is None or r.shape != (b, k, 1, h, w)):
+        raise ValueError(f"r must be (B,K,1,h,w) = {(b, k, 1, h, w)}, got "
+                         f"{None if r is None else tuple(r.shape)}")
+    weights = mix_weights(r if use_responsibility else None, (b, k, 1, h, w), e.device)
     mixed = (e.float() * weights).sum(dim=1)
     return mixed.to(e.dtype), weights
+
+
+def mix_weights(r: torch.Tensor | None, shape: tuple, device=None) -> torch.Tensor:
+    """Paper eq. 1's weights r_i / Σ r_j (B,K,1,h,w) in float32; r None: uniform 1/K (eq. 7)."""
+    if r is None:
+        return torch.full(shape, 1.0 / shape[1], dtype=torch.float32, device=device)
+    rf = r.float()
+    return rf / rf.sum(dim=1, keepdim=True)

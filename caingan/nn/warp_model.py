@@ -10,7 +10,9 @@ plus the three things every sharp reenactment method has.
    E(w_i, x_i, L(x_i), L(x_t)) sees the warped source beside the original and returns e_i, r_i
    and Δ_i. Because every w_i is already in the target pose, r_i picks per region the source that
    shows it best (an open mouth, closed eyes); the same weights mix the warped pixels:
-   W = Σ r_i w_i / Σ r_i and e = Σ r_i e_i / Σ r_i.
+   W = Σ r_i w_i / Σ r_i and e = Σ r_i e_i / Σ r_i. At inference a source whose pose the prior
+   rules out is not rendered at all (`sources_in_use`), and the sources' own share of the
+   embedder is computed once per set of sources (`prepare_sources`).
 3. **A generator for what the warp cannot do.** A SPADE encoder–decoder (U-Net skips) on
    [L(x_t), W, validity] conditioned on e outputs a colour image G and a blend mask m:
    out = m·W + (1 − m)·G. The mask starts near 1 (the warp), so training begins at the warp
@@ -31,6 +33,7 @@ plus the three things every sharp reenactment method has.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,7 +46,7 @@ from caingan.nn import eyelids, mouth, tps
 from caingan.nn.blocks import ResBlock, ResBlockDown, ResBlockUp, SPADEResBlock, conv3, inorm
 from caingan.nn.embedder import R_EPS, channel_fn
 from caingan.nn.generator import encoder
-from caingan.nn.mixing import mix_embeddings
+from caingan.nn.mixing import mix_weights
 from caingan.nn.part_mask import (EYES_AND_MOUTH, MOUTH_INTERIOR, affine_window, mouth_disocclusion,
                                   region_masks)
 from caingan.nn.part_refiner import PartRefiner, choose_sources
@@ -53,6 +56,14 @@ MASK_INIT = 3.0  # sigmoid(3) ≈ 0.95: start as the warp
 GEN_GROW = 0.15  # gen_region "parts" / "mouth": the parts grown by 0.15 × their width
 SKIPPED_LOGIT = 30.0  # mask logit of an image the generator was not run for: sigmoid = 1 in fp32
 VALID_TOL = 1e-5  # validity this close to 1 is full coverage (responsibilities sum to 1 ± rounding)
+# At inference a source whose pose prior alone puts it this far (in log-weight) below the closest
+# source is not rendered (`sources_in_use`). The responsibilities' own log-weights (mix_power ·
+# log r) differ by at most 138 between two sources of the bundled model on the test and
+# validation frames at K = 8 (docs/benchmarks.md, "Skipped sources"), so a skipped source's
+# weight would have stayed below exp(138 − 160) ≈ 3e-10.
+PRUNE_LOGIT = 160.0
+WEIGHT_EPS = 1e-4  # a source with no weight above this gets no detail layer (≤ 0.03 grey levels)
+TARGET_CHANNELS = 7  # the embedder's input channels that depend on the target (w_i, validity_i, L(x_t))
 
 
 @dataclass
@@ -67,9 +78,26 @@ class WarpOutput:
     valid: torch.Tensor         # (B,1,S,S) mixed validity of the warp (0 outside every source)
 
 
+@dataclass
+class SourcePrep:
+    """What the model computes from the sources alone (`WarpCainGAN.prepare_sources`), flattened
+    (B'·K, …) with B' = 1 (shared by every target of a batch) or B: the sources at the network's
+    resolution and their share of the embedder's first convolutions."""
+    lo: torch.Tensor
+    conv: torch.Tensor
+    skip: torch.Tensor
+    k: int
+
+
 class WarpEmbedder(nn.Module):
-    """Targeted embedder over warped sources: 13 input channels (w_i, validity_i, L(x_t), x_i,
-    L(x_i)) → e_i (C, S/4), r_i > 0 (1, S/4), Δ_i (2, S/4)."""
+    """Targeted embedder over warped sources: 13 input channels (w_i, validity_i, L(x_t) — the
+    TARGET_CHANNELS that change with the target — then x_i, L(x_i)) → e_i (C, S/4), r_i > 0
+    (1, S/4), Δ_i (2, S/4).
+
+    The first block's input convolutions are linear in the input, so the sources' channels can
+    be convolved once per set of sources (`source_features`) and added to the target channels'
+    part for every target (`features`): the same numbers as `forward`, to float rounding. The
+    three heads are separate calls, so a caller asks only for what it uses."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -84,11 +112,37 @@ class WarpEmbedder(nn.Module):
         nn.init.zeros_(self.head_flow[-1].weight)
         nn.init.zeros_(self.head_flow[-1].bias)
 
+    def source_features(self, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,6,S,S) sources and their landmark images → their share of the first block's two
+        input convolutions, pooled: ((N,c1,S/2,S/2), (N,c1,S/2,S/2))."""
+        first = self.down[0]
+        t = TARGET_CHANNELS
+        conv = F.avg_pool2d(F.conv2d(xs, first.conv1.weight[:, t:], padding=1), 2)
+        skip = F.conv2d(F.avg_pool2d(xs, 2), first.skip.weight[:, t:])
+        return conv, skip
+
+    def features(self, xt: torch.Tensor, source: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """(N,7,S,S) target channels + `source_features` of the same N sources → the trunk's
+        features (N,c2,S/4,S/4)."""
+        first = self.down[0]
+        t = TARGET_CHANNELS
+        conv, skip = source
+        h = F.avg_pool2d(F.conv2d(xt, first.conv1.weight[:, :t], padding=1), 2) + conv
+        h = first.conv2(F.relu(first.norm2(h)))
+        h = h + F.conv2d(F.avg_pool2d(xt, 2), first.skip.weight[:, :t], first.skip.bias) + skip
+        return self.body(self.down[1](h))
+
+    def responsibility(self, h: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.head_r(h).float()) + R_EPS
+
+    def flow(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head_flow(h).float()) * MAX_FLOW
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.body(self.down(x))
-        r = F.softplus(self.head_r(h).float()) + R_EPS
-        flow = torch.tanh(self.head_flow(h).float()) * MAX_FLOW
-        return self.head_e(h), r, flow
+        """(N,13,S,S) → (e, r, Δ): every head at once."""
+        t = TARGET_CHANNELS
+        h = self.features(x[:, :t], self.source_features(x[:, t:]))
+        return self.head_e(h), self.responsibility(h), self.flow(h)
 
 
 class WarpGenerator(nn.Module):
@@ -194,27 +248,30 @@ class WarpCainGAN(nn.Module):
         self.refiner = PartRefiner(cfg.refiner_width) if cfg.part_refiner else None
         self.lattice = 32
 
-    def grids(self, source_points: torch.Tensor, target_points: torch.Tensor, size: int) -> torch.Tensor:
+    def grids(self, source_points: torch.Tensor, target_points: torch.Tensor, size: int,
+              use: np.ndarray | None = None) -> torch.Tensor:
         """(B,K,68,2), (B,68,2) pixel points of size² crops → grids (B,K,S,S,2) of the
         configured field (thin-plate spline or piecewise-affine; with `mouth_gap` bands and
         `eyelids`, the piecewise-affine field takes over the mouth / the eyes from the spline
         where the target opens the mouth wider / closes the eyes more than the source; with
-        `affine_region` it always holds the eyes, brows and nose / the whole face)."""
+        `affine_region` it always holds the eyes, brows and nose / the whole face). `use` (B,K)
+        bool: only those pairs' grids are needed (the others hold the spline's, or no motion)."""
         b, k = source_points.shape[:2]
         s = self.cfg.image_size
         sp = source_points.detach().cpu().double().numpy()
         tp = target_points.detach().cpu().double().numpy()
+        use = np.ones((b, k), bool) if use is None else np.asarray(use, bool)
         bands, lids = self.cfg.mouth_gap != "stretch", self.cfg.eyelids
         # Per pair, how far the target opens the mouth beyond that source and closes the eyes
         # beyond it (0: not at all); where it does, the piecewise-affine field with the mouth's
         # bands / the lids kept apart takes over that part from the spline.
-        mouth_amt = np.array([[mouth.band_amount(sp[i, j], tp[i]) if bands else 0.0
+        mouth_amt = np.array([[mouth.band_amount(sp[i, j], tp[i]) if bands and use[i, j] else 0.0
                                for j in range(k)] for i in range(b)]).reshape(b, k)
-        lid_amt = np.array([[eyelids.close_amount(sp[i, j], tp[i]) if lids else 0.0
+        lid_amt = np.array([[eyelids.close_amount(sp[i, j], tp[i]) if lids and use[i, j] else 0.0
                              for j in range(k)] for i in range(b)]).reshape(b, k)
         # `affine_region`: the piecewise-affine field always holds the eyes, brows and nose / the face.
         region = self.cfg.affine_region
-        region_amt = np.full((b, k), float(region != "none"))
+        region_amt = np.where(use, float(region != "none"), 0.0)
         extras = (mouth_amt > 0) | (lid_amt > 0)
         strip = eyelids.MIN_OPEN * size / s
         dst = [eyelids.apart(tp[i], strip) if lids else tp[i] for i in range(b)]
@@ -236,7 +293,9 @@ class WarpCainGAN(nn.Module):
             return mesh_grid(meshes[i, window], sp[i, j])
 
         if self.cfg.warp_field == "affine":
-            g = np.stack([np.stack([affine_grid(i, j) for j in range(k)]) for i in range(b)])
+            still = tps.base_grid(s).numpy()
+            g = np.stack([np.stack([affine_grid(i, j) if use[i, j] else still for j in range(k)])
+                          for i in range(b)])
             g = torch.from_numpy(g).to(source_points.device)
         else:
             g = tps.tps_grids(tps.normalise_points(source_points.float(), size),
@@ -287,10 +346,11 @@ class WarpCainGAN(nn.Module):
         allowed = region_masks((target_points + 0.5) * (s / hi) - 0.5, s, GEN_GROW, parts)
         return allowed * scale.to(allowed)[:, None, None, None]
 
-    def run_generator(self, x: torch.Tensor, e: torch.Tensor, w_mix: torch.Tensor,
+    def run_generator(self, x: torch.Tensor, embedding: Callable[[], torch.Tensor], w_mix: torch.Tensor,
                       v_mix: torch.Tensor, allowed: torch.Tensor | None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The generator's colour image and mask logit, (B,3,S,S) and (B,1,S,S). At inference
+        """The generator's colour image and mask logit, (B,3,S,S) and (B,1,S,S), conditioned on
+        `embedding()` (the mixed e, asked for only when the generator runs). At inference
         with a confined region it runs only for the images where its output can show: some
         pixel in the region, or one no source covers; the others get the warp and a mask of 1
         (the same image, to float rounding), so a frame that asks nothing of the generator
@@ -300,55 +360,95 @@ class WarpCainGAN(nn.Module):
         if allowed is not None and not self.training:
             need = (allowed.flatten(1).amax(1) > 0) | (v_mix.flatten(1).amin(1) < 1 - VALID_TOL)
         if bool(need.all()):
+            e = embedding()
             o = self.generator(x.to(e.dtype), e).float()
             return torch.tanh(o[:, :3]), o[:, 3:4]
         rgb = w_mix.float().clone()
         logit = torch.full_like(rgb[:, :1], SKIPPED_LOGIT)
         if bool(need.any()):
+            e = embedding()
             idx = need.nonzero().squeeze(1)
             o = self.generator(x[idx].to(e.dtype), e[idx]).float()
             rgb[idx], logit[idx] = torch.tanh(o[:, :3]), o[:, 3:4]
         return rgb, logit
 
+    def prepare_sources(self, sources: torch.Tensor, source_lms: torch.Tensor) -> SourcePrep:
+        """The work that depends on the sources alone, (B,K,3,H,W) and (B,K,3,S,S): done once
+        per set of sources at inference (caingan.pipeline.inference.Reenactor) and reused for
+        every target; B may be 1 for sources shared by a batch of targets."""
+        lo = area_down(sources.flatten(0, 1), self.cfg.image_size)
+        conv, skip = self.embedder.source_features(torch.cat([lo, source_lms.flatten(0, 1).to(lo.dtype)], 1))
+        return SourcePrep(lo, conv, skip, int(sources.shape[1]))
+
+    def sources_in_use(self, distance: torch.Tensor | None, b: int, k: int, device) -> torch.Tensor:
+        """(B,K) which sources are rendered for each target. At inference with the pose prior a
+        source whose prior alone puts it more than PRUNE_LOGIT below the closest source is
+        skipped (its weight, exp(−PRUNE_LOGIT) of the closest's at most the measured spread of
+        the responsibilities allows, is far below float32's resolution of 1); training renders
+        every source."""
+        use = torch.ones(b, k, dtype=torch.bool, device=device)
+        if self.training or distance is None:
+            return use
+        closest = distance.amin(1, keepdim=True)
+        gap = self.cfg.pose_prior * (distance - closest)
+        return (gap <= PRUNE_LOGIT) | ~torch.isfinite(closest)
+
     def render(self, sources: torch.Tensor, source_lms: torch.Tensor, target_lm: torch.Tensor,
                source_points: torch.Tensor, target_points: torch.Tensor,
-               grids: torch.Tensor | None = None) -> WarpOutput:
+               grids: torch.Tensor | None = None, prep: SourcePrep | None = None) -> WarpOutput:
         if sources.dim() != 5 or sources.shape[2] != 3:
             raise ValueError(f"sources must be (B,K,3,H,W), got {tuple(sources.shape)}")
         b, k, _, hi, _ = sources.shape
         s = self.cfg.image_size
+        prior = self.cfg.pose_prior
+        sharpened = self.cfg.responsibility and (self.cfg.mix_power != 1.0 or prior > 0)
+        distance = (pose_distance(source_points.float(), target_points.float())        # (B,K)
+                    if sharpened and prior > 0 and k > 1 else None)
+        use = self.sources_in_use(distance, b, k, sources.device)
         if grids is None:
-            grids = self.grids(source_points, target_points, hi)
-        src_hi = sources.flatten(0, 1)
-        src_lo = area_down(src_hi, s)
-        g = grids.flatten(0, 1)
+            grids = self.grids(source_points, target_points, hi, use.cpu().numpy())
+        if prep is None:
+            prep = self.prepare_sources(sources, source_lms)
+        # The (image, source) pairs rendered, flattened: pair p is source p % k of image p // k.
+        pairs = use.flatten().nonzero().squeeze(1)
+        bi, ki = pairs // k, pairs % k
+        rows = pairs if prep.lo.shape[0] == b * k else ki
+        g = grids[bi, ki]
+        src_lo = prep.lo[rows]
         warped, valid = tps.sample(src_lo, g)
-        tlm = target_lm.unsqueeze(1).expand(b, k, *target_lm.shape[1:]).flatten(0, 1)
-        x = torch.cat([warped, valid * 2 - 1, tlm, src_lo, source_lms.flatten(0, 1)], 1)
-        e, r, flow = self.embedder(x)
+        xt = torch.cat([warped, valid * 2 - 1, target_lm[bi].to(warped.dtype)], 1)
+        h = self.embedder.features(xt, (prep.conv[rows], prep.skip[rows]))
+        r = self.embedder.responsibility(h)                                     # (N,1,h,w)
         if self.cfg.learned_flow:
             # Refined warp: TPS + the learned correction, at the network resolution.
-            g = g + _up(flow, s).permute(0, 2, 3, 1).to(g.dtype)
+            g = g + _up(self.embedder.flow(h), s).permute(0, 2, 3, 1).to(g.dtype)
             warped, valid = tps.sample(src_lo, g)
-        e, r = e.unflatten(0, (b, k)), r.unflatten(0, (b, k))
-        prior = self.cfg.pose_prior
-        if self.cfg.responsibility and (self.cfg.mix_power != 1.0 or prior > 0):
+        if sharpened:
             # Sharpened eq. 1: r_i^p / Σ r_j^p, computed in log space (r > 0), times the pose
-            # prior exp(−pose_prior · d_i).
-            logits = self.cfg.mix_power * torch.log(r.float())
-            if prior > 0 and k > 1:
-                d = pose_distance(source_points.float(), target_points.float())       # (B,K)
-                logits = logits - prior * d[:, :, None, None, None]
+            # prior exp(−pose_prior · d_i); a source not rendered has weight 0.
+            logit = self.cfg.mix_power * torch.log(r)
+            if distance is not None:
+                logit = logit - prior * distance[bi, ki][:, None, None, None]
+            logits = logit.new_full((b, k, *logit.shape[1:]), float("-inf"))
+            logits[bi, ki] = logit
             weights = torch.softmax(logits, dim=1)
-            mixed_e = (e.float() * weights).sum(1).to(e.dtype)
-        else:
-            mixed_e, weights = mix_embeddings(e, r, self.cfg.responsibility)
-        a = _up(weights.flatten(0, 1), s).unflatten(0, (b, k))                # (B,K,1,S,S)
-        w_mix = (warped.unflatten(0, (b, k)).float() * a).sum(1)
-        v_mix = (valid.unflatten(0, (b, k)).float() * a).sum(1)
+        else:   # every source rendered (no prior)
+            weights = mix_weights(r.unflatten(0, (b, k)) if self.cfg.responsibility else None,
+                                  (b, k, *r.shape[1:]), r.device)
+
+        def mixed_embedding() -> torch.Tensor:
+            """e = Σ w_i e_i (only asked for when the generator runs)."""
+            e = self.embedder.head_e(h)
+            full = e.new_zeros((b, k, *e.shape[1:]))
+            full[bi, ki] = e
+            return (full.float() * weights).sum(1).to(e.dtype)
+
+        a = _up(weights[bi, ki], s)                                             # (N,1,S,S)
+        w_mix = warped.new_zeros((b, 3, s, s), dtype=torch.float32).index_add_(0, bi, warped.float() * a)
+        v_mix = w_mix.new_zeros((b, 1, s, s)).index_add_(0, bi, valid.float() * a)
         allowed = self.generator_region(source_points, target_points, weights, hi)
         rgb, logit = self.run_generator(torch.cat([target_lm.float(), w_mix, v_mix * 2 - 1], 1),
-                                        mixed_e, w_mix, v_mix, allowed)
+                                        mixed_embedding, w_mix, v_mix, allowed)
         m = torch.sigmoid(logit)
         if allowed is not None:
             m = 1 - allowed.to(m.dtype) * (1 - m)
@@ -356,9 +456,13 @@ class WarpCainGAN(nn.Module):
         lo = m * w_mix + (1 - m) * rgb
         image = lo
         if hi != s:
-            w_hi, _ = tps.sample(src_hi, tps.resize_grid(g, hi))
-            a_hi = _up(a.flatten(0, 1), hi).unflatten(0, (b, k))
-            w_hi = (w_hi.unflatten(0, (b, k)).float() * a_hi).sum(1)
+            # The detail layer from the sources that show anywhere (a weight below WEIGHT_EPS
+            # everywhere changes no pixel by a visible amount: at most WEIGHT_EPS of the range).
+            shows = weights[bi, ki].flatten(1).amax(1) > WEIGHT_EPS if not self.training else \
+                torch.ones_like(bi, dtype=torch.bool)
+            hb, hk = bi[shows], ki[shows]
+            w_hi, _ = tps.sample(sources[hb, hk], tps.resize_grid(g[shows], hi))
+            w_hi = w_mix.new_zeros((b, 3, hi, hi)).index_add_(0, hb, w_hi.float() * _up(a[shows], hi))
             detail = w_hi - _up(w_mix, hi)
             image = _up(lo, hi) + _up(m, hi) * detail
         if self.cfg.mouth_gap == "cavity":
@@ -369,8 +473,9 @@ class WarpCainGAN(nn.Module):
             image, _ = self.refiner(image.clamp(-1, 1), target_points, sources, source_points, choice)
         return WarpOutput(image.clamp(-1, 1), weights, lo, m, w_mix, rgb, logit, v_mix)
 
-    def forward(self, sources, source_lms, target_lm, source_points, target_points, full: bool = False):
+    def forward(self, sources, source_lms, target_lm, source_points, target_points, full: bool = False,
+                prep: SourcePrep | None = None):
         """→ (image, weights), or the whole WarpOutput with `full` (training's view; DDP calls
-        forward, not render)."""
-        out = self.render(sources, source_lms, target_lm, source_points, target_points)
+        forward, not render). `prep`: `prepare_sources` of these sources, kept from earlier."""
+        out = self.render(sources, source_lms, target_lm, source_points, target_points, prep=prep)
         return out if full else (out.image, out.weights)

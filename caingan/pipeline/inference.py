@@ -124,6 +124,7 @@ class Reenactor:
         self._sources: torch.Tensor | None = None
         self._source_lms: torch.Tensor | None = None
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._prep = None                               # warp model: its SourcePrep of the sources
         self._points: torch.Tensor | None = None       # warp model: (1,K,68,2) at output_size
         self._raw: tuple[list, list] | None = None      # the last sources as given
         self.personalization = None                     # the applied Personalization, if any
@@ -189,6 +190,7 @@ class Reenactor:
                    if n not in params or tuple(d.shape) != tuple(params[n].shape)]
             if bad:
                 raise PersonalizeError(f"personalization does not fit this model: {', '.join(bad[:4])}")
+        self._prep = None                               # made with the weights being replaced
         with torch.no_grad():
             for name, value in self._general.items():
                 params[name].copy_(value)
@@ -246,6 +248,7 @@ class Reenactor:
         self._sources = src.unsqueeze(0).to(self.device)
         self._source_lms = lms.unsqueeze(0).to(self.device)
         self._cached = None
+        self._prep = None
         if not self.config.targeted and not self.warp:
             with torch.inference_mode(), self._autocast():
                 self._cached = self.model.embed(self._sources, self._source_lms, None)
@@ -279,9 +282,11 @@ class Reenactor:
             if self.warp:
                 res = self.output_size
                 tgt = torch.from_numpy(rescale_points(pts, s, res)).to(self.device)
+                if self._prep is None:     # the sources' own work, once per set of sources
+                    self._prep = self.model.prepare_sources(self._sources, self._source_lms)
                 image, weights = self.model(
                     self._sources.expand(b, k, 3, res, res), self._source_lms.expand(b, k, 3, s, s),
-                    target_lm, self._points.expand(b, k, 68, 2), tgt)
+                    target_lm, self._points.expand(b, k, 68, 2), tgt, prep=self._prep)
             else:
                 if self._cached is not None:
                     e, r = self._cached
