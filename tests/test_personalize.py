@@ -285,3 +285,32 @@ def test_export_personalize_trains_once_then_reuses(warp_weights, paper_weights,
     assert code == 2 and "warp-guided" in err
     code = cli_main([str(a) for a in common + args + ["--out", tmp_path / "e", "--personalize", "0"]])
     assert code == 2
+
+
+def test_personalize_with_flow_turns_the_learned_flow_on_only_while_applied(tmp_path):
+    """`flow`: the personalized weights render with the learned flow correction on (the general
+    model ships with it off); removing the personalization turns it off again, and a
+    personalization asking to change any other model setting is refused."""
+    import dataclasses
+
+    from caingan.pipeline.personalize import Personalization
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_warp(), learned_flow=False)
+    r = Reenactor.from_checkpoint(save_model(tmp_path / "w", build_network(cfg), cfg), device="cpu")
+    imgs, pts = faces(3)
+    general = render(r, imgs, pts)
+    p = personalize(r.model, imgs, pts, PersonalizeConfig(steps=3, tune="flow", flow=True, check_every=0, lr=1e-2),
+                    base_id=r.model_id)
+    assert p.model_config == {"learned_flow": True}
+    assert set(p.deltas) == set(tuned_names(r.model, "flow"))
+    r.set_personalization(p)
+    assert r.model.cfg.learned_flow and not r.config.learned_flow
+    assert not np.array_equal(render(r, imgs, pts), general)
+    r.set_personalization(None)
+    assert not r.model.cfg.learned_flow
+    assert np.array_equal(render(r, imgs, pts), general)
+    other = Personalization(p.key, p.base_id, {}, {"model_config": {"mouth_gap": "stretch"}})
+    with pytest.raises(PersonalizeError, match="mouth_gap"):
+        r.set_personalization(other)
+    assert r.personalization is None and np.array_equal(render(r, imgs, pts), general)

@@ -11,6 +11,7 @@ thread at a time (the app's preview worker owns its own instance).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from copy import deepcopy as copy_module
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +181,7 @@ class Reenactor:
         """Apply a caingan.pipeline.personalize.Personalization (its parameter changes) in
         place, or None to go back to the general model. One made for other weights is refused
         and the current state is kept."""
-        from caingan.pipeline.personalize import PersonalizeError
+        from caingan.pipeline.personalize import MODEL_OVERRIDES, PersonalizeError
         params = dict(self.model.named_parameters())
         if personalization is not None:
             if personalization.base_id != self.model_id:
@@ -188,9 +189,11 @@ class Reenactor:
                                        f"({personalization.base_id[:12]}…, these are {self.model_id[:12]}…)")
             bad = [n for n, d in personalization.deltas.items()
                    if n not in params or tuple(d.shape) != tuple(params[n].shape)]
+            bad += [f"setting {n}" for n in personalization.model_config if n not in MODEL_OVERRIDES]
             if bad:
                 raise PersonalizeError(f"personalization does not fit this model: {', '.join(bad[:4])}")
         self._prep = None                               # made with the weights being replaced
+        self.model.cfg = self.config                    # the general model's settings
         with torch.no_grad():
             for name, value in self._general.items():
                 params[name].copy_(value)
@@ -201,6 +204,8 @@ class Reenactor:
             for name, delta in personalization.deltas.items():
                 self._general[name] = params[name].detach().clone()
                 params[name].add_(delta.to(params[name].device, params[name].dtype))
+        if personalization.model_config:
+            self.model.cfg = dataclasses.replace(self.config, **personalization.model_config)
         self.personalization = personalization
 
     @property

@@ -19,6 +19,7 @@ content (`sources_key`). Reenactor.set_personalization applies or removes it in 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import time
@@ -37,7 +38,8 @@ from caingan.nn.part_mask import region_mask
 from caingan.nn.checkpoint import state_digest
 
 KIND = "caingan-personalization"
-TUNE_MODES = ("all", "generator", "tail", "embedder", "refiner")
+MODEL_OVERRIDES = ("learned_flow",)   # model settings a personalization may change
+TUNE_MODES = ("all", "generator", "tail", "embedder", "refiner", "flow")
 DEFAULT_STEPS = 75
 MAX_SOURCES = 16
 
@@ -51,7 +53,11 @@ class PersonalizeConfig:
     # Defaults measured on the held-out validation groups: docs/ablations/PERSONALIZE.md.
     steps: int = DEFAULT_STEPS
     # all | generator | tail (its last two blocks) | embedder | refiner (the mouth and eye networks)
+    # | flow (the embedder's flow head: the learned correction of the landmark warp)
     tune: str = "generator"
+    # Switch the learned flow correction on for the personalized weights (the general model ships
+    # with it off: `ModelConfig.learned_flow`); the Personalization carries that setting.
+    flow: bool = False
     lr: float = 1e-4               # 1e-3 blurred faces on photo collections (PERSONALIZE.md)
     batch: int = 2                 # examples per step
     context: int = 4               # at most this many other sources per example
@@ -79,6 +85,8 @@ class PersonalizeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise PersonalizeError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if not isinstance(self.flow, bool):
+            raise PersonalizeError(f"flow must be true or false, got {self.flow!r}")
         if not (isinstance(self.move, (int, float)) and 0 <= self.move <= 1):
             raise PersonalizeError(f"move must be in [0, 1], got {self.move!r}")
         for name in ("region_weight", "lambda_id"):
@@ -99,9 +107,14 @@ class Personalization:
         return str(self.meta.get("tune", ""))
 
     @property
+    def model_config(self) -> dict:
+        """The model settings it renders with instead of the general model's (MODEL_OVERRIDES)."""
+        return dict(self.meta.get("model_config") or {})
+
+    @property
     def changes_nothing(self) -> bool:
         """The held-out check kept the general weights (fine-tuning did not help)."""
-        return not self.deltas
+        return not self.deltas and not self.model_config
 
     def summary(self) -> str:
         """One line for people: what was done and what the held-out photos said."""
@@ -170,6 +183,11 @@ def tuned_names(model: torch.nn.Module, tune: str) -> list[str]:
         if not chosen:
             raise PersonalizeError(f"this model has no {tune} to tune (its config has "
                                    f"part_refiner off); choose another tune mode")
+        return chosen
+    if tune == "flow":
+        chosen = [n for n in names if n.startswith("embedder.head_flow.")]
+        if not chosen:
+            raise PersonalizeError("this model has no learned flow to tune")
         return chosen
     if tune == "tail":
         gen = getattr(model, "generator", None)
@@ -346,6 +364,8 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
     base_id = base_id or model_id(model)
     t0 = time.perf_counter()
     net = copy.deepcopy(model).to(device)
+    general_cfg = net.cfg
+    overrides = {"learned_flow": True} if cfg.flow else {}
     names = set(tuned_names(net, cfg.tune))
     params = []
     for n, p in net.named_parameters():
@@ -364,8 +384,9 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
     face_id, note = _face_descriptor(cfg, device)
     held_batch = (data.batch(len(held), 0, net_side, device,
                              picks=[(h, data.pool[:cfg.context]) for h in held]) if held else None)
-    best = (_held_loss(net, held_batch, cfg, face_id), 0, None) if held else None
+    best = (_held_loss(net, held_batch, cfg, face_id), 0, None) if held else None   # as shipped
     general_loss = best[0] if best else None
+    net.cfg = dataclasses.replace(general_cfg, **overrides)
     losses: list[float] = []
     for step in range(1, cfg.steps + 1):
         if should_stop is not None and should_stop():
@@ -390,13 +411,16 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
     tuned = dict(net.named_parameters())
     if best is not None:
         tuned = best[2] or {}                 # step 0: fine-tuning did not help, no change
+        if best[1] == 0:
+            overrides = {}
     with torch.no_grad():
         deltas = {n: (p.detach().float().cpu() - general[n].detach().float().cpu()).to(torch.float16)
                   .contiguous() for n, p in tuned.items() if n in names}
     meta = {"kind": KIND, "config": asdict(cfg), "tune": cfg.tune, "steps": cfg.steps,
             "sources": k, "seconds": round(time.perf_counter() - t0, 2),
             "loss_first": round(losses[0], 5), "loss_last": round(float(np.mean(losses[-10:])), 5),
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"), **({"note": note} if note else {})}
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"), **({"note": note} if note else {}),
+            **({"model_config": overrides} if overrides else {})}
     if best is not None:
         meta.update(held_out=held, held_out_loss=[round(general_loss, 5), round(best[0], 5)],
                     kept_step=best[1])
