@@ -344,11 +344,13 @@ def test_a_confined_generator_runs_only_for_frames_that_need_it():
 def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_render(monkeypatch):
     """With the pose prior, a source whose pose puts it far below the closest one (a prior
     log-weight gap over PRUNE_LOGIT) is not warped or embedded at inference, per target of a
-    batch; the images and weights are those of rendering every source."""
+    batch, and a target left with one source does not embed it; the images and weights are
+    those of rendering every source."""
     import caingan.nn.warp_model as wm
 
     torch.manual_seed(0)
-    model = WarpCainGAN(tiny_warp(pose_prior=1000.0, mix_power=16.0, learned_flow=False)).eval()
+    model = WarpCainGAN(tiny_warp(pose_prior=1000.0, mix_power=16.0, learned_flow=False,
+                                  gen_region="uncovered")).eval()
     src, slm, tlm, sp, tp = inputs(model.cfg, 3, 128)
     sp = sp.clone()
     sp[0, 0] = tp[0]                                             # in the first target's pose
@@ -363,7 +365,9 @@ def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_rend
         out = model.render(*batch)
         monkeypatch.setattr(wm, "PRUNE_LOGIT", float("inf"))
         every = model.render(*batch)
-    assert embedded == [3, 6]       # target 1 skips source 2, target 2 sources 0 and 1
+    # target 1 skips source 2 and embeds 0 and 1; target 2 keeps source 2 alone, which it takes
+    # whole (weight 1): nothing to embed
+    assert embedded == [2, 6]
     assert (out.weights[0, 2] == 0).all() and (out.weights[1, :2] == 0).all()
     torch.testing.assert_close(out.weights, every.weights, atol=1e-6, rtol=0)
     assert (out.image - every.image).abs().max() < 1e-5

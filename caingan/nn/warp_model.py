@@ -417,11 +417,30 @@ class WarpCainGAN(nn.Module):
         src_lo = prep.lo[rows]
         warped, valid = tps.sample(src_lo, g)
         xt = torch.cat([warped, valid * 2 - 1, target_lm[bi].to(warped.dtype)], 1)
-        h = self.embedder.features(xt, (prep.conv[rows], prep.skip[rows]))
-        r = self.embedder.responsibility(h)                                     # (N,1,h,w)
+
+        def trunk(sel: torch.Tensor | None = None) -> torch.Tensor:
+            """The embedder's features of the pairs rendered (or of pairs[sel])."""
+            if sel is not None:
+                return self.embedder.features(xt[sel], (prep.conv[rows[sel]], prep.skip[rows[sel]]))
+            if "all" not in features:
+                features["all"] = self.embedder.features(xt, (prep.conv[rows], prep.skip[rows]))
+            return features["all"]
+
+        features: dict[str, torch.Tensor] = {}
+        # At inference a target left with one source takes it whole (weight 1 whatever r is):
+        # without the flow, and with a generator that runs only where it can show, its
+        # responsibility is not computed.
+        chooses = use.sum(1) > 1                                                # (B,)
+        if self.training or self.cfg.learned_flow or self.cfg.gen_region == "free" or bool(chooses.all()):
+            r = self.embedder.responsibility(trunk())                           # (N,1,h,w)
+        else:
+            r = xt.new_ones((len(pairs), 1, s // 4, s // 4), dtype=torch.float32)
+            sel = chooses[bi].nonzero().squeeze(1)
+            if len(sel):
+                r[sel] = self.embedder.responsibility(trunk(sel))
         if self.cfg.learned_flow:
             # Refined warp: TPS + the learned correction, at the network resolution.
-            g = g + _up(self.embedder.flow(h), s).permute(0, 2, 3, 1).to(g.dtype)
+            g = g + _up(self.embedder.flow(trunk()), s).permute(0, 2, 3, 1).to(g.dtype)
             warped, valid = tps.sample(src_lo, g)
         if sharpened:
             # Sharpened eq. 1: r_i^p / Σ r_j^p, computed in log space (r > 0), times the pose
@@ -438,7 +457,7 @@ class WarpCainGAN(nn.Module):
 
         def mixed_embedding() -> torch.Tensor:
             """e = Σ w_i e_i (only asked for when the generator runs)."""
-            e = self.embedder.head_e(h)
+            e = self.embedder.head_e(trunk())
             full = e.new_zeros((b, k, *e.shape[1:]))
             full[bi, ki] = e
             return (full.float() * weights).sum(1).to(e.dtype)
