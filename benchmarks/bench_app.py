@@ -297,14 +297,20 @@ def main(argv=None) -> int:
     images, images_desc = source_images(8)
     results = {}
     rec = Recorder(w)
-    # How many sources each render warps and embeds (the pose prior skips far ones:
-    # caingan.nn.warp_model.sources_in_use), read off the worker's embedder.
+    # How many sources each render warps (the pose prior skips far ones:
+    # caingan.nn.warp_model.sources_in_use), read off the worker's model.
     from caingan.nn import warp_model
     prune_logit = warp_model.PRUNE_LOGIT
-    embedded: list[int] = []
+    rendered: list[int] = []
     model = getattr(getattr(w.preview, "_reenactor", None), "model", None)
-    if hasattr(model, "embedder") and hasattr(model.embedder, "body"):
-        model.embedder.body.register_forward_hook(lambda m, i, o: embedded.append(int(i[0].shape[0])))
+    if hasattr(model, "sources_in_use"):
+        in_use = model.sources_in_use
+
+        def counted(*a, **kw):
+            use = in_use(*a, **kw)
+            rendered.append(int(use.sum()))
+            return use
+        model.sources_in_use = counted
     for k in (1, 8):
         for img in images[len(w.sources):k]:
             w.add_image(img)
@@ -321,15 +327,15 @@ def main(argv=None) -> int:
             point, down = DRAGS[drag]
             w.doc.reset()                     # each case starts from the photo's own landmarks
             warp_model.PRUNE_LOGIT = float("inf") if every else prune_logit
-            embedded.clear()
+            rendered.clear()
             try:
                 with cpu_hogs(hogs):
                     settle_threads(app, w, 1.0 if args.quick else 4.0)
-                    embedded.clear()
+                    rendered.clear()
                     r = measure(app, w, rec, args.samples, args.drag_seconds, point, down)
             finally:
                 warp_model.PRUNE_LOGIT = prune_logit
-            r["rendered"] = float(np.median(embedded)) if embedded else float("nan")
+            r["rendered"] = float(np.median(rendered)) if rendered else float("nan")
             results[k, hogs, drag, every] = r
             print(f"K={k}{' (every source)' * every}, {hogs} busy process{'es' * (hogs != 1)}, drag {drag}: "
                   f"{r['threads']} threads; sources rendered {r['rendered']:.0f}; "
@@ -378,7 +384,8 @@ mailbox), so previews/s is the model's speed and stale targets are skipped, not 
 *GUI block*: longest gap of a 2 ms GUI-thread heartbeat timer; "while dragging" includes the
 GUI's own work per mouse move (edit maths, landmark drawing, view update, preview paint);
 "model work alone" posts targets straight to the worker at 60 Hz with the GUI otherwise idle.
-*Sources rendered*: how many of the K sources each render warped and embedded (median): at
+*Sources rendered*: how many of the K sources each render warped (median; a target left with one
+source does not run the embedder either): at
 inference the pose prior skips a source whose pose puts it far below the closest one
 (`caingan.nn.warp_model.sources_in_use`; its weight would be below 3e-10). These stills are
 different photos, so most are skipped; "(every source)" turns the skipping off: the cost of K
