@@ -313,4 +313,8 @@ def test_personalize_with_flow_turns_the_learned_flow_on_only_while_applied(tmp_
     other = Personalization(p.key, p.base_id, {}, {"model_config": {"mouth_gap": "stretch"}})
     with pytest.raises(PersonalizeError, match="mouth_gap"):
         r.set_personalization(other)
-    assert r.personalization is None and np.array_equal(render(r, imgs, pts), general)
+    bad = Personalization(p.key, p.base_id, p.deltas, {"model_config": {"learned_flow": "yes"}})
+    with pytest.raises(PersonalizeError, match="learned_flow"):
+        r.set_personalization(bad)
+    assert r.personalization is None and not r.model.cfg.learned_flow
+    assert np.array_equal(render(r, imgs, pts), general)

@@ -381,10 +381,11 @@ class WarpCainGAN(nn.Module):
         return SourcePrep(lo, conv, skip, int(sources.shape[1]))
 
     def sources_in_use(self, distance: torch.Tensor | None, b: int, k: int, device) -> torch.Tensor:
-        """(B,K) which sources are rendered for each target. At inference with the pose prior a
-        source whose prior alone puts it more than PRUNE_LOGIT below the closest source is
-        skipped (its weight, exp(−PRUNE_LOGIT) of the closest's at most the measured spread of
-        the responsibilities allows, is far below float32's resolution of 1); training renders
+        """(B,K) which sources are rendered for each target (`distance`: pose_distance, or None
+        without the prior). At inference a source whose prior alone puts it more than
+        PRUNE_LOGIT below the closest source is skipped: its weight would be at most
+        exp(spread − PRUNE_LOGIT) of the closest's, where spread is how far the responsibilities'
+        own log-weights differ between two sources (measured, see PRUNE_LOGIT). Training renders
         every source."""
         use = torch.ones(b, k, dtype=torch.bool, device=device)
         if self.training or distance is None:

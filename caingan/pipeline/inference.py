@@ -192,6 +192,10 @@ class Reenactor:
             bad += [f"setting {n}" for n in personalization.model_config if n not in MODEL_OVERRIDES]
             if bad:
                 raise PersonalizeError(f"personalization does not fit this model: {', '.join(bad[:4])}")
+            try:
+                cfg = dataclasses.replace(self.config, **personalization.model_config)
+            except (CainGANError, TypeError, ValueError) as e:
+                raise PersonalizeError(f"personalization has a bad model setting: {e}") from None
         self._prep = None                               # made with the weights being replaced
         self.model.cfg = self.config                    # the general model's settings
         with torch.no_grad():
@@ -204,8 +208,7 @@ class Reenactor:
             for name, delta in personalization.deltas.items():
                 self._general[name] = params[name].detach().clone()
                 params[name].add_(delta.to(params[name].device, params[name].dtype))
-        if personalization.model_config:
-            self.model.cfg = dataclasses.replace(self.config, **personalization.model_config)
+        self.model.cfg = cfg
         self.personalization = personalization
 
     @property
