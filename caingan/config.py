@@ -88,6 +88,10 @@ class ModelConfig:
     # Gaussian blur of the field's displacement, σ as a fraction of the side (0 = none): softens
     # the creases a piecewise-affine field makes along triangle edges on large edits.
     field_smooth: float = 0.0
+    # Gaussian blur of the sources' mixing weights at the network's resolution, σ as a fraction of
+    # the side (0 = none): the responsibilities come at a quarter of it, so where the choice of
+    # source switches sharply (mix_power, pose_prior) its boundary follows their 4-pixel blocks.
+    mix_blur: float = 0.0
     # Warp-guided model: where the generator may replace the warp. "free": anywhere its blend mask
     # says; "parts": only in the target's eyes and mouth (grown a little; caingan.nn.part_mask),
     # "mouth": only inside the target's inner lips and only as far as the sources' mouths are
@@ -157,6 +161,10 @@ class ModelConfig:
         if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not math.isfinite(fs) \
                 or not 0 <= fs <= 0.25:
             raise ConfigError(f"field_smooth must be a number in [0, 0.25], got {fs!r}")
+        mb = self.mix_blur
+        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not math.isfinite(mb) \
+                or not 0 <= mb <= 0.1:
+            raise ConfigError(f"mix_blur must be a number in [0, 0.1], got {mb!r}")
         rw = self.refiner_width
         if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not math.isfinite(rw) \
                 or not 0 < rw <= _MAX_WIDTH:

@@ -373,6 +373,32 @@ def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_rend
     assert (out.image - every.image).abs().max() < 1e-5
 
 
+def test_mix_blur_softens_where_the_choice_of_source_switches():
+    """mix_blur blurs the sources' mixing weights: where one source gives way to another the
+    change spreads over more pixels (no 4-pixel staircase), the mix still sums to one, and a
+    single source renders exactly as without it."""
+    torch.manual_seed(0)
+    sharp = WarpCainGAN(tiny_warp(mix_power=16.0, gen_region="uncovered", learned_flow=False)).eval()
+    soft = WarpCainGAN(tiny_warp(mix_power=16.0, gen_region="uncovered", learned_flow=False,
+                                 mix_blur=0.05)).eval()
+    soft.load_state_dict(sharp.state_dict())
+    src, slm, tlm, sp, tp = inputs(sharp.cfg, 2, 128)
+    src = src.clone()
+    src[:, 1] = -src[:, 0]                                 # two very different sources
+    with torch.no_grad():
+        a, b = sharp.render(src, slm, tlm, sp, tp), soft.render(src, slm, tlm, sp, tp)
+        one_a = sharp.render(src[:, :1], slm[:, :1], tlm, sp[:, :1], tp)
+        one_b = soft.render(src[:, :1], slm[:, :1], tlm, sp[:, :1], tp)
+    assert torch.equal(one_a.image, one_b.image)
+    torch.testing.assert_close(b.valid, a.valid, atol=1e-5, rtol=0)   # Σ weights · validity kept
+
+    def steepest(x):        # largest step of the mixed warp between neighbouring pixels
+        return max(x.diff(dim=-1).abs().max().item(), x.diff(dim=-2).abs().max().item())
+    assert steepest(b.warped) < 0.8 * steepest(a.warped)
+    with pytest.raises(ConfigError):
+        tiny_warp(mix_blur=0.5)
+
+
 def test_reenactor_reuses_the_sources_work_until_the_sources_or_weights_change(tmp_path):
     """The sources' own share of the work is computed once per set of sources; a new set, or a
     personalization that changes the embedder, renders what a fresh model would."""

@@ -210,20 +210,28 @@ def pose_distance(sources: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(usable, d, torch.full_like(d, float("inf"))).squeeze(-1)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N,C,H,W) maps, σ in pixels, reflecting at the edge (a map
+    that sums to 1 over a set of maps still does after the blur)."""
+    n, c, h, w = x.shape
+    rad = max(1, min(int(3 * sigma + 0.5), min(h, w) - 1))
+    t = torch.arange(-rad, rad + 1, device=x.device, dtype=torch.float32)
+    k = torch.exp(-t * t / (2 * sigma * sigma))
+    k = (k / k.sum()).view(1, 1, 1, -1)
+    y = x.float().reshape(n * c, 1, h, w)
+    y = F.conv2d(F.pad(y, (rad, rad, 0, 0), mode="reflect"), k)
+    y = F.conv2d(F.pad(y, (0, 0, rad, rad), mode="reflect"), k.transpose(-1, -2))
+    return y.reshape(n, c, h, w).to(x.dtype)
+
+
 def smooth_field(grid: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian-blur a grid's displacement from the identity (B,R,R,2), σ in grid pixels; the
     crop border keeps its (zero) motion because the blur reflects at the edge."""
-    b, r = grid.shape[:2]
+    r = grid.shape[1]
     c = (2 * torch.arange(r, device=grid.device, dtype=torch.float32) + 1) / r - 1
     ident = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1)
-    d = (grid.float() - ident).permute(0, 3, 1, 2).reshape(b * 2, 1, r, r)
-    rad = max(1, min(int(3 * sigma + 0.5), r - 1))
-    x = torch.arange(-rad, rad + 1, device=grid.device, dtype=torch.float32)
-    k = torch.exp(-x * x / (2 * sigma * sigma))
-    k = (k / k.sum()).view(1, 1, 1, -1)
-    d = F.conv2d(F.pad(d, (rad, rad, 0, 0), mode="reflect"), k)
-    d = F.conv2d(F.pad(d, (0, 0, rad, rad), mode="reflect"), k.transpose(-1, -2))
-    return (ident + d.reshape(b, 2, r, r).permute(0, 2, 3, 1)).to(grid.dtype)
+    d = gaussian_blur((grid.float() - ident).permute(0, 3, 1, 2), sigma)
+    return (ident + d.permute(0, 2, 3, 1)).to(grid.dtype)
 
 
 def _up(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -464,6 +472,8 @@ class WarpCainGAN(nn.Module):
             return (full.float() * weights).sum(1).to(e.dtype)
 
         a = _up(weights[bi, ki], s)                                             # (N,1,S,S)
+        if self.cfg.mix_blur > 0 and k > 1:
+            a = gaussian_blur(a, self.cfg.mix_blur * s)
         w_mix = warped.new_zeros((b, 3, s, s), dtype=torch.float32).index_add_(0, bi, warped.float() * a)
         v_mix = w_mix.new_zeros((b, 1, s, s)).index_add_(0, bi, valid.float() * a)
         allowed = self.generator_region(source_points, target_points, weights, hi)
