@@ -54,6 +54,15 @@ def _check_int(name: str, value: Any) -> None:
         raise ConfigError(f"{name} {value} is out of range [{low}, {high}]")
 
 
+def _check_number(name: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
+    """A finite real number in [low, high] (in (low, high] with open_low)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+        and (low < value if open_low else low <= value) and value <= high
+    if not ok:
+        raise ConfigError(f"{name} must be a number in {'(' if open_low else '['}{low:g}, {high:g}], "
+                          f"got {value!r}")
+
+
 @dataclass
 class ModelConfig:
     image_size: int = 224           # a multiple of 16 (4 down-steps), 32 … 1024
@@ -142,33 +151,15 @@ class ModelConfig:
             _check_int(name, getattr(self, name))
         if self.image_size % 16:
             raise ConfigError(f"image_size must be a multiple of 16 (4 down-steps), got {self.image_size}")
-        w = self.width
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) \
-                or not 0 < w <= _MAX_WIDTH:
-            raise ConfigError(f"width must be a number in (0, {_MAX_WIDTH:g}], got {w!r}")
+        _check_number("width", self.width, 0, _MAX_WIDTH, open_low=True)
         if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or not (
                 self.output_size == 0 or self.image_size <= self.output_size <= 4096):
             raise ConfigError(f"output_size must be 0 or in [image_size, 4096], got {self.output_size!r}")
-        mp = self.mix_power
-        if isinstance(mp, bool) or not isinstance(mp, (int, float)) or not math.isfinite(mp) \
-                or not 0 < mp <= 64:
-            raise ConfigError(f"mix_power must be a number in (0, 64], got {mp!r}")
-        pp = self.pose_prior
-        if isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp) \
-                or not 0 <= pp <= 1000:
-            raise ConfigError(f"pose_prior must be a number in [0, 1000], got {pp!r}")
-        fs = self.field_smooth
-        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not math.isfinite(fs) \
-                or not 0 <= fs <= 0.25:
-            raise ConfigError(f"field_smooth must be a number in [0, 0.25], got {fs!r}")
-        mb = self.mix_blur
-        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not math.isfinite(mb) \
-                or not 0 <= mb <= 0.1:
-            raise ConfigError(f"mix_blur must be a number in [0, 0.1], got {mb!r}")
-        rw = self.refiner_width
-        if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not math.isfinite(rw) \
-                or not 0 < rw <= _MAX_WIDTH:
-            raise ConfigError(f"refiner_width must be a number in (0, {_MAX_WIDTH:g}], got {rw!r}")
+        _check_number("mix_power", self.mix_power, 0, 64, open_low=True)
+        _check_number("pose_prior", self.pose_prior, 0, 1000)
+        _check_number("field_smooth", self.field_smooth, 0, 0.25)
+        _check_number("mix_blur", self.mix_blur, 0, 0.1)
+        _check_number("refiner_width", self.refiner_width, 0, _MAX_WIDTH, open_low=True)
         if self.warp_field not in WARP_FIELDS:
             raise ConfigError(f"warp_field must be one of {WARP_FIELDS}, got {self.warp_field!r}")
         if self.gen_region not in GEN_REGIONS:
