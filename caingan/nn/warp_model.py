@@ -32,6 +32,7 @@ plus the three things every sharp reenactment method has.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -427,15 +428,11 @@ class WarpCainGAN(nn.Module):
         warped, valid = tps.sample(src_lo, g)
         xt = torch.cat([warped, valid * 2 - 1, target_lm[bi].to(warped.dtype)], 1)
 
-        def trunk(sel: torch.Tensor | None = None) -> torch.Tensor:
-            """The embedder's features of the pairs rendered (or of pairs[sel])."""
-            if sel is not None:
-                return self.embedder.features(xt[sel], (prep.conv[rows[sel]], prep.skip[rows[sel]]))
-            if "all" not in features:
-                features["all"] = self.embedder.features(xt, (prep.conv[rows], prep.skip[rows]))
-            return features["all"]
+        def trunk_of(sel: torch.Tensor) -> torch.Tensor:
+            """The embedder's features of pairs[sel]."""
+            return self.embedder.features(xt[sel], (prep.conv[rows[sel]], prep.skip[rows[sel]]))
 
-        features: dict[str, torch.Tensor] = {}
+        trunk = functools.cache(lambda: trunk_of(slice(None)))     # of every pair rendered, once
         # At inference a target left with one source takes it whole (weight 1 whatever r is):
         # without the flow, and with a generator that runs only where it can show, its
         # responsibility is not computed.
@@ -446,7 +443,7 @@ class WarpCainGAN(nn.Module):
             r = xt.new_ones((len(pairs), 1, s // 4, s // 4), dtype=torch.float32)
             sel = chooses[bi].nonzero().squeeze(1)
             if len(sel):
-                r[sel] = self.embedder.responsibility(trunk(sel))
+                r[sel] = self.embedder.responsibility(trunk_of(sel))
         if self.cfg.learned_flow:
             # Refined warp: TPS + the learned correction, at the network resolution.
             g = g + _up(self.embedder.flow(trunk()), s).permute(0, 2, 3, 1).to(g.dtype)

@@ -40,6 +40,8 @@ from caingan.nn.checkpoint import state_digest
 KIND = "caingan-personalization"
 MODEL_OVERRIDES = ("learned_flow",)   # model settings a personalization may change
 TUNE_MODES = ("all", "generator", "tail", "embedder", "refiner", "flow")
+_TUNE_PREFIXES = {"generator": "generator.", "embedder": "embedder.", "refiner": "refiner.",
+                  "flow": "embedder.head_flow."}   # the tune modes that are one part of the model
 DEFAULT_STEPS = 75
 MAX_SOURCES = 16
 
@@ -178,16 +180,11 @@ def tuned_names(model: torch.nn.Module, tune: str) -> list[str]:
     names = [n for n, _ in model.named_parameters()]
     if tune == "all":
         return names
-    if tune in ("generator", "embedder", "refiner"):
-        chosen = [n for n in names if n.startswith(tune + ".")]
+    if tune in _TUNE_PREFIXES:
+        chosen = [n for n in names if n.startswith(_TUNE_PREFIXES[tune])]
         if not chosen:
-            raise PersonalizeError(f"this model has no {tune} to tune (its config has "
-                                   f"part_refiner off); choose another tune mode")
-        return chosen
-    if tune == "flow":
-        chosen = [n for n in names if n.startswith("embedder.head_flow.")]
-        if not chosen:
-            raise PersonalizeError("this model has no learned flow to tune")
+            why = " (its config has part_refiner off)" if tune == "refiner" else ""
+            raise PersonalizeError(f"this model has no {tune} to tune{why}; choose another tune mode")
         return chosen
     if tune == "tail":
         gen = getattr(model, "generator", None)
