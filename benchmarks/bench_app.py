@@ -327,7 +327,6 @@ def main(argv=None) -> int:
             point, down = DRAGS[drag]
             w.doc.reset()                     # each case starts from the photo's own landmarks
             warp_model.PRUNE_LOGIT = float("inf") if every else prune_logit
-            rendered.clear()
             try:
                 with cpu_hogs(hogs):
                     settle_threads(app, w, 1.0 if args.quick else 4.0)
