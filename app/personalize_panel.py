@@ -54,10 +54,10 @@ class PersonalizePanel(QWidget):
         self.manager: PersonalizationsDialog | None = None
 
         self.personalize_action = QAction("Personalize on these photos", win)
-        self.personalize_action.setToolTip("Experimental: fine-tune the model on the source photos "
-                                           "(1–16 photos of one person), in the background. With "
-                                           "the bundled model it does not yet make faces more "
-                                           "like the person; compare with the toggle.")
+        self.personalize_action.setToolTip("Fit the model to the source photos (3–16 photos of one "
+                                           "person), in the background: each photo is rendered from "
+                                           "the others to choose how they are blended. Compare "
+                                           "with the toggle.")
         self.personalize_action.triggered.connect(self.personalize)
         self.personalized_action = QAction("Personalized", win, checkable=True, enabled=False)
         self.personalized_action.setToolTip("Preview with the personalization of these photos; "

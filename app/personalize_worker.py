@@ -27,19 +27,22 @@ from caingan.errors import CainGANError
 from .sources import Sources
 from .workers import PoolJobs, ThreadBudget, describe
 
-STEPS_ENV = "CAINGAN_PERSONALIZE_STEPS"   # fewer fine-tuning steps (tests, quick tries)
+# Also fine-tune the generator's weights for this many steps (tests, trying it out; the default
+# only fits the blend, which measured better: docs/ablations/PERSONALIZE.md).
+STEPS_ENV = "CAINGAN_PERSONALIZE_STEPS"
 IDENTITY_SIDE = 160        # faces are compared at about dlib's 150 px chip (64 px crops blur it)
 
 
 def personalize_config():
-    """PersonalizeConfig(), with the steps from $CAINGAN_PERSONALIZE_STEPS when it is set."""
+    """PersonalizeConfig(); with $CAINGAN_PERSONALIZE_STEPS set, that many steps of fine-tuning
+    the generator as well."""
     from caingan.pipeline.personalize import PersonalizeConfig, PersonalizeError
 
     value = os.environ.get(STEPS_ENV, "").strip()
     if not value:
         return PersonalizeConfig()
     try:
-        return PersonalizeConfig(steps=int(value))
+        return PersonalizeConfig(steps=int(value), tune="generator")
     except (ValueError, PersonalizeError):
         raise PersonalizeError(f"{STEPS_ENV}={value!r}: want a whole number of steps "
                                "from 1 to 100000") from None

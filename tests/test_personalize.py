@@ -69,7 +69,8 @@ def render(r: Reenactor, imgs, pts) -> np.ndarray:
 
 def test_personalize_config_refuses_bad_settings():
     for bad in ({"steps": 0}, {"steps": 2.5}, {"tune": "everything"}, {"lr": float("nan")},
-                {"lr": 1.0}, {"batch": 0}, {"context": 17}, {"train_side": 8}):
+                {"lr": 1.0}, {"batch": 0}, {"context": 17}, {"train_side": 8}, {"blend": "yes"},
+                {"tune": "none", "blend": False}):
         with pytest.raises(PersonalizeError):
             PersonalizeConfig(**bad)
 
@@ -98,7 +99,9 @@ def test_personalize_one_photo_and_sixteen(reenactor):
         p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=2, tune="tail", batch=1),
                         progress=seen.append)
         assert p is not None and p.meta["sources"] == n
-        assert [s.step for s in seen] == [1, 2] and seen[-1].eta_s == 0
+        total = 2 + (n if n >= 3 else 0)          # a step per photo of the blend fit, then 2
+        assert [s.step for s in seen] == list(range(1, total + 1)) and seen[-1].eta_s == 0
+        assert {s.steps for s in seen} == {total}
     with pytest.raises(PersonalizeError, match="1–16"):
         personalize(reenactor.model, *faces(17), PersonalizeConfig(steps=1))
 
@@ -106,7 +109,7 @@ def test_personalize_one_photo_and_sixteen(reenactor):
 def test_personalize_keeps_the_weights_that_render_held_out_photos_best(reenactor, monkeypatch):
     imgs, pts = faces(8)
     gentle = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="tail", lr=1e-4,
-                                                                       check_every=2))
+                                                                       check_every=2, blend=False))
     assert gentle.meta["held_out"] == [2, 5] and gentle.meta["kept_step"] in (0, 2, 4)
     before, best = gentle.meta["held_out_loss"]
     assert best <= before
@@ -116,14 +119,14 @@ def test_personalize_keeps_the_weights_that_render_held_out_photos_best(reenacto
     calls = iter(range(100))
     monkeypatch.setattr(pz, "_held_loss", lambda *a, **k: 1.0 + next(calls))
     wild = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="all", lr=1e-2,
-                                                                     check_every=2))
+                                                                     check_every=2, blend=False))
     assert wild.changes_nothing and wild.meta["kept_step"] == 0
     assert wild.meta["held_out_loss"] == [1.0, 1.0]
-    assert "general model is kept" in wild.summary()
+    assert "general weights are kept" in wild.summary()
     # Better at step 2, worse again at step 4: step 2's weights are kept.
     values = iter([3.0, 1.0, 2.0])
     monkeypatch.setattr(pz, "_held_loss", lambda *a, **k: next(values))
-    mid = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="tail", check_every=2))
+    mid = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="tail", check_every=2, blend=False))
     assert mid.meta["kept_step"] == 2 and not mid.changes_nothing and "66.7 %" in mid.summary()
     reenactor.set_personalization(wild)
     general = render(reenactor, imgs, pts)
@@ -300,7 +303,8 @@ def test_personalize_with_flow_turns_the_learned_flow_on_only_while_applied(tmp_
     r = Reenactor.from_checkpoint(save_model(tmp_path / "w", build_network(cfg), cfg), device="cpu")
     imgs, pts = faces(3)
     general = render(r, imgs, pts)
-    p = personalize(r.model, imgs, pts, PersonalizeConfig(steps=3, tune="flow", flow=True, check_every=0, lr=1e-2),
+    p = personalize(r.model, imgs, pts, PersonalizeConfig(steps=3, tune="flow", flow=True, check_every=0, lr=1e-2,
+                                                    blend=False),
                     base_id=r.model_id)
     assert p.model_config == {"learned_flow": True}
     assert set(p.deltas) == set(tuned_names(r.model, "flow"))
@@ -318,3 +322,79 @@ def test_personalize_with_flow_turns_the_learned_flow_on_only_while_applied(tmp_
         r.set_personalization(bad)
     assert r.personalization is None and not r.model.cfg.learned_flow
     assert np.array_equal(render(r, imgs, pts), general)
+
+
+def test_personalize_fits_the_blend_by_leave_one_out_and_keeps_the_general_one_unless_better(
+        reenactor, monkeypatch):
+    """The default personalization changes no weights: it renders each photo from the others
+    under each candidate blend and keeps the one whose faces score best by SSIM, only if it beats
+    the general blend by MIN_GAIN and keeps the faces as like the person (dlib's descriptor);
+    applied, the model renders with it, and removed, as before."""
+    import caingan.pipeline.blend_fit as bf
+
+    imgs, pts = faces(4)
+    general = render(reenactor, imgs, pts)
+    n = len(bf.CANDIDATES)
+
+    def scored(per_candidate, per_photo=None):
+        """SSIM by candidate, or by (photo, candidate) from `per_photo`: calls go photo by
+        photo, every candidate per photo."""
+        calls = iter(range(10_000))
+
+        def score(image, real, face):
+            i = next(calls)
+            return per_photo[i // n][i % n] if per_photo is not None else per_candidate[i % n]
+        return score
+
+    class Identity:
+        """Descriptors as dlib's: the real photos all alike; renders alike unless their
+        candidate is among `unlike`."""
+        unlike: tuple = ()
+
+        def __init__(self):
+            self.calls = 0
+
+        def descriptors(self, images, points):
+            if len(images) > 1:                      # the real photos, once
+                return np.tile(np.eye(128)[0], (len(images), 1))
+            c, self.calls = self.calls % n, self.calls + 1
+            return np.eye(128)[[1 if c in self.unlike else 0]]
+
+    monkeypatch.setattr(bf, "FaceIdentity", Identity)
+
+    better = [0.5] * n
+    better[2] = 0.5 + 2 * bf.MIN_GAIN
+    monkeypatch.setattr(bf, "ssim", scored(better))
+    seen = []
+    p = personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id, progress=seen.append)
+    assert p.deltas == {} and p.model_config == bf.CANDIDATES[2]
+    assert [s.step for s in seen] == [1, 2, 3, 4]
+    assert "blend fitted" in p.summary() and "0.500 → 0.504" in p.summary()
+    reenactor.set_personalization(p)
+    for name, value in bf.CANDIDATES[2].items():
+        assert getattr(reenactor.model.cfg, name) == value != getattr(reenactor.config, name)
+    reenactor.set_personalization(None)
+    assert reenactor.model.cfg == reenactor.config
+    assert np.array_equal(render(reenactor, imgs, pts), general)
+
+    # Better faces by SSIM but less like the person (a mix of photos of other light): not chosen.
+    Identity.unlike = (2,)
+    assert personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id).changes_nothing
+    better[1] = 0.5 + bf.MIN_GAIN
+    assert personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id).model_config == bf.CANDIDATES[1]
+    Identity.unlike = ()
+
+    # Much better for one photo of four (its light matched), no better for the rest: kept.
+    one = [[0.5] * n for _ in imgs]
+    one[0][1] = 0.5 + 8 * bf.MIN_GAIN
+    monkeypatch.setattr(bf, "ssim", scored(None, one))
+    assert personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id).changes_nothing
+
+    barely = [0.5] * n
+    barely[3] = 0.5 + bf.MIN_GAIN / 2
+    monkeypatch.setattr(bf, "ssim", scored(barely))
+    kept = personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id)
+    assert kept.changes_nothing and "general blend renders" in kept.summary()
+    # Two photos: nothing is mixed when one is rendered from the other; nothing to fit.
+    two = personalize(reenactor.model, *faces(2), base_id=reenactor.model_id)
+    assert two.changes_nothing and "needs 3 photos" in two.summary()

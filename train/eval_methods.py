@@ -226,7 +226,9 @@ def personalized_methods(specs: Sequence[tuple[str, str]], names: Sequence[str],
             raise CainGANError(f"--personalize {name!r}: only the warp-guided model can be personalized")
         m.reenactor = PersonalizingReenactor(m.reenactor, cfg)
         m.personalized = True
-        m.note = f"personalized: {cfg.steps} steps, tune {cfg.tune}"
+        m.note = ("personalized: " + ("blend fitted to each clip's sources (3 or more)" if cfg.blend else "")
+                  + (", " if cfg.blend and cfg.tune != "none" else "")
+                  + (f"{cfg.steps} steps of tune {cfg.tune}" if cfg.tune != "none" else ""))
         out.append(m)
     return out
 

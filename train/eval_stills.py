@@ -41,6 +41,16 @@ def crops_of(person: Path, detector):
     return out
 
 
+def chosen(p) -> str:
+    """What a personalization changed, in a few words: the blend chosen, the weights' step kept."""
+    from caingan.pipeline.blend_fit import describe
+
+    parts = [describe((p.meta.get("blend") or {}).get("chosen") or {})]
+    if p.meta.get("steps"):
+        parts.append(f"weights of step {p.meta.get('kept_step', p.meta['steps'])}")
+    return "; ".join(parts)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stills", default=str(STILLS))
@@ -88,7 +98,7 @@ def main(argv=None) -> int:
             aff.set_sources(imgs, pts)
             warp = aff.generate(tpts).image
             row = {"person": person.name, "target": name, "sources": len(srcs),
-                   "kept_step": p.meta.get("kept_step"), "seconds": p.meta["seconds"]}
+                   "chosen": chosen(p), "seconds": p.meta["seconds"]}
             for key, img in (("general", general), ("personalized", personal), ("affine", warp)):
                 row[f"ssim_{key}"] = ssim(img, truth)
                 row[f"csim_{key}"] = csim(img, truth, tpts)[0]
@@ -96,7 +106,7 @@ def main(argv=None) -> int:
             grid.append(np.hstack([warp, general, personal, truth]))
             print(f"{person.name}/{name}: SSIM {row['ssim_general']:.3f} → {row['ssim_personalized']:.3f}, "
                   f"CSIM {row['csim_general']:.3f} → {row['csim_personalized']:.3f} "
-                  f"(kept step {row['kept_step']}, {row['seconds']:.0f} s)", flush=True)
+                  f"({row['chosen']}, {row['seconds']:.0f} s)", flush=True)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k.startswith(("ssim", "csim"))}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,17 +117,18 @@ def main(argv=None) -> int:
         f"{time.strftime('%Y-%m-%d')}, {len(rows)} targets, {(time.time() - t0) / 60:.1f} min on "
         f"the 2-core CPU. Each person's photo is rendered from its landmarks given the person's "
         f"other photos (never trained on the target); personalization with the app's default "
-        f"({cfg.steps} steps, tune `{cfg.tune}`, held-out check every {cfg.check_every} steps); "
+        f"(tune `{cfg.tune}`{f', {cfg.steps} steps' if cfg.tune != 'none' else ''}, blend fit "
+        f"{'on' if cfg.blend else 'off'}); "
         "scored at 256² against the real photo. CSIM: dlib's descriptor, as in docs/RESULTS.md.", "",
         "| | piecewise-affine warp | general model | personalized |", "|---|---:|---:|---:|",
         f"| SSIM ↑ | {mean['ssim_affine']:.3f} | {mean['ssim_general']:.3f} | {mean['ssim_personalized']:.3f} |",
         f"| CSIM ↑ | {mean['csim_affine']:.3f} | {mean['csim_general']:.3f} | {mean['csim_personalized']:.3f} |",
-        "", "| person | target | sources | SSIM general → personalized | CSIM general → personalized | kept step | s |",
-        "|---|---|---:|---|---|---:|---:|"]
+        "", "| person | target | sources | SSIM general → personalized | CSIM general → personalized | chosen | s |",
+        "|---|---|---:|---|---|---|---:|"]
     for r_ in rows:
         lines.append(f"| {r_['person']} | {r_['target']} | {r_['sources']} | {r_['ssim_general']:.3f} → "
                      f"{r_['ssim_personalized']:.3f} | {r_['csim_general']:.3f} → {r_['csim_personalized']:.3f} | "
-                     f"{r_['kept_step']} | {r_['seconds']:.0f} |")
+                     f"{r_['chosen']} | {r_['seconds']:.0f} |")
     lines += ["", f"![warp | general | personalized | real]({out.with_suffix('.png').name})", "",
               "Columns of the grid: piecewise-affine warp, general model, personalized, the real photo."]
     atomic_write(out, "\n".join(lines) + "\n")

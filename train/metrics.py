@@ -13,73 +13,14 @@ import numpy as np
 
 from caingan.errors import NoFaceError
 from caingan.face.landmarks import LandmarkDetector, box_from_points, dlib_model_path
+from caingan.media.ssim import SSIM_SETTINGS, check_rgb8, ssim  # noqa: F401  (the evaluator's SSIM)
 
 from .fid import (FID_SIZE, InceptionFeatures, fid_from_features, fid_statistics,  # noqa: F401
                   frechet_distance, frechet_distance_lowrank, resize_bilinear_tf)
 
 # --------------------------------------------------------------------------------------------
-# SSIM
+# SSIM (the function itself is caingan.media.ssim's, shared with personalization)
 # --------------------------------------------------------------------------------------------
-# Wang et al. 2004 as the paper and most reenactment work report it: an 11×11 Gaussian window
-# (σ = 1.5, skimage truncates at 3.5σ), population covariances, the dynamic range of uint8 and
-# the mean over the three colour channels. skimage's defaults (7×7 box, sample covariance) give
-# visibly different numbers, so the settings are pinned here rather than left to the library.
-SSIM_SETTINGS = dict(channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
-                     use_sample_covariance=False)
-
-
-def _check_image(image: np.ndarray, what: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{what} must be an RGB uint8 (H,W,3) array, got {image.dtype} {image.shape}")
-    return image
-
-
-def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
-    """scipy.ndimage.gaussian_filter's 1-D kernel (radius int(truncate·σ + 0.5))."""
-    radius = int(truncate * sigma + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-_SSIM_KERNEL = _gaussian_kernel(SSIM_SETTINGS["sigma"], 3.5)   # skimage truncates at 3.5σ
-
-
-def ssim(generated: np.ndarray, truth: np.ndarray) -> float:
-    """Structural similarity of two RGB uint8 images of the same size (1 = identical).
-
-    skimage's `structural_similarity(**SSIM_SETTINGS)` computed with OpenCV's separable filter
-    (~15× faster at 256²): the same 11-tap kernel in float64, local statistics, constants and the
-    mean over the image less a 5-pixel border (where skimage's padding mode would matter), per
-    channel then over channels. Agrees with skimage to ~1e-12 (tests/test_metrics.py).
-    """
-    import cv2
-
-    a = _check_image(generated, "generated")
-    b = _check_image(truth, "truth")
-    if a.shape != b.shape:
-        raise ValueError(f"image sizes differ: {a.shape} vs {b.shape}")
-    pad = (len(_SSIM_KERNEL) - 1) // 2
-    if min(a.shape[:2]) < len(_SSIM_KERNEL):
-        raise ValueError(f"images must be at least {len(_SSIM_KERNEL)} px on each side for SSIM")
-    x = a.astype(np.float64)
-    y = b.astype(np.float64)
-
-    def blur(z):
-        return cv2.sepFilter2D(z, cv2.CV_64F, _SSIM_KERNEL, _SSIM_KERNEL,
-                               borderType=cv2.BORDER_REFLECT)
-
-    r = float(SSIM_SETTINGS["data_range"])
-    c1, c2 = (0.01 * r) ** 2, (0.03 * r) ** 2
-    ux, uy = blur(x), blur(y)
-    vx = blur(x * x) - ux * ux
-    vy = blur(y * y) - uy * uy
-    vxy = blur(x * y) - ux * uy
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return float(s[pad:-pad, pad:-pad].mean(axis=(0, 1)).mean())
-
-
 def ssim_batch(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """SSIM per pair of two (N,H,W,3) stacks."""
     if len(generated) != len(truth):
@@ -162,7 +103,7 @@ class FaceDescriptor:
         return self._models
 
     def __call__(self, image: np.ndarray, fallback_points: np.ndarray | None = None) -> np.ndarray:
-        image = np.ascontiguousarray(_check_image(image, "image"))
+        image = np.ascontiguousarray(check_rgb8(image, "image"))
         detector, predictor, recogniser = self._load()
         upsample = self.upsample
         if upsample is None:

@@ -117,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="landmark detector backend (default: %(default)s)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="export at most N frames")
-    p.add_argument("--personalize", type=_steps, nargs="?", const=DEFAULT_STEPS, default=None,
+    p.add_argument("--personalize", type=_steps, nargs="?", const=0, default=None,
                    metavar="STEPS",
-                   help="fine-tune the model to the source photos first (default "
-                        f"{DEFAULT_STEPS} steps); reused when the same photos come again")
+                   help="personalize to the source photos first: fit how they are blended (3 "
+                        "photos or more); with STEPS, also fine-tune the generator for that many "
+                        f"steps (e.g. {DEFAULT_STEPS}; measured not to help yet). Reused when the "
+                        "same photos come again")
     p.add_argument("--personal-dir", default=None, metavar="DIR",
                    help="where personalizations are kept (default: $CAINGAN_PERSONAL_DIR or "
                         "~/.local/share/caingan/personal)")
@@ -238,14 +240,20 @@ def _personalize(args, reenactor, sources, cancel_flag: dict) -> bool:
         print(f"caingan-export: warning: {names} look{'s' * (len(odd) == 1)} like a different person "
               "than the other photos; personalizing on a mix of people blurs who they are",
               file=sys.stderr, flush=True)
-    bar = tqdm(total=args.personalize, unit="step", desc="personalizing", disable=args.quiet,
+    cfg = PersonalizeConfig(steps=args.personalize, tune="generator") if args.personalize \
+        else PersonalizeConfig()
+    bar = tqdm(total=None, unit="step", desc="personalizing", disable=args.quiet,
                file=sys.stderr, dynamic_ncols=True)
+
+    def progress(pr) -> None:
+        bar.total = pr.steps
+        bar.update(pr.step - bar.n)
     try:
         images, points = sources.for_model
         p, reused = personalize_reenactor(
-            reenactor, images, list(points), cfg=PersonalizeConfig(steps=args.personalize),
+            reenactor, images, list(points), cfg=cfg,
             key_sources=(sources.images, sources.points), store=store, labels=sources.labels,
-            progress=lambda pr: bar.update(pr.step - bar.n), should_stop=lambda: cancel_flag["stop"])
+            progress=progress, should_stop=lambda: cancel_flag["stop"])
     finally:
         bar.close()
     if p is not None and not args.quiet:

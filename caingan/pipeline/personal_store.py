@@ -80,13 +80,18 @@ class PersonalStore:
         return Personalization(key, meta["base_id"], deltas, meta)
 
     def reusable(self, key: str, cfg) -> Personalization | None:
-        """The stored personalization for `key` when it was made with cfg's tune mode and flow
-        setting and at least cfg's steps (what a new run would give), else None."""
+        """The stored personalization for `key` when it was made with cfg's tune mode, flow and
+        blend settings and (when it tunes weights) at least cfg's steps — what a new run would
+        give — else None."""
         found = self.load(key)
-        made = (found.meta.get("config") or {}) if found is not None else {}
-        if found is not None and found.meta.get("tune") == cfg.tune \
-                and bool(made.get("flow", False)) == bool(getattr(cfg, "flow", False)) \
-                and int(found.meta.get("steps", 0)) >= cfg.steps:
+        if found is None:
+            return None
+        made = found.meta.get("config") or {}
+        tunes = cfg.tune != "none"
+        if found.meta.get("tune") == cfg.tune \
+                and bool(made.get("flow", False)) == bool(cfg.flow) \
+                and bool(made.get("blend", False)) == bool(cfg.blend) \
+                and (not tunes or int(found.meta.get("steps", 0)) >= cfg.steps):
             return found
         return None
 

@@ -36,10 +36,11 @@ from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.part_mask import region_mask
 from caingan.nn.checkpoint import state_digest
+from caingan.pipeline import blend_fit
 
 KIND = "caingan-personalization"
-MODEL_OVERRIDES = ("learned_flow",)   # model settings a personalization may change
-TUNE_MODES = ("all", "generator", "tail", "embedder", "refiner", "flow")
+MODEL_OVERRIDES = ("learned_flow", "mix_power", "mix_blur")   # settings a personalization may change
+TUNE_MODES = ("none", "all", "generator", "tail", "embedder", "refiner", "flow")
 _TUNE_PREFIXES = {"generator": "generator.", "embedder": "embedder.", "refiner": "refiner.",
                   "flow": "embedder.head_flow."}   # the tune modes that are one part of the model
 DEFAULT_STEPS = 75
@@ -54,9 +55,13 @@ class PersonalizeError(CainGANError, ValueError):
 class PersonalizeConfig:
     # Defaults measured on the held-out validation groups: docs/ablations/PERSONALIZE.md.
     steps: int = DEFAULT_STEPS
-    # all | generator | tail (its last two blocks) | embedder | refiner (the mouth and eye networks)
-    # | flow (the embedder's flow head: the learned correction of the landmark warp)
-    tune: str = "generator"
+    # none (no weights: only the blend is fitted) | all | generator | tail (its last two blocks)
+    # | embedder | refiner (the mouth and eye networks) | flow (the embedder's flow head: the
+    # learned correction of the landmark warp). `steps` are the weights' fine-tuning steps.
+    tune: str = "none"
+    # Fit the blend of the photos first (caingan.pipeline.blend_fit: how hard eq. 1 picks one
+    # photo, chosen by leave-one-out SSIM; needs 3 photos or more).
+    blend: bool = True
     # Switch the learned flow correction on for the personalized weights (the general model ships
     # with it off: `ModelConfig.learned_flow`); the Personalization carries that setting.
     flow: bool = False
@@ -87,8 +92,11 @@ class PersonalizeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise PersonalizeError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
-        if not isinstance(self.flow, bool):
-            raise PersonalizeError(f"flow must be true or false, got {self.flow!r}")
+        for name in ("flow", "blend"):
+            if not isinstance(getattr(self, name), bool):
+                raise PersonalizeError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.tune == "none" and not self.blend:
+            raise PersonalizeError("tune 'none' with blend off would change nothing")
         if not (isinstance(self.move, (int, float)) and 0 <= self.move <= 1):
             raise PersonalizeError(f"move must be in [0, 1], got {self.move!r}")
         for name in ("region_weight", "lambda_id"):
@@ -122,14 +130,26 @@ class Personalization:
         """One line for people: what was done and what the held-out photos said."""
         m = self.meta
         n = m.get("sources", "?")
-        text = f"{n} photo{'s' * (n != 1)}, {m.get('steps', '?')} steps"
+        steps = m.get("steps")
+        text = f"{n} photo{'s' * (n != 1)}" + (f", {steps} steps" if steps else "")
+        blend = m.get("blend") or {}
+        if blend.get("ssim"):
+            scores, chosen = blend["ssim"], blend.get("chosen") or {}
+            candidates = [dict(c) for c in blend.get("candidates", [])]
+            if chosen and chosen in candidates:
+                text += (f"; blend fitted ({blend_fit.describe(chosen)}): the faces rendered from "
+                         f"each other score SSIM {scores[0]:.3f} → {scores[candidates.index(chosen)]:.3f}")
+            else:
+                text += "; the general blend renders the photos from each other best"
+        elif blend.get("note") and not steps:
+            text += f"; {blend['note']}, so the general blend is kept"
         loss = m.get("held_out_loss")
-        if loss and self.changes_nothing:
-            return text + ("; it did not render the held-out photos better, so the general "
-                           "model is kept")
-        if loss:
-            return text + (f"; held-out photos rendered {100 * (1 - loss[1] / max(loss[0], 1e-12)):.1f} % "
-                           f"better (weights of step {m.get('kept_step')})")
+        if loss and not self.deltas:
+            text += ("; fine-tuning did not render the held-out photos better, so the general "
+                     "weights are kept")
+        elif loss:
+            text += (f"; held-out photos rendered {100 * (1 - loss[1] / max(loss[0], 1e-12)):.1f} % "
+                     f"better (weights of step {m.get('kept_step')})")
         return text
 
 
@@ -178,6 +198,8 @@ def sources_key(fingerprints: Sequence[str], base_id: str) -> str:
 def tuned_names(model: torch.nn.Module, tune: str) -> list[str]:
     """The parameters a tune mode fine-tunes."""
     names = [n for n, _ in model.named_parameters()]
+    if tune == "none":
+        return []
     if tune == "all":
         return names
     if tune in _TUNE_PREFIXES:
@@ -348,10 +370,12 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
                 progress: Callable[[Progress], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
                 device: str | torch.device = "cpu") -> Personalization | None:
-    """Fine-tune a copy of `model` (the warp-guided CainGAN, as a Reenactor holds it) on
-    self-reconstruction among the sources → the change of the tuned parameters, or None when
-    `should_stop()` said so (nothing of a cancelled run is kept). `model` itself is not touched.
-    `images`: square uint8 crops of the face (any size); `points`: their (68,2) pixel landmarks."""
+    """Fit the blend to the sources (with 3 or more) and fine-tune a copy of `model` (the
+    warp-guided CainGAN, as a Reenactor holds it) on self-reconstruction among them → the
+    chosen settings and the change of the tuned parameters, or None when `should_stop()` said
+    so (nothing of a cancelled run is kept). `model` itself is not touched. `images`: square
+    uint8 crops of the face (any size); `points`: their (68,2) pixel landmarks. Progress counts
+    one step per photo of the blend fit, then the fine-tuning steps."""
     cfg = cfg or PersonalizeConfig()
     if not getattr(model, "needs_points", False):
         raise PersonalizeError("personalization needs the warp-guided model (the paper's model "
@@ -360,9 +384,56 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
     device = torch.device(device)
     base_id = base_id or model_id(model)
     t0 = time.perf_counter()
+    k = len(images)
+    fits_blend = cfg.blend and k >= blend_fit.MIN_SOURCES
+    tunes = cfg.tune != "none"
+    total = (k if fits_blend else 0) + (cfg.steps if tunes else 0)
+    losses: list[float] = []
+
+    def report(step: int) -> None:
+        if progress is not None:
+            elapsed = time.perf_counter() - t0
+            loss = float(np.mean(losses[-10:])) if losses else float("nan")
+            progress(Progress(step, total, loss, elapsed, elapsed / step * (total - step)))
+
+    meta: dict = {"kind": KIND, "config": asdict(cfg), "tune": cfg.tune, "steps": cfg.steps if tunes else 0,
+                  "sources": k}
+    blend: dict = {}
+    if fits_blend:
+        fit = blend_fit.fit_blend(model, images, pts, device=device, should_stop=should_stop,
+                                  on_photo=lambda i: report(i + 1))
+        if fit is None:
+            return None
+        blend = fit.settings
+        meta["blend"] = {"chosen": blend, "ssim": fit.scores, "identity": fit.identity,
+                         "candidates": list(fit.candidates)}
+    elif cfg.blend:
+        meta["blend"] = {"chosen": {}, "note": f"fitting the blend needs {blend_fit.MIN_SOURCES} "
+                                               "photos or more"}
+    deltas: dict[str, torch.Tensor] = {}
+    overrides = dict(blend)
+    if tunes:
+        tuned = _fine_tune(model, images, pts, cfg, blend, device, meta, losses, should_stop,
+                           lambda step: report(total - cfg.steps + step))
+        if tuned is None:
+            return None
+        deltas, flow = tuned
+        overrides.update(flow)
+    meta.update(seconds=round(time.perf_counter() - t0, 2),
+                created=time.strftime("%Y-%m-%d %H:%M:%S"),
+                **({"model_config": overrides} if overrides else {}))
+    return Personalization(key, base_id, deltas, meta)
+
+
+def _fine_tune(model, images, pts, cfg: PersonalizeConfig, blend: dict, device, meta: dict,
+               losses: list[float], should_stop, report) -> tuple[dict, dict] | None:
+    """The weights' part of personalize: cfg.steps of fine-tuning a copy of `model` rendering
+    with the `blend` settings → (parameter changes, the model settings they need), or None when
+    stopped. With a held-out check that keeps the general weights, the changes are {}. Writes
+    its losses and the check's result into `meta`."""
     net = copy.deepcopy(model).to(device)
-    general_cfg = net.cfg
-    overrides = {"learned_flow": True} if cfg.flow else {}
+    general_cfg = dataclasses.replace(net.cfg, **blend)
+    flow = {"learned_flow": True} if cfg.flow else {}
     names = set(tuned_names(net, cfg.tune))
     params = []
     for n, p in net.named_parameters():
@@ -370,6 +441,7 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
         if n in names:
             params.append(p)
     net.train()
+    net.cfg = general_cfg
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
     torch.manual_seed(cfg.seed)
     data = _Examples(images, pts, cfg.train_side, cfg.seed, cfg.move)
@@ -383,8 +455,7 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
                              picks=[(h, data.pool[:cfg.context]) for h in held]) if held else None)
     best = (_held_loss(net, held_batch, cfg, face_id), 0, None) if held else None   # as shipped
     general_loss = best[0] if best else None
-    net.cfg = dataclasses.replace(general_cfg, **overrides)
-    losses: list[float] = []
+    net.cfg = dataclasses.replace(general_cfg, **flow)
     for step in range(1, cfg.steps + 1):
         if should_stop is not None and should_stop():
             return None
@@ -400,25 +471,19 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
             value = _held_loss(net, held_batch, cfg, face_id)
             if value < best[0]:
                 best = (value, step, {n: p.detach().clone() for n, p in net.named_parameters() if n in names})
-        if progress is not None:
-            elapsed = time.perf_counter() - t0
-            progress(Progress(step, cfg.steps, float(np.mean(losses[-10:])), elapsed,
-                              elapsed / step * (cfg.steps - step)))
+        report(step)
     general = dict(model.named_parameters())
     tuned = dict(net.named_parameters())
     if best is not None:
         tuned = best[2] or {}                 # step 0: fine-tuning did not help, no change
         if best[1] == 0:
-            overrides = {}
+            flow = {}
     with torch.no_grad():
         deltas = {n: (p.detach().float().cpu() - general[n].detach().float().cpu()).to(torch.float16)
                   .contiguous() for n, p in tuned.items() if n in names}
-    meta = {"kind": KIND, "config": asdict(cfg), "tune": cfg.tune, "steps": cfg.steps,
-            "sources": k, "seconds": round(time.perf_counter() - t0, 2),
-            "loss_first": round(losses[0], 5), "loss_last": round(float(np.mean(losses[-10:])), 5),
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"), **({"note": note} if note else {}),
-            **({"model_config": overrides} if overrides else {})}
+    meta.update(loss_first=round(losses[0], 5), loss_last=round(float(np.mean(losses[-10:])), 5),
+                **({"note": note} if note else {}))
     if best is not None:
         meta.update(held_out=held, held_out_loss=[round(general_loss, 5), round(best[0], 5)],
                     kept_step=best[1])
-    return Personalization(key, base_id, deltas, meta)
+    return deltas, flow

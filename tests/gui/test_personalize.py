@@ -293,7 +293,8 @@ def test_personalize_sixteen_photos(qtbot, make_window, warp_weights, store_dir,
     wait_model(qtbot, w)
     load(qtbot, w, photos, timeout=90000)
     steps = personalize(qtbot, w)
-    assert [p.step for p in steps] == [1, 2, 3]
+    # A step per photo for fitting the blend, then the 3 fine-tuning steps.
+    assert [p.step for p in steps] == list(range(1, 16 + 3 + 1))
     assert not texts(w, "warning") and not texts(w, "error")     # one person: no warning
     panel = w.personalize_panel
     assert "Personalized: 16 photos" in panel.status.text()
@@ -328,3 +329,21 @@ def test_personalize_the_paper_model_gives_a_clear_error(qtbot, make_window):
     assert err[0] in w.banner.text()
     assert not panel.running and panel.button.isEnabled() and not panel.toggle.isEnabled()
     wait_render(qtbot, w, "")
+
+
+def test_personalize_by_default_fits_the_blend_of_three_photos(qtbot, make_window, warp_weights,
+                                                                store_dir, monkeypatch):
+    """The app's own default (no fine-tuning steps asked for): a step per photo, the result says
+    which blend renders the photos from each other best, and is stored and used."""
+    monkeypatch.delenv("CAINGAN_PERSONALIZE_STEPS")
+    w = make_window(warp_weights)
+    wait_model(qtbot, w)
+    load(qtbot, w, [still(f"amy{i}") for i in (1, 2, 3)])
+    steps = personalize(qtbot, w)
+    assert [p.step for p in steps] == [1, 2, 3] and steps[-1].steps == 3
+    assert not texts(w, "error")
+    panel = w.personalize_panel
+    status = panel.status.text()
+    assert "Personalized: 3 photos" in status and "blend" in status and "steps" not in status
+    assert len(stored(store_dir)) == 2          # the .safetensors and its .json
+    wait_render(qtbot, w, panel.in_use)
