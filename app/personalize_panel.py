@@ -1,4 +1,4 @@
-"""Personalize: the editor's controls for fine-tuning the model on the current photos.
+"""Personalize: the editor's controls for fitting the model to the current photos.
 
 Under the preview: a *Personalize* button, a *Personalized* toggle (on while a personalization
 of these photos is in use; off compares with the general model) and one line that says what the

@@ -1,14 +1,16 @@
-"""Personalize in the background: fine-tune the warp-guided model on the editor's photos.
+"""Personalize in the background: fit the warp-guided model to the editor's photos.
 
 One job at a time runs on Qt's thread pool (a superqt thread worker, as in app.reenact_worker):
 it loads its own Reenactor from the editor's weights (the preview worker's is never shared),
 checks that the photos show one person (caingan.face.identity), reuses a stored
-personalization of the same photos or fine-tunes (caingan.pipeline.personal_store), and saves
+personalization of the same photos or makes one (caingan.pipeline.personal_store: the blend
+fitted to the photos, and fine-tuned weights when asked for), and saves
 the result to the store. What it made comes back as a signal carrying the Personalization; the
 editor hands that to the preview worker, which applies it to its own Reenactor.
 
-Cancel (and closing the editor) sets an event that the job checks between faces and between
-training steps; a cancelled run keeps nothing, and the store is only ever written atomically.
+Cancel (and closing the editor) sets an event that the job checks between faces, between the
+blend fit's renders and between training steps; a cancelled run keeps nothing, and the store is
+only ever written atomically.
 Looking up a stored personalization (a few MB) is a job too, so the GUI never reads it.
 """
 
