@@ -31,7 +31,8 @@ from caingan.nn.part_mask import region_mask
 # The settings tried, the general one ({}) first: a sharper say of the learned responsibilities
 # (a higher mix power) and a softer seam between photos (a wider blur of the mixing weights).
 # A weaker pose prior (a softer choice of photo) scored better by SSIM but lowered CSIM and
-# sharpness, so it is not among them (docs/ablations/PERSONALIZE.md, session 12).
+# sharpness, so it is not among them (docs/ablations/PERSONALIZE.md, session 12). Mix power 64
+# can let hair ghost where two photos of other head positions mix (seen there, cross-clip).
 CANDIDATES: tuple[dict, ...] = (
     {},
     {"mix_blur": 0.08},
@@ -49,7 +50,7 @@ class BlendFit:
     settings: dict                       # the model settings chosen ({} = the general ones)
     scores: list[float]                  # each candidate's mean leave-one-out face SSIM
     identity: list[float]                # … and cosine of the face descriptors (as CSIM)
-    candidates: tuple[dict, ...] = CANDIDATES
+    candidates: tuple[dict, ...]
 
 
 def describe(settings: dict) -> str:
@@ -60,7 +61,7 @@ def describe(settings: dict) -> str:
 
 
 def fit_blend(model, images: Sequence[np.ndarray], points: Sequence[np.ndarray], *,
-              device="cpu", candidates: tuple[dict, ...] = CANDIDATES,
+              device="cpu", candidates: tuple[dict, ...] | None = None,
               on_photo: Callable[[int], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> BlendFit | None:
     """Score each candidate setting by leave-one-out self-reconstruction among the photos
@@ -69,6 +70,7 @@ def fit_blend(model, images: Sequence[np.ndarray], points: Sequence[np.ndarray],
     copy renders. `on_photo(i)` is called when photo i has been rendered under every candidate."""
     from caingan.pipeline.inference import Reenactor
 
+    candidates = CANDIDATES if candidates is None else candidates
     k = len(images)
     if k < MIN_SOURCES:
         raise ValueError(f"fitting the blend needs at least {MIN_SOURCES} photos, got {k}")
