@@ -285,6 +285,10 @@ def apply_overrides(cls: type, values: dict[str, Any], specs: list[str] | tuple[
 
 
 # Named model sizes for the command lines (`--preset`): the default model first.
+# The ModelConfig settings a personalization may change while it is applied
+# (caingan.pipeline.personalize; Reenactor.set_personalization refuses any other).
+PERSONAL_SETTINGS = ("learned_flow", "mix_power", "mix_blur")
+
 MODEL_PRESETS = {
     "warp": ModelConfig.warp_small,   # warp-guided, the app's default
     "small": ModelConfig.small,       # the paper's model at CPU size

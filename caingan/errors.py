@@ -27,3 +27,7 @@ class CheckpointError(CainGANError):
 
 class ExportError(CainGANError):
     """Writing output failed (unwritable folder, full disk...)."""
+
+
+class PersonalizeError(CainGANError, ValueError):
+    """Bad personalization settings or inputs, or a personalization made for another model."""

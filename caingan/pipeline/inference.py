@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from caingan.nn.blocks import remove_spectral_norms, use_channels_last_norms
-from caingan.nn.checkpoint import load_model
-from caingan.config import ModelConfig
+from caingan.nn.checkpoint import load_model, weights_id
+from caingan.config import PERSONAL_SETTINGS, ModelConfig
 from caingan.device import device_name, pick_device
-from caingan.errors import CainGANError
+from caingan.errors import CainGANError, PersonalizeError
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.model import CainGAN
@@ -170,10 +170,9 @@ class Reenactor:
     def model_id(self) -> str:
         """Hash of the general (unpersonalized) weights: what a Personalization is made for."""
         if self._model_id is None:
-            from caingan.pipeline.personalize import model_id
             applied = self.personalization
             self.set_personalization(None)
-            self._model_id = model_id(self.model)
+            self._model_id = weights_id(self.model)
             self.set_personalization(applied)
         return self._model_id
 
@@ -181,7 +180,6 @@ class Reenactor:
         """Apply a caingan.pipeline.personalize.Personalization (its parameter changes) in
         place, or None to go back to the general model. One made for other weights is refused
         and the current state is kept."""
-        from caingan.pipeline.personalize import MODEL_OVERRIDES, PersonalizeError
         params = dict(self.model.named_parameters())
         if personalization is not None:
             if personalization.base_id != self.model_id:
@@ -189,7 +187,7 @@ class Reenactor:
                                        f"({personalization.base_id[:12]}…, these are {self.model_id[:12]}…)")
             bad = [n for n, d in personalization.deltas.items()
                    if n not in params or tuple(d.shape) != tuple(params[n].shape)]
-            bad += [f"setting {n}" for n in personalization.model_config if n not in MODEL_OVERRIDES]
+            bad += [f"setting {n}" for n in personalization.model_config if n not in PERSONAL_SETTINGS]
             if bad:
                 raise PersonalizeError(f"personalization does not fit this model: {', '.join(bad[:4])}")
             try:

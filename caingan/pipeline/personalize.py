@@ -30,25 +30,20 @@ import cv2
 import numpy as np
 import torch
 
-from caingan.errors import CainGANError
+from caingan.errors import CainGANError, PersonalizeError  # noqa: F401  (re-exported)
 from caingan.face.landmark_edit import MIRROR
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.part_mask import region_mask
-from caingan.nn.checkpoint import state_digest
+from caingan.nn.checkpoint import weights_id
 from caingan.pipeline import blend_fit
 
 KIND = "caingan-personalization"
-MODEL_OVERRIDES = ("learned_flow", "mix_power", "mix_blur")   # settings a personalization may change
 TUNE_MODES = ("none", "all", "generator", "tail", "embedder", "refiner", "flow")
 _TUNE_PREFIXES = {"generator": "generator.", "embedder": "embedder.", "refiner": "refiner.",
                   "flow": "embedder.head_flow."}   # the tune modes that are one part of the model
 DEFAULT_STEPS = 75
 MAX_SOURCES = 16
-
-
-class PersonalizeError(CainGANError, ValueError):
-    """Bad personalization settings or inputs, or a personalization made for another model."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +113,8 @@ class Personalization:
 
     @property
     def model_config(self) -> dict:
-        """The model settings it renders with instead of the general model's (MODEL_OVERRIDES)."""
+        """The model settings it renders with instead of the general model's (one of
+        caingan.config.PERSONAL_SETTINGS)."""
         return dict(self.meta.get("model_config") or {})
 
     @property
@@ -163,9 +159,7 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------- identity
-def model_id(model: torch.nn.Module) -> str:
-    """The general weights' identity: the first 24 hex digits of their state_digest."""
-    return state_digest(model)[:24]
+model_id = weights_id     # the general weights' identity
 
 
 def source_fingerprints(images: Sequence[np.ndarray], points: Sequence[np.ndarray]) -> list[str]:
