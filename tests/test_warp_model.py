@@ -373,6 +373,19 @@ def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_rend
     assert (out.image - every.image).abs().max() < 1e-5
 
 
+def test_the_pose_gap_that_skips_a_source_grows_with_the_mix_power():
+    """A higher mix_power (a personalization may choose 64) gives the responsibilities more say
+    against the pose prior, so a source the prior puts 300 below the closest is skipped at mix
+    power 16 but rendered at 64."""
+    import dataclasses
+
+    model = WarpCainGAN(tiny_warp(pose_prior=1000.0, mix_power=16.0)).eval()
+    distance = torch.tensor([[0.0, 0.3, 0.9]])                  # prior gaps 0, 300, 900
+    assert model.sources_in_use(distance, 1, 3, "cpu").tolist() == [[True, False, False]]
+    model.cfg = dataclasses.replace(model.cfg, mix_power=64.0)
+    assert model.sources_in_use(distance, 1, 3, "cpu").tolist() == [[True, True, False]]
+
+
 def test_mix_blur_softens_where_the_choice_of_source_switches():
     """mix_blur blurs the sources' mixing weights: where one source gives way to another the
     change spreads over more pixels (no 4-pixel staircase), the mix still sums to one, and a

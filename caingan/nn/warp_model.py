@@ -61,8 +61,11 @@ VALID_TOL = 1e-5  # validity this close to 1 is full coverage (responsibilities 
 # source is not rendered (`sources_in_use`). The responsibilities' own log-weights (mix_power ·
 # log r) differ by at most 138 between two sources of the bundled model on the test and
 # validation frames at K = 8 (docs/benchmarks.md, "Skipped sources"), so a skipped source's
-# weight would have stayed below exp(138 − 160) ≈ 3e-10.
+# weight would have stayed below exp(138 − 160) ≈ 3e-10. That spread grows with mix_power (a
+# personalization may raise it: caingan.pipeline.blend_fit), so the limit is scaled by
+# mix_power / PRUNE_POWER when that is above 1.
 PRUNE_LOGIT = 160.0
+PRUNE_POWER = 16.0   # the mix_power the spread was measured at
 WEIGHT_EPS = 1e-4  # a source with no weight above this gets no detail layer (≤ 0.03 grey levels)
 TARGET_CHANNELS = 7  # the embedder's input channels that depend on the target (w_i, validity_i, L(x_t))
 
@@ -394,14 +397,16 @@ class WarpCainGAN(nn.Module):
         without the prior). At inference a source whose prior alone puts it more than
         PRUNE_LOGIT below the closest source is skipped: its weight would be at most
         exp(spread − PRUNE_LOGIT) of the closest's, where spread is how far the responsibilities'
-        own log-weights differ between two sources (measured, see PRUNE_LOGIT). Training renders
+        own log-weights differ between two sources (measured, see PRUNE_LOGIT; the limit grows
+        with mix_power as that spread does). Training renders
         every source."""
         use = torch.ones(b, k, dtype=torch.bool, device=device)
         if self.training or distance is None:
             return use
         closest = distance.amin(1, keepdim=True)
         gap = self.cfg.pose_prior * (distance - closest)
-        return (gap <= PRUNE_LOGIT) | ~torch.isfinite(closest)
+        limit = PRUNE_LOGIT * max(1.0, self.cfg.mix_power / PRUNE_POWER)
+        return (gap <= limit) | ~torch.isfinite(closest)
 
     def render(self, sources: torch.Tensor, source_lms: torch.Tensor, target_lm: torch.Tensor,
                source_points: torch.Tensor, target_points: torch.Tensor,
