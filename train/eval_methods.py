@@ -226,9 +226,9 @@ def personalized_methods(specs: Sequence[tuple[str, str]], names: Sequence[str],
             raise CainGANError(f"--personalize {name!r}: only the warp-guided model can be personalized")
         m.reenactor = PersonalizingReenactor(m.reenactor, cfg)
         m.personalized = True
-        m.note = ("personalized: " + ("blend fitted to each clip's sources (3 or more)" if cfg.blend else "")
-                  + (", " if cfg.blend and cfg.tune != "none" else "")
-                  + (f"{cfg.steps} steps of tune {cfg.tune}" if cfg.tune != "none" else ""))
+        done = (["blend fitted to each clip's sources (3 or more)"] if cfg.blend else []) \
+            + ([f"{cfg.steps} steps of tune {cfg.tune}"] if cfg.tune != "none" else [])
+        m.note = "personalized: " + ", ".join(done)
         out.append(m)
     return out
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from caingan.face.landmark_file import rescale_points
+
 DEFAULT_MARGIN = 1.9
 UP_SHIFT = 0.1
 
@@ -194,6 +196,15 @@ def resize_square(image: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
+def resize_crop(image: np.ndarray, points, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """A square crop and its (68,2) pixel points at side²: area-averaged when shrinking,
+    bilinear when enlarging, as they are at that size (personalization's examples and blend fit)."""
+    s = image.shape[0]
+    if s != side:
+        image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA if s > side else cv2.INTER_LINEAR)
+        points = rescale_points(points, s, side)
+    return np.ascontiguousarray(image), np.asarray(points, np.float32)
+
 def _soft_mask(size: int, feather: float) -> np.ndarray:
     """Elliptical mask over the crop, 1 inside the face, fading to 0 well before the border.
 
@@ -246,5 +257,5 @@ def paste_back(original: np.ndarray, generated: np.ndarray, crop: FaceCrop,
     return out
 
 
-__all__ = ["FaceCrop", "crop_face", "crop_matrix", "paste_back", "resize_square", "warp_crop",
+__all__ = ["FaceCrop", "crop_face", "crop_matrix", "paste_back", "resize_crop", "resize_square", "warp_crop",
            "DEFAULT_MARGIN"]

@@ -151,11 +151,11 @@ def state_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-
 def weights_id(module: nn.Module) -> str:
     """The weights' identity: the first 24 hex digits of their state_digest (what a
     personalization is made for)."""
     return state_digest(module)[:24]
+
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DDP / DataParallel

@@ -20,9 +20,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
+from caingan.face.crop import resize_crop
 from caingan.face.identity import FaceIdentity
 from caingan.face.landmark_file import rescale_points
 from caingan.media.ssim import ssim
@@ -77,13 +77,7 @@ def fit_blend(model, images: Sequence[np.ndarray], points: Sequence[np.ndarray],
     if not candidates or candidates[0]:
         raise ValueError("the first candidate must be the general setting {}")
     side = min(FIT_SIDE, int(model.cfg.output_size or model.cfg.image_size))
-    crops, pts = [], []
-    for img, p in zip(images, points):
-        s = img.shape[0]
-        if s != side:
-            img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if s > side else cv2.INTER_LINEAR)
-        crops.append(np.ascontiguousarray(img))
-        pts.append(rescale_points(np.asarray(p, np.float32), s, side))
+    crops, pts = zip(*(resize_crop(img, p, side) for img, p in zip(images, points)))
     r = Reenactor(model, device, copy=True)
     general = r.model.cfg
     net_side = r.image_size

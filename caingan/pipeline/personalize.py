@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from caingan.errors import CainGANError, PersonalizeError  # noqa: F401  (re-exported)
+from caingan.face.crop import resize_crop
 from caingan.face.landmark_edit import MIRROR
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
@@ -233,14 +234,8 @@ class _Examples:
                  move: float = 0.5):
         self.side = side
         self.move = move
-        self.images, pts = [], []
-        for img, p in zip(images, points):
-            s = img.shape[0]
-            if s != side:
-                img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if s > side else cv2.INTER_LINEAR)
-                p = rescale_points(p, s, side)
-            self.images.append(np.ascontiguousarray(img))
-            pts.append(np.asarray(p, np.float32))
+        images, pts = zip(*(resize_crop(img, p, side) for img, p in zip(images, points)))
+        self.images = list(images)
         self.points = np.stack(pts)
         self.rng = np.random.default_rng(seed)
         self.pool = list(range(len(self.images)))     # the sources examples are drawn from
