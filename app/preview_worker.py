@@ -43,13 +43,16 @@ SOURCE_COLOURS = np.array([
 def sources_overlay(face: np.ndarray, weights: np.ndarray, crops: list[np.ndarray],
                     side: int = OVERLAY_SIDE) -> np.ndarray:
     """The generated face tinted by where each region came from — Σ_k r_k·colour_k over it —
-    above a legend: each source crop framed in its colour, in the model's source order."""
-    w = np.asarray(weights, np.float32)
-    k = len(w)
+    above a legend: each source crop framed in its colour, in the model's source order.
+
+    `face` (S, S, 3) and `weights` (K, s, s) may have different sides (a warp-guided model
+    renders at the photo's size but mixes at its networks' size): both are resized to `side`."""
+    w = _square(np.moveaxis(np.asarray(weights, np.float32), 0, -1), side, cv2.INTER_LINEAR)
+    k = w.shape[-1]
     colours = SOURCE_COLOURS[np.arange(k) % len(SOURCE_COLOURS)]
-    tint = np.tensordot(np.moveaxis(w, 0, -1), colours, axes=1)
-    mixed = np.clip(0.45 * np.asarray(face, np.float32) + 0.55 * tint, 0, 255).astype(np.uint8)
-    top = cv2.resize(mixed, (side, side), interpolation=cv2.INTER_LINEAR)
+    tint = np.tensordot(w, colours, axes=1)
+    face = _square(np.asarray(face, np.uint8), side, cv2.INTER_AREA).astype(np.float32)
+    top = np.clip(0.45 * face + 0.55 * tint, 0, 255).astype(np.uint8)
     cols = min(k, LEGEND_COLUMNS)
     cell = side // max(cols, 4)
     border = max(3, cell // 14)
@@ -251,6 +254,16 @@ class PreviewWorker(QObject):
                                (time.perf_counter() - t0) * 1000, self._paste, self._personal)
         self._renders += 1
         self.rendered.emit(result)
+
+
+def _square(image: np.ndarray, side: int, shrink: int) -> np.ndarray:
+    """(S, S, C) → (side, side, C), C kept even when it is 1 (cv2 drops a single channel);
+    `shrink` is the interpolation used when S > side (linear when enlarging)."""
+    if image.shape[0] == side:
+        return image
+    flag = shrink if image.shape[0] > side else cv2.INTER_LINEAR
+    out = cv2.resize(np.ascontiguousarray(image), (side, side), interpolation=flag)
+    return out.reshape(side, side, image.shape[-1])
 
 
 def _fit(image: np.ndarray, max_side: int) -> np.ndarray:

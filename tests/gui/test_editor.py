@@ -378,6 +378,54 @@ def test_paste_back_preview_of_a_big_photo_is_screen_sized_and_saved_full_size(
     assert not errors(w)
 
 
+def test_show_which_source_with_the_bundled_model_at_photo_size(
+        qtbot, make_window, good_photo, second_photo):
+    """The bundled warp-guided model renders at the face's size in the photo but mixes its
+    sources at its networks' size: the overlay must draw both, and keep following the edits."""
+    from app.preview_worker import OVERLAY_SIDE
+    from caingan.assets import DEFAULT_WEIGHTS
+
+    w = make_window(DEFAULT_WEIGHTS)
+    wait_model(qtbot, w, timeout=60000)
+    add_photo(qtbot, w, good_photo)
+    add_photo(qtbot, w, second_photo)
+    with qtbot.waitSignal(w.previewShown, timeout=30000,
+                          check_params_cb=lambda r: r.pasted is not None and len(r.source_ids) == 2):
+        w.paste_back_box.setChecked(True)
+    r = w.last_result
+    assert r.image.shape[0] > r.weights.shape[-1]          # the sizes that did not broadcast
+    w.sources_used_box.setChecked(True)
+    overlay = w.preview_pane.image()
+    assert overlay.shape[1] == OVERLAY_SIDE and overlay.shape[0] > OVERLAY_SIDE * 1.1
+    # While the box is ticked, every new render is shown as the overlay.
+    for value in (0.6, 0.9):
+        with qtbot.waitSignal(w.previewShown, timeout=30000):
+            w.sliders.set_value("mouth_open", value)
+        wait_quiet(qtbot, w, timeout=30000)
+        now = w.preview_pane.image()
+        assert now.shape == overlay.shape and not np.array_equal(now, overlay)
+        overlay = now.copy()
+    assert not errors(w)
+    w.sources_used_box.setChecked(False)
+    assert w.preview_pane.image().shape == w.last_result.display.shape
+
+
+def test_sources_overlay_takes_a_face_and_weights_of_different_sizes():
+    from app.preview_worker import SOURCE_COLOURS, sources_overlay
+
+    face = np.full((512, 512, 3), 128, np.uint8)
+    weights = np.zeros((2, 128, 128), np.float32)
+    weights[0, :, :64] = weights[1, :, 64:] = 1            # left half from source 0
+    crops = [np.zeros((128, 128, 3), np.uint8)] * 2
+    out = sources_overlay(face, weights, crops, side=200)
+    assert out.shape[1] == 200
+    left, right = out[100, 20].astype(float), out[100, 180].astype(float)
+    np.testing.assert_allclose(left, 0.45 * 128 + 0.55 * SOURCE_COLOURS[0], atol=1.5)
+    np.testing.assert_allclose(right, 0.45 * 128 + 0.55 * SOURCE_COLOURS[1], atol=1.5)
+    one = sources_overlay(face[:100, :100], weights[:1] * 0 + 1, crops[:1], side=200)
+    assert one.shape[1] == 200                                # one source, face smaller than side
+
+
 # ----------------------------------------------------------------------------- files
 
 def test_save_result_and_landmarks_then_open_them(qtbot, make_window, good_photo, tmp_path):
