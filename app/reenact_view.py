@@ -78,8 +78,8 @@ class ReenactWindow(QWidget):
         self.neutral_button.setToolTip("Make the next driving frame the neutral pose: the face "
                                        "then moves relative to it")
         self.record_button = QPushButton("Record…")
-        self.record_button.setToolTip("Record what the right-hand pane shows to an MP4 file, at "
-                                      "the driving video's frame rate")
+        self.record_button.setToolTip("Record what the right-hand pane shows to an MP4 file: "
+                                      "every rendered frame once, at its real time")
         self.paste_box = QCheckBox("Paste into the photo")
         self.paste_box.setChecked(True)
         self.paste_box.setToolTip("Show and record the whole target photo with the animated "
@@ -146,10 +146,10 @@ class ReenactWindow(QWidget):
     def _cameras_listed(self, found: list) -> None:
         self.cameras = list(found)
         self._fill_inputs()
-        if not found:
+        if not found:       # said once, in the message line; the status line is cleared
             self.show_message("No camera found. Connect a webcam and press “Refresh cameras”, "
                               "or open a video file to drive the face.")
-            self.status_label.setText("No camera found.")
+            self.status_label.setText("")
         else:
             self.status_label.setText(f"{len(found)} camera{'s' * (len(found) > 1)} found.")
 
@@ -161,7 +161,7 @@ class ReenactWindow(QWidget):
         if self.video_path:
             box.addItem(f"Video: {Path(self.video_path).name}", ("video", self.video_path))
         if box.count() == 0:
-            box.addItem("No camera found", None)
+            box.addItem("No input", None)
         box.setCurrentIndex(box.count() - 1 if self.video_path else 0)
 
     def dialog_folder(self) -> str:

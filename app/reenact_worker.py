@@ -1,18 +1,19 @@
-"""The live reenactment loop behind app.reenact_view: capture, detect → retarget → generate.
+"""The live reenactment loop behind app.reenact_view: capture, track, render, in three threads.
 
-    capture thread ──latest frame──▶ session: detect → retarget → generate ──latest──▶ GUI
+    reader thread ──newest frame──▶ session: detect → retarget ──queue of 1──▶ render thread:
+    generate → paste back → record ──latest──▶ GUI
 
-The capture thread only reads frames into a one-slot mailbox (app.workers.Latest: a newer frame
-replaces an unread one), so a slow model drops frames instead of queueing them and the face
-follows the camera with at most one frame of backlog. The session runs
-caingan.pipeline.reenact.ReenactPipeline, the same per-frame code as the exporter and the
-benchmark, and hands each result to the GUI through a second one-slot mailbox; the GUI thread
-only paints. Frames without a face keep the last target. Sessions and the camera search are
-superqt thread workers (the napari pattern: a function run on Qt's thread pool, its result or
-error coming back as signals).
+The reader thread (caingan.media.frames.NewestFrames) only reads frames and keeps the newest, so
+a slow model drops camera frames instead of queueing them. The session tracks each frame it
+takes while the render thread renders the previous one (caingan.pipeline.live.LiveLoop, the same
+code as the benchmark; ReenactPipeline is shared with the exporter); the render thread sizes
+torch's and OpenCV's threads to the free cores before every model call, records, and hands each
+result to the GUI through a one-slot mailbox; the GUI thread only paints. Frames without a face
+keep the last target. Sessions and the camera search are superqt thread workers (the napari
+pattern: a function run on Qt's thread pool, its result or error coming back as signals).
 
 The face is pasted back into the target photo (at most RECORD_MAX_SIDE px wide), and a
-recording is that full frame, at the driving video's (or camera's) frame rate.
+recording is that full frame: every rendered frame once, at the time of its driving frame.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from caingan.pipeline.inference import ReenactorProtocol
 
 from .preview_worker import default_loader
 from .sources import Sources
-from .workers import EMPTY, Latest, PoolJobs, ThreadBudget, describe
+from .workers import EMPTY, Latest, PoolJobs, describe
 
 FRAME_DISPLAY_SIDE = 480      # driving frames are downscaled for display (drawing cost)
 RECORD_MAX_SIDE = 1280        # the pasted-back frame (shown and recorded) is at most this wide
@@ -199,71 +200,78 @@ class ReenactWorker(QObject):
             self.stopped.emit("")
             return
         reason = ""
-        capture = None
-        box = Latest()
-        recorder = None
-        threads = ThreadBudget()
+        frames = loop = None
+        out = _Output()
         try:
             from caingan.face.retarget import Retargeter
+            from caingan.media.frames import NewestFrames
+            from caingan.pipeline.live import LiveLoop
             from caingan.pipeline.reenact import ReenactPipeline
 
-            threads.apply(force=True)          # this pool thread's torch threads
             reenactor, detector = self._ensure_model()
             source = self._open(spec)
             self._source = source
+            frames = NewestFrames(source)
             reenactor.set_sources(sources.images, sources.points)
             pipeline = ReenactPipeline(reenactor, detector,
                                        Retargeter(sources.target_points, fps=source.fps),
                                        paste_back=self._paste_target(sources))
-            capture = threading.Thread(target=self._capture, args=(source, box),
-                                       name="reenact-capture", daemon=True)
-            capture.start()
-            self.started.emit(str(spec[1]))
-            processed = 0
-            while not self._stop.is_set():
-                recorder, sources = self._apply_commands(pipeline, recorder, source, sources)
-                item = box.take(0.1)
-                if item is EMPTY:
-                    continue
-                if not hasattr(item, "image"):           # ("end" | "error", message)
-                    kind, message = item
-                    if kind == "error":
-                        self.failed.emit(message)
-                    reason = message or "The video ended."
-                    break
-                threads.apply()
-                res = pipeline.step(item.image, item.timestamp)
-                processed += 1
-                if recorder is not None and res is not None:
-                    try:
-                        recorder.add(res.image if res.pasted is None else res.pasted,
-                                     item.timestamp)
-                    except Exception as e:  # noqa: BLE001 — a full disk ends the recording only
-                        recorder.abort()
-                        recorder = None
-                        self.recordingFailed.emit(describe(e))
+            size = reenactor.image_size
+
+            def prepare(frame, tracked):             # the tracking thread
+                return (_draw_points(frame.image, tracked.driver),
+                        _landmark_image(tracked.target.points, size))
+
+            def deliver(frame, res, drawn):           # the render thread
+                if res is not None and not res.skipped and out.recorder is not None:
+                    self._record(out, res, frame.timestamp)
+                out.processed += 1
                 self._publish(LiveFrame(
-                    _draw_points(item.image, None if res is None else res.driver),
-                    None if res is None else _landmark_image(res.target, reenactor.image_size),
-                    None if res is None else res.image, res, item.index, processed, box.dropped,
-                    pipeline.skipped, {} if res is None else dict(res.timings)))
+                    drawn[0], None if res is None else drawn[1],
+                    None if res is None else res.image, res, frame.index, out.processed,
+                    frames.dropped, pipeline.skipped, {} if res is None else dict(res.timings)))
+
+            loop = LiveLoop(pipeline, deliver, prepare=prepare).start()
+            self.started.emit(str(spec[1]))
+            while not self._stop.is_set():
+                sources = self._apply_commands(pipeline, loop, out, source, sources)
+                frame = frames.take(0.1)
+                if frame is not None:
+                    loop.submit(frame)
+                elif frames.ended:
+                    reason = "The video ended."
+                    break
         except Exception as e:  # noqa: BLE001 — shown in the window; the worker keeps serving
             msg = describe(e)
             self.failed.emit(msg)
             reason = msg
         finally:
             self._stop.set()
-            src, self._source = self._source, None
-            if _is_camera(src):
-                src.close()
-            if capture is not None:
-                capture.join(5.0)
-            if recorder is not None:
-                self._finish_recording(recorder)
+            self._source = None
+            if loop is not None:
+                try:
+                    loop.close(discard=True)
+                except Exception as e:  # noqa: BLE001 — the session is over either way
+                    if not reason:
+                        reason = describe(e)
+                        self.failed.emit(reason)
+            if frames is not None:
+                frames.close()
+            if out.recorder is not None:
+                self._finish_recording(out.recorder)
             with self._lock:
                 self._record_cmd = None
             self._running = False
             self.stopped.emit(reason)
+
+    def _record(self, out: "_Output", res, timestamp: float) -> None:
+        """Add a rendered frame to the recording (render thread); a failure ends the recording."""
+        try:
+            out.recorder.add(res.image if res.pasted is None else res.pasted, timestamp)
+        except Exception as e:  # noqa: BLE001 — a full disk ends the recording only
+            out.recorder.abort()
+            out.recorder = None
+            self.recordingFailed.emit(describe(e))
 
     def _paste_target(self, sources: Sources):
         """(photo, crop) to paste into — the target photo at most RECORD_MAX_SIDE wide — or
@@ -280,43 +288,37 @@ class ReenactWorker(QObject):
                            interpolation=cv2.INTER_AREA)
         return small, crop.for_resized_original(scale)
 
-    def _capture(self, source, box: Latest) -> None:
-        """Capture thread: newest frame into the mailbox until stopped or the source ends."""
-        try:
-            for frame in source:
-                if self._stop.is_set():
-                    break
-                box.put(frame)
-            box.finish(("end", ""))
-        except Exception as e:  # noqa: BLE001 — e.g. CameraError: camera unplugged
-            box.finish(("error", describe(e)))
-        finally:
-            if not _is_camera(source):
-                source.close()       # a file reader is closed by the thread that reads it
-
-    def _apply_commands(self, pipeline, recorder, source, sources: Sources):
-        """The GUI's commands since the last frame; returns (recorder, sources in use)."""
+    def _apply_commands(self, pipeline, loop, out: "_Output", source, sources: Sources):
+        """The GUI's commands since the last frame (session thread): the tracking half changes
+        here, the render half through `loop.call`, after the frames already tracked. Returns
+        the sources in use."""
         with self._lock:
             new, self._new_sources = self._new_sources, None
             neutral, self._neutral = self._neutral, False
             cmd, self._record_cmd = self._record_cmd, None
             paste, self._paste_changed = self._paste_changed, False
         if new is not None:
-            pipeline.set_sources(new.images, new.points, new.target_points)
+            pipeline.set_target(new.target_points)
+            loop.call(lambda: pipeline.set_source_images(new.images, new.points))
             sources = new
         if new is not None or paste:
-            pipeline.paste_back = self._paste_target(sources)
+            target = self._paste_target(sources)
+            loop.call(lambda: setattr(pipeline, "paste_back", target))
         if cmd is not None:
-            if recorder is not None:
-                self._finish_recording(recorder)
-                recorder = None
-            if cmd[0] == "start":
-                from caingan.pipeline.reenact import TimedRecorder
-                recorder = TimedRecorder(cmd[1], cmd[2] or source.fps)
-                self.recordingStarted.emit(str(recorder.path))
+            loop.call(lambda: self._recording_command(out, cmd, source.fps))
         if neutral:
             pipeline.mark_neutral()
-        return recorder, sources
+        return sources
+
+    def _recording_command(self, out: "_Output", cmd: tuple, fps: float) -> None:
+        """Start or stop recording (render thread, between two frames)."""
+        if out.recorder is not None:
+            self._finish_recording(out.recorder)
+            out.recorder = None
+        if cmd[0] == "start":
+            from caingan.pipeline.reenact import TimedRecorder
+            out.recorder = TimedRecorder(cmd[1], cmd[2] or fps)
+            self.recordingStarted.emit(str(out.recorder.path))
 
     def _finish_recording(self, recorder) -> None:
         try:
@@ -333,6 +335,14 @@ class ReenactWorker(QObject):
     def _publish(self, frame: LiveFrame) -> None:
         if self._display.put(frame):
             self.frameReady.emit()          # one notice per frame the GUI has not taken yet
+
+
+@dataclass
+class _Output:
+    """What the render thread keeps during a session."""
+
+    recorder: Any = None             # caingan.pipeline.reenact.TimedRecorder while recording
+    processed: int = 0
 
 
 def _is_camera(source) -> bool:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from caingan.errors import CameraError
-from caingan.media.frames import CameraSource, FrameSource, open_source
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from caingan.media.frames import CameraSource, Frame, FrameSource, NewestFrames, open_source
 
 
 class FakeCapture:
@@ -83,17 +81,13 @@ def test_real_missing_camera_index():
         CameraSource(99)
 
 
-def _short_clip() -> Path:
-    table = SHARED / "clips.csv"
-    if not table.exists():
-        pytest.skip("shared clips absent")
-    rows = [r for r in csv.DictReader(table.open()) if int(r["frames"]) <= 80]
-    rows.sort(key=lambda r: int(r["frames"]))
+@pytest.fixture(scope="module")
+def short_clip(shared_data, clip_rows):
+    rows = sorted((r for r in clip_rows if int(r["frames"]) <= 100), key=lambda r: int(r["frames"]))
     for r in rows:
-        p = SHARED / r["path"]
-        if p.exists():
-            return p
-    pytest.skip("no short clip present")
+        if (shared_data / r["path"]).exists():
+            return shared_data / r["path"]
+    pytest.skip("no short clip in the test data")
 
 
 class FakeClock:
@@ -109,10 +103,10 @@ class FakeClock:
         self.t += dt
 
 
-def test_video_file_unpaced_yields_every_frame():
+def test_video_file_unpaced_yields_every_frame(short_clip):
     from caingan.media.frames import VideoFileSource
 
-    path = _short_clip()
+    path = short_clip
     with VideoFileSource(path) as src:
         frames = list(src)
         assert len(frames) >= 0.9 * src.frame_count > 0
@@ -121,10 +115,10 @@ def test_video_file_unpaced_yields_every_frame():
     assert frames[1].timestamp == pytest.approx(1 / src.fps)
 
 
-def test_video_as_camera_paces_and_drops_late_frames():
+def test_video_as_camera_paces_and_drops_late_frames(short_clip):
     from caingan.media.frames import VideoFileSource
 
-    path = _short_clip()
+    path = short_clip
     clock = FakeClock()
     src = VideoFileSource(path, paced=True, drop_late=True, clock=clock, sleep=clock.sleep)
     period = 1 / src.fps
@@ -155,3 +149,75 @@ def test_open_source_dispatch(tmp_path):
     bad.write_bytes(b"not a video")
     with pytest.raises(VideoLoadError):
         open_source(str(bad))
+
+
+class Steps:
+    """A frame source that yields frame i when the test lets it (`allow(n)`), then ends."""
+
+    fps = 25.0
+
+    def __init__(self, n: int):
+        self.n = n
+        self.allowed = threading.Semaphore(0)
+        self.done = threading.Event()
+        self.closed_by: str | None = None
+
+    def allow(self, k: int = 1) -> None:
+        for _ in range(k):
+            self.allowed.release()
+
+    def __iter__(self):
+        for i in range(self.n):
+            self.allowed.acquire()
+            yield Frame(np.full((4, 4, 3), i, np.uint8), i / self.fps, i)
+        self.done.set()
+
+    def close(self) -> None:
+        self.closed_by = threading.current_thread().name
+
+
+def test_newest_frames_gives_the_freshest_frame_in_order_then_ends():
+    src = Steps(8)
+    frames = NewestFrames(src)
+    src.allow()
+    assert frames.take(5.0).index == 0
+    assert frames.take(0.05) is None and not frames.ended      # nothing new yet
+    src.allow(4)                                               # 1–4 arrive while we are busy
+    deadline = time.monotonic() + 5
+    while frames.frames < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert frames.take(1.0).index == 4 and frames.dropped == 3   # only the newest is kept
+    src.allow(3)
+    src.done.wait(5.0)
+    got = [f.index for f in frames]                            # what is left, then the end
+    assert got and got[-1] == 7 and got == sorted(got)
+    assert frames.ended and frames.take(0.0) is None
+    assert frames.dropped + 2 + len(got) == 8                  # every frame taken or dropped
+    frames.close()
+    assert src.closed_by == "frame-reader"                     # a file is closed where it is read
+
+
+def test_newest_frames_raises_the_cameras_failure_once():
+    cap = FakeCapture(good=3)
+    frames = NewestFrames(CameraSource(0, capture=cap, read_timeout=0.05))
+    taken = []
+    with pytest.raises(CameraError, match="stopped delivering"):
+        for _ in range(50):
+            f = frames.take(2.0)
+            if f is not None:
+                taken.append(f.index)
+    assert taken and taken == sorted(taken) and taken[-1] == 2
+    assert frames.take(0.0) is None and frames.ended            # raised once, then the end
+    frames.close()
+    assert cap.released
+
+
+def test_closing_newest_frames_stops_a_running_camera():
+    cap = FakeCapture(good=10 ** 9)
+    frames = NewestFrames(CameraSource(0, capture=cap))
+    assert frames.take(5.0) is not None
+    t = time.monotonic()
+    frames.close()
+    assert time.monotonic() - t < 2.0
+    assert not frames._thread.is_alive() and cap.released and frames.ended
+    assert frames.take(0.0) is None

@@ -1,4 +1,5 @@
-"""caingan.pipeline.reenact without Qt: the per-frame pipeline on a real clip, and the timed recorder."""
+"""caingan.pipeline.reenact and .live without Qt: the per-frame pipeline on a real clip, the live
+loop that tracks one frame while it renders the previous one, and the timed recorder."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def _layout(points) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_a_driver_starting_turned_with_open_mouth_does_not_squash_the_face(shared_data, detector):
+def test_a_driver_starting_turned_with_open_mouth_does_not_squash_the_face(corpus, detector):
     """Issue: Start with a 3/4 photo and AOC/gt.mp4 drew the eyes, nose and mouth squashed onto
     one side of the outline with crossed lips, until "Set neutral". Its first frame is turned
     ~20° from the rest of the clip with the mouth wide open; every later frame carried that
@@ -108,13 +109,13 @@ def test_a_driver_starting_turned_with_open_mouth_does_not_squash_the_face(share
     from caingan.nn.model import CainGAN
     from caingan.pipeline.inference import Reenactor
 
-    with VideoReader(shared_data / ISSUE_PHOTO) as reader:
+    with VideoReader(corpus / ISSUE_PHOTO) as reader:
         photo = next(iter(reader))
     crop = crop_face(photo, detector.detect(photo).points, S)
     torch.manual_seed(0)
     model = Reenactor(CainGAN(ModelConfig.tiny(S)), "cpu")
     model.set_sources([crop.image], [crop.points])
-    with VideoReader(shared_data / ISSUE_DRIVER) as reader:
+    with VideoReader(corpus / ISSUE_DRIVER) as reader:
         fps = reader.fps
         frames = [f for _, f in zip(range(int(3 * fps)), reader)]
     pipe = ReenactPipeline(model, detector, Retargeter(crop.points, fps=fps))
@@ -136,25 +137,220 @@ def test_a_driver_starting_turned_with_open_mouth_does_not_squash_the_face(share
     np.testing.assert_allclose(again.target, crop.points, atol=1e-3)
 
 
-def test_timed_recorder_plays_back_in_real_time(tmp_path):
-    import cv2
+def test_tracker_reanchors_on_the_window_search_without_full_detections(frames, detector):
+    """Between detections the tracker searches a small window around the face; every
+    `redetect_every`-th frame takes that search's box instead of a full-frame detection (which
+    with its face check cost ~200 ms, a stall every half second of a live loop)."""
+    tracker = FaceTracker(detector, redetect_every=5)
+    dets = [tracker(f) for f in frames]
+    assert all(d is not None for d in dets)
+    assert tracker.full_detections == 1 and tracker.reanchors == 2      # frames 5 and 10
+    for i in (5, 10, 11):
+        full = detector.detect(frames[i]).points
+        assert np.abs(dets[i].points - full).mean() < 4.0
+    assert tracker(np.full_like(frames[0], 40)) is None
+    assert tracker(frames[0]) is not None and tracker.full_detections == 3
 
-    rec = TimedRecorder(tmp_path / "r", fps=10)
+
+def _record_frames(path):
+    """(times in s, mean grey level) of every frame stored in a video file, as PyAV decodes it."""
+    import av
+
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        return [(float(f.pts * st.time_base), float(f.to_ndarray(format="rgb24").mean()))
+                for f in c.decode(st)]
+
+
+def test_timed_recorder_keeps_every_frame_once_at_its_time(tmp_path):
+    """A live loop renders irregularly (3–30 faces a second): each face is one frame of the
+    file, at its own time; nothing is copied to fill a fixed rate."""
+    rec = TimedRecorder(tmp_path / "r", fps=25)
     assert rec.path.name == "r.mp4"
-    img = [np.full((32, 32, 3), v, np.uint8) for v in (0, 120, 240)]
-    rec.add(img[0], 5.0)           # slot 0
-    rec.add(img[1], 5.3)           # slots 1, 2 hold frame 0; slot 3 is frame 1
-    rec.add(img[2], 5.31)          # same slot as frame 1: replaces nothing, held next
+    times = [5.0, 5.3, 5.3004, 5.9, 7.25, 7.29]         # a 1.35 s stall, two within a tick
+    levels = [10, 50, 90, 130, 170, 210]
+    for t, v in zip(times, levels):
+        rec.add(np.full((32, 32, 3), v, np.uint8), t)
     assert not rec.path.exists()
-    assert rec.close() == rec.path and rec.frames == 4
-    cap = cv2.VideoCapture(str(rec.path))
-    got = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        got.append(int(bgr.mean()))
-    cap.release()
-    assert len(got) == 4 and got[0] < 20 and got[2] < 20 and abs(got[3] - 120) < 20
+    assert rec.close() == rec.path and rec.frames == len(times)
+    got = _record_frames(rec.path)
+    assert len(got) == len(times)                       # no stale copies
+    expected = [0.0, 0.3, 0.301, 0.9, 2.25, 2.29]       # within a tick: a tick apart
+    np.testing.assert_allclose([t for t, _ in got], expected, atol=1e-3)
+    np.testing.assert_allclose([v for _, v in got], levels, atol=4)
     assert TimedRecorder(tmp_path / "empty.mp4").close() is None
     assert not (tmp_path / "empty.mp4").exists()
+
+
+# ------------------------------------------------------------------ the live loop
+
+class SlowModel:
+    """The test's Reenactor seen by the render thread: records each call's thread counts and
+    can wait for a signal before rendering (to see what the tracking thread does meanwhile)."""
+
+    def __init__(self, reenactor):
+        self.r = reenactor
+        self.calls = []                 # (torch threads, OpenCV threads) per generate
+        self.hold = None                # callable run before each generate
+
+    def __getattr__(self, name):
+        return getattr(self.r, name)
+
+    def generate(self, points):
+        import cv2
+        import torch
+
+        self.calls.append((torch.get_num_threads(), cv2.getNumThreads()))
+        if self.hold is not None:
+            self.hold()
+        return self.r.generate(points)
+
+
+class FixedLoad:
+    """caingan.device.CpuLoad stand-in: the other processes' busy CPUs, set by the test."""
+
+    def __init__(self, value=0.0):
+        self.value = value
+
+    def others(self, min_window=0.2):
+        return self.value
+
+
+def _frames_with_blanks(frames):
+    from caingan.media.frames import Frame
+
+    blank = np.full_like(frames[0], 40)
+    images = [blank] + frames[:5] + [blank, blank] + frames[5:]
+    return [Frame(im, i / 25, i) for i, im in enumerate(images)]
+
+
+def test_live_loop_renders_every_tracked_frame_in_order_like_step(frames, detector, reenactor):
+    from caingan.device import ThreadBudget
+    from caingan.pipeline.live import LiveLoop
+
+    driving = _frames_with_blanks(frames)
+    seq = ReenactPipeline(reenactor, detector, Retargeter(reenactor.source_points))
+    expected = [seq.step(f.image, f.timestamp) for f in driving]
+
+    pipe = ReenactPipeline(reenactor, detector, Retargeter(reenactor.source_points))
+    got = []
+    with LiveLoop(pipe, lambda f, r, p: got.append((f, r, p)), prepare=lambda f, t: t.index,
+                  budget=ThreadBudget(load=FixedLoad(), cpus=2, reserve=1)) as loop:
+        loop.run(driving)
+    assert loop.submitted == loop.delivered == len(driving)
+    assert [f.index for f, _, _ in got] == [f.index for f in driving]     # none lost or reordered
+    assert [p for _, _, p in got] == list(range(len(driving)))            # the frame's own track
+    for (_, r, _), e in zip(got, expected):
+        if e is None:
+            assert r is None
+            continue
+        assert (r.index, r.skipped, r.timestamp) == (e.index, e.skipped, e.timestamp)
+        np.testing.assert_array_equal(r.target, e.target)
+        np.testing.assert_allclose(r.image, e.image, atol=1)
+    assert [r.skipped for _, r, _ in got[1:]] == [False] * 5 + [True] * 2 + [False] * 7
+
+
+def test_the_next_frame_is_tracked_while_this_one_renders(frames, detector, reenactor):
+    """Overlap: the render of frame n waits until the tracking of frame n+1 has finished. A loop
+    that tracked and rendered in turn would never get there (the wait times out)."""
+    import threading
+
+    from caingan.device import ThreadBudget
+    from caingan.media.frames import Frame
+    from caingan.pipeline.live import LiveLoop
+
+    model = SlowModel(reenactor)
+    pipe = ReenactPipeline(model, detector, Retargeter(reenactor.source_points))
+    tracked = []                               # frame indices, as the tracking thread finishes
+    events = [threading.Event() for _ in frames]
+    overlapped = []
+
+    def prepare(frame, t):
+        tracked.append(frame.index)
+        events[frame.index].set()
+
+    def hold():                                # before rendering frame n
+        n = len(model.calls) - 1
+        if n + 1 < len(frames):
+            overlapped.append(events[n + 1].wait(10.0))
+
+    model.hold = hold
+    order = []
+    with LiveLoop(pipe, lambda f, r, p: order.append(f.index), prepare=prepare,
+                  budget=ThreadBudget(load=FixedLoad(), cpus=2, reserve=1)) as loop:
+        loop.run(Frame(im, i / 25, i) for i, im in enumerate(frames))
+    assert overlapped == [True] * (len(frames) - 1)
+    assert order == tracked == list(range(len(frames)))
+
+
+def test_render_threads_follow_the_load_before_every_model_call(frames, detector, reenactor):
+    import cv2
+    import torch
+
+    from caingan.device import ThreadBudget
+    from caingan.media.frames import Frame
+    from caingan.pipeline.live import LiveLoop
+
+    torch_before, cv2_before = torch.get_num_threads(), cv2.getNumThreads()
+    model = SlowModel(reenactor)
+    pipe = ReenactPipeline(model, detector, Retargeter(reenactor.source_points))
+    load = FixedLoad(0.0)
+    # every=0: measured before every model call; 4 CPUs, one left for the tracking thread
+    budget = ThreadBudget(every=0.0, load=load, cpus=4, reserve=1, opencv=True)
+    busy = [0.0, 0.0, 1.0, 1.2, 3.0, 2.0, 0.4]       # other processes' busy CPUs, per frame
+    try:
+        with LiveLoop(pipe, lambda f, r, p: None, budget=budget) as loop:
+            for i, b in enumerate(busy):
+                loop.call(lambda b=b: setattr(load, "value", b))
+                loop.submit(Frame(frames[i], i / 25, i))
+    finally:
+        torch.set_num_threads(torch_before)
+        cv2.setNumThreads(cv2_before)
+    want = [3, 3, 2, 2, 1, 1, 3]
+    assert model.calls == [(n, n) for n in want]
+    assert loop.threads == 3
+
+
+def test_stop_is_clean_and_a_render_failure_reaches_the_caller(frames, detector, reenactor):
+    import threading
+
+    from caingan.device import ThreadBudget
+    from caingan.media.frames import Frame
+    from caingan.pipeline.live import LiveLoop
+
+    model = SlowModel(reenactor)
+    pipe = ReenactPipeline(model, detector, Retargeter(reenactor.source_points))
+    go = threading.Event()
+    model.hold = lambda: go.wait(10.0)
+    got = []
+    budget = ThreadBudget(load=FixedLoad(), cpus=2, reserve=1)
+    loop = LiveLoop(pipe, lambda f, r, p: got.append(f.index), budget=budget).start()
+    loop.submit(Frame(frames[0], 0.0, 0))              # rendering, held
+    loop.submit(Frame(frames[1], 0.04, 1))             # queued
+    closer = threading.Thread(target=loop.close, kwargs={"discard": True})
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()                           # waits for the frame being rendered
+    go.set()
+    closer.join(10.0)
+    assert not closer.is_alive() and not loop.running
+    assert got == [0] and loop.discarded == 1 and loop.delivered == 1
+    with pytest.raises(RuntimeError, match="ended"):
+        loop.submit(Frame(frames[2], 0.08, 2))
+    assert got == [0]                                  # nothing after close
+
+    class Broken(RuntimeError):
+        pass
+
+    def fail():
+        raise Broken("the model failed")
+
+    model.hold = fail
+    loop = LiveLoop(ReenactPipeline(model, detector, Retargeter(reenactor.source_points)),
+                    lambda f, r, p: got.append(f.index), budget=budget).start()
+    with pytest.raises(Broken):
+        for i in range(len(frames)):
+            loop.submit(Frame(frames[i], i / 25, i))
+    with pytest.raises(Broken):
+        loop.close()
+    assert not loop.running and got == [0]

@@ -221,9 +221,10 @@ class _DlibBackend:
         boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
         return boxes
 
-    def any_face(self, gray: np.ndarray) -> bool:
-        """One HOG pass at the image's own scale (no upsampling, no landmarks)."""
-        return len(self._detector(gray, 0)) > 0
+    def quick_boxes(self, gray: np.ndarray) -> list[tuple]:
+        """One HOG pass at the image's own scale (no upsampling, no landmarks), largest first."""
+        boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in self._detector(gray, 0)]
+        return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
 
     def predict(self, gray: np.ndarray, box: tuple) -> np.ndarray:
         r = self._dlib.rectangle(*(int(round(v)) for v in box))
@@ -258,8 +259,8 @@ class _FABackend:
         boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
         return boxes
 
-    def any_face(self, rgb: np.ndarray) -> bool:
-        return bool(self.boxes(rgb))
+    def quick_boxes(self, rgb: np.ndarray) -> list[tuple]:
+        return self.boxes(rgb)
 
     def predict(self, rgb: np.ndarray, box: tuple) -> np.ndarray:
         res = self._fa.get_landmarks_from_image(rgb, detected_faces=[np.array(box, np.float32)])
@@ -358,13 +359,18 @@ class LandmarkDetector:
         """Whether a face is in `image` — meant for a small window around a tracked face, to
         confirm it is still there: the backend's quickest check, no landmarks (dlib: one HOG
         pass without upsampling, ~2 ms on 200², so faces of ~80–200 px are found)."""
-        rgb = _as_rgb(image)
-        return self._impl.any_face(self._input(rgb))
+        return bool(self.face_boxes(image))
 
-    def refine(self, image, previous_points) -> FaceDetection:
-        """Landmarks on a box derived from the previous frame's points: no detector pass."""
+    def face_boxes(self, image) -> list[tuple]:
+        """The boxes `has_face` finds (x0, y0, x1, y1), largest first: no landmarks, no check."""
         rgb = _as_rgb(image)
-        box = box_from_points(previous_points)
+        return [tuple(float(v) for v in b) for b in self._impl.quick_boxes(self._input(rgb))]
+
+    def refine(self, image, previous_points, box: tuple | None = None) -> FaceDetection:
+        """Landmarks on a box derived from the previous frame's points (or on `box`, e.g. one
+        from `face_boxes`): no detector pass."""
+        rgb = _as_rgb(image)
+        box = box_from_points(previous_points) if box is None else tuple(map(float, box))
         return FaceDetection(self._impl.predict(self._input(rgb), box), box, [])
 
     def track(self, frames: Iterable, redetect_every: int = 10) -> Iterator[FaceDetection | None]:

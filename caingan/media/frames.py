@@ -4,7 +4,8 @@ The live loop (app worker thread, benchmark, tests) only needs "next RGB frame +
 taken"; whether that comes from a camera or a file is a detail. A file can run unpaced (as fast
 as decoding allows, for export) or paced at its own fps with late frames dropped, which is how a
 real camera behaves when the consumer is slower than the sensor — so a benchmark on a file
-measures what a user with a webcam would see.
+measures what a user with a webcam would see. `NewestFrames` reads any source in a thread of
+its own and keeps only the newest frame, so a slow consumer never works on a stale one.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ class CameraSource(Closable):
     rather than hang it.
     """
 
+    closes_from_any_thread = True    # close() may interrupt a read in another thread
+
     def __init__(self, index: int = 0, *, width: int | None = None, height: int | None = None,
                  fps: float | None = None, read_timeout: float = 2.0, capture=None):
         import cv2
@@ -209,6 +212,90 @@ class CameraSource(Closable):
         with lock:
             if not self._iterating:
                 self._release()
+
+
+class NewestFrames(Closable):
+    """A frame source read by a thread of its own that keeps only the newest frame.
+
+    A webcam's driver queues frames while the program is busy, and a paced file drops them only
+    when asked for the next one; here the reader thread takes every frame as it comes and a
+    newer one replaces an unread one (counted in `dropped`), so `take` always returns the
+    freshest frame. When the source ends or fails, `take` returns the frames left, then None
+    (`ended`) or raises the source's error once.
+
+    The reader thread closes the source when it stops; close() also closes a source whose close
+    is safe from another thread (`closes_from_any_thread`, a camera: it unblocks a waiting
+    read), and waits for the reader.
+    """
+
+    def __init__(self, source: FrameSource):
+        self.source = source
+        self.fps = source.fps
+        self.dropped = 0             # frames replaced before anyone took them
+        self.frames = 0              # frames read from the source
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._done = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="frame-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for frame in self.source:
+                if self._stop.is_set():
+                    break
+                with self._cond:
+                    if self._frame is not None:
+                        self.dropped += 1
+                    self._frame = frame
+                    self.frames += 1
+                    self._cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 — handed to the consumer by take()
+            if not self._stop.is_set():
+                self._error = e
+        finally:
+            try:
+                self.source.close()
+            finally:
+                with self._cond:
+                    self._done = True
+                    self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame not taken yet, waiting at most `timeout` s (None: until a frame
+        comes or the source ends); None when none came in time or the source has ended."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._done, timeout)
+            if self._frame is not None:
+                frame, self._frame = self._frame, None
+                return frame
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            return None
+
+    @property
+    def ended(self) -> bool:
+        """The source has ended (or failed, or was closed) and every frame has been taken."""
+        with self._cond:
+            return self._done and self._frame is None
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.take()
+            if frame is None:
+                return
+            yield frame
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if getattr(self.source, "closes_from_any_thread", False):
+            self.source.close()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
 
 def open_source(spec, **kwargs) -> FrameSource:

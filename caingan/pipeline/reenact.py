@@ -2,9 +2,11 @@
 
     driving frame ──FaceTracker──▶ driver landmarks ──Retargeter──▶ target ──Reenactor──▶ face
 
-`ReenactPipeline.step(frame)` does the three stages for one frame; `ReenactPipeline.retarget`
-stops before the model (the exporter batches the generation itself). Nothing here knows about Qt
-or threads: the app runs it in a worker thread, the CLI in a loop.
+`ReenactPipeline.step(frame)` does the three stages for one frame. It is two halves:
+`track` (detect → retarget) and `render` (generate → paste back), so that a live loop can run
+them in two threads, the next frame's tracking beside this frame's rendering
+(caingan.pipeline.live); `retarget` stops before the model (the exporter batches the generation
+itself). Nothing here knows about Qt or threads.
 
 Frames where no face is found are *skipped*: the retargeter repeats the last good target and the
 pipeline repeats the last generated face without running the model again. Before the first face
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,14 +35,16 @@ ROI_SIDE = 200         # the window is resized to this side (face ≈ 110 px: HO
 
 
 class FaceTracker:
-    """68 driver points per video frame, cheap between full detections.
+    """68 driver points per video frame, cheap after the first detection.
 
-    The first frame, every `redetect_every`-th frame and any frame after a miss run the full
-    detector. Other frames only confirm that a face is still near the previous one (the HOG
-    detector on a small window around it, ~2 ms instead of ~15 ms) and then fit the landmarks on a
-    box derived from the previous points, which also jitters less than detector boxes. A frame
-    without a face (the person left, a blank frame) therefore becomes a miss, not landmarks
-    fitted to the background.
+    The first frame and any frame after a miss run the full detector (with its check that the
+    points are a face). Other frames only look for the face near the previous one (the HOG
+    detector on a small window around it, ~2 ms instead of ~15–200 ms) and fit the landmarks on
+    a box derived from the previous points, which jitters less than detector boxes; every
+    `redetect_every`-th frame fits them on the box that window search found instead, so the
+    tracked points cannot drift away from the face. A frame without a face (the person left, a
+    blank frame) therefore becomes a miss, not landmarks fitted to the background.
+    `verify=False` skips the window search: periodic full detections re-anchor instead.
     """
 
     def __init__(self, detector, redetect_every: int = 15, verify: bool = True):
@@ -52,13 +57,14 @@ class FaceTracker:
         self._prev: np.ndarray | None = None
         self._count = 0
         self.full_detections = 0
+        self.reanchors = 0           # tracked frames fitted on the window search's box
 
     def __call__(self, image: np.ndarray) -> FaceDetection | None:
         i = self._count
         self._count += 1
         det = None
-        if self._prev is not None and i % self.redetect_every:
-            det = self._track(image, self._prev)
+        if self._prev is not None and (self.verify or i % self.redetect_every):
+            det = self._track(image, self._prev, anchor=i % self.redetect_every == 0)
         if det is None:
             det = self._detect(image)
         self._prev = None if det is None else det.points
@@ -73,16 +79,25 @@ class FaceTracker:
         except NoFaceError:
             return None
 
-    def _track(self, image: np.ndarray, prev: np.ndarray) -> FaceDetection | None:
+    def _track(self, image: np.ndarray, prev: np.ndarray, anchor: bool = False
+               ) -> FaceDetection | None:
         h, w = image.shape[:2]
         box = box_from_points(prev)
         if not (box[2] > 0 and box[3] > 0 and box[0] < w and box[1] < h):
             return None
-        if self.verify and not self._face_near(image, box):
+        if not self.verify:
+            return self.detector.refine(image, prev)
+        found = self._face_near(image, box)
+        if found is None:
             return None
+        if anchor:
+            self.reanchors += 1
+            return self.detector.refine(image, prev, box=found)
         return self.detector.refine(image, prev)
 
-    def _face_near(self, image: np.ndarray, box) -> bool:
+    def _face_near(self, image: np.ndarray, box) -> tuple | None:
+        """The detector's box (frame pixels) of the face nearest `box`, searched in a window
+        around it; None when that window holds no face."""
         import cv2
 
         x0, y0, x1, y1 = box
@@ -92,12 +107,16 @@ class FaceTracker:
         l, t = int(max(0, cx - half)), int(max(0, cy - half))
         r, b = int(min(w, cx + half)), int(min(h, cy + half))
         if r - l < 8 or b - t < 8:
-            return False
+            return None
         roi = np.ascontiguousarray(image[t:b, l:r, :3])
         s = ROI_SIDE / max(roi.shape[:2])
         small = cv2.resize(roi, (max(1, round(roi.shape[1] * s)), max(1, round(roi.shape[0] * s))),
                            interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        return self.detector.has_face(small)
+        found = [(bx0 / s + l, by0 / s + t, bx1 / s + l, by1 / s + t)
+                 for bx0, by0, bx1, by1 in self.detector.face_boxes(small)]
+        if not found:
+            return None
+        return min(found, key=lambda f: ((f[0] + f[2]) / 2 - cx) ** 2 + ((f[1] + f[3]) / 2 - cy) ** 2)
 
 
 @dataclass
@@ -114,8 +133,23 @@ class ReenactResult:
     timings: dict = field(default_factory=dict)   # ms per stage: detect, retarget, generate
 
 
+@dataclass
+class Tracked:
+    """A driving frame after `ReenactPipeline.track`: what `render` needs."""
+
+    index: int                       # how many frames the pipeline had seen before this one
+    timestamp: float                 # the driving frame's time (s)
+    target: RetargetResult
+    driver: np.ndarray | None        # (68, 2) driver points in frame pixels (None: no face)
+    timings: dict = field(default_factory=dict)
+
+
 class ReenactPipeline:
-    """detect → retarget → generate for one driving frame at a time (a live loop or a file)."""
+    """detect → retarget → generate for one driving frame at a time (a live loop or a file).
+
+    `track` and `render` may run in two threads (one each), in frame order: `track` uses the
+    tracker and the retargeter, `render` the reenactor, `paste_back` and the last face.
+    """
 
     def __init__(self, reenactor: ReenactorProtocol, detector, retargeter: Retargeter, *,
                  tracker: FaceTracker | None = None, paste_back=None):
@@ -130,10 +164,14 @@ class ReenactPipeline:
         self.skipped = 0
         self._last: ReenactResult | None = None
 
-    # -- configuration (call between frames, from the thread that runs step)
+    # -- configuration (call between frames, from the thread that runs that half)
     def set_sources(self, images, points, target_points) -> None:
         """New source photos and/or target person: the neutral is kept, the motion restarts."""
-        self.reenactor.set_sources(images, points)
+        self.set_target(target_points)
+        self.set_source_images(images, points)
+
+    def set_target(self, target_points) -> None:
+        """The target person's points (the `track` half): the neutral is kept."""
         old = self.retargeter
         f = old.filter
         self.retargeter = Retargeter(target_points, smoothing=old.smoothing,
@@ -142,6 +180,10 @@ class ReenactPipeline:
                                      expression_gain=old.expression_gain, fps=old.fps,
                                      settle_s=old.settle_s)
         self.retargeter.carry_neutral_from(old)
+
+    def set_source_images(self, images, points) -> None:
+        """New source photos (the `render` half): the last face is forgotten."""
+        self.reenactor.set_sources(images, points)
         self._last = None
 
     def mark_neutral(self) -> None:
@@ -164,19 +206,26 @@ class ReenactPipeline:
         t2 = time.perf_counter()
         return res, det, {"detect": (t1 - t0) * 1000, "retarget": (t2 - t1) * 1000}
 
-    def step(self, frame: np.ndarray, timestamp: float | None = None) -> ReenactResult | None:
-        """One driving frame (H, W, 3) RGB → the generated face, or None before the first face."""
+    def track(self, frame: np.ndarray, timestamp: float | None = None) -> Tracked:
+        """The first half of `step`: the driver's points and the target they give."""
         index = self.frames
         self.frames += 1
         t = index / self.retargeter.fps if timestamp is None else float(timestamp)
         res, det, timings = self.retarget(frame, t)
         if res.skipped:
             self.skipped += 1
+        return Tracked(index, t, res, None if res.skipped else det.points, timings)
+
+    def render(self, tracked: Tracked) -> ReenactResult | None:
+        """The second half of `step`: the face for a tracked frame (the last face again when it
+        had none; None before the first face)."""
+        res, timings = tracked.target, dict(tracked.timings)
+        if res.skipped:
             last = self._last
             if last is None:
                 return None
-            return ReenactResult(index, t, res.points, last.image, last.weights, True, None,
-                                 res.neutral_frame, last.pasted, timings)
+            return ReenactResult(tracked.index, tracked.timestamp, res.points, last.image,
+                                 last.weights, True, None, res.neutral_frame, last.pasted, timings)
         t0 = time.perf_counter()
         gen = self.reenactor.generate(res.points)
         image = np.asarray(gen.image)
@@ -187,19 +236,48 @@ class ReenactPipeline:
             original, crop = self.paste_back
             pasted = paste_back(original, image, crop)
         timings["generate"] = (time.perf_counter() - t0) * 1000
-        out = ReenactResult(index, t, res.points, image, np.asarray(gen.weights), False,
-                            det.points, res.neutral_frame, pasted, timings)
+        out = ReenactResult(tracked.index, tracked.timestamp, res.points, image,
+                            np.asarray(gen.weights), False, tracked.driver, res.neutral_frame,
+                            pasted, timings)
         self._last = out
         return out
 
+    def step(self, frame: np.ndarray, timestamp: float | None = None) -> ReenactResult | None:
+        """One driving frame (H, W, 3) RGB → the generated face, or None before the first face."""
+        return self.render(self.track(frame, timestamp))
+
+
+RECORD_TICKS = 1000      # a recording's time base: frame times to the millisecond
+
+
+class _TimedMp4(Mp4Writer):
+    """Mp4Writer whose frames carry their own presentation times (`add_at`)."""
+
+    def __init__(self, path, fps: float, size: tuple[int, int]):
+        super().__init__(path, fps, size)
+        self._tb = Fraction(1, RECORD_TICKS)
+        self._stream.codec_context.time_base = self._tb
+        self._pts = 0
+
+    def add_at(self, rgb: np.ndarray, pts: int) -> None:
+        self._pts = int(pts)
+        self.add(rgb)
+
+    def _encode(self, frame, duration: int | None = None) -> None:
+        if frame is not None:
+            frame.pts, frame.time_base = self._pts, self._tb
+        super()._encode(frame, duration)
+
 
 class TimedRecorder:
-    """An MP4 of frames arriving at irregular times, played back in real time.
+    """An MP4 of frames arriving at irregular times, each written once at its own time.
 
-    A live loop delivers a face whenever the model finishes (8–30 per second); the file has a
-    fixed `fps`, so each face fills the frame slots up to the next face's time (slow stretches
-    repeat frames instead of playing too fast). Written under a temporary name and moved into
-    place by close() (caingan.media.writers.Mp4Writer): an interrupted recording leaves no broken file.
+    A live loop delivers a face whenever the model finishes (3–30 per second, with the
+    machine's load); every face is one frame of the file, shown from its time (the driving
+    frame's, to the millisecond, counted from the first) until the next face's, so the file plays
+    in real time and holds no copies of stale frames. `fps` is only the rate players are told to
+    expect. Written under a temporary name and moved into place by close()
+    (caingan.media.writers.Mp4Writer): an interrupted recording leaves no broken file.
     """
 
     def __init__(self, path, fps: float = 25.0):
@@ -207,28 +285,26 @@ class TimedRecorder:
         if self.path.suffix.lower() != ".mp4":
             self.path = self.path.with_suffix(".mp4")
         self.fps = float(fps) if fps and fps > 0 else 25.0
-        self._writer = None
+        self._writer: _TimedMp4 | None = None
         self._t0: float | None = None
-        self._last: np.ndarray | None = None
+        self._pts = -1
         self.frames = 0
+        self.times: list[float] = []     # each frame's time in the file (s)
 
     def add(self, image: np.ndarray, timestamp: float) -> None:
         image = np.ascontiguousarray(image)
         if self._writer is None:
-            self._writer = Mp4Writer(self.path, self.fps, (image.shape[1], image.shape[0]))
+            self._writer = _TimedMp4(self.path, self.fps, (image.shape[1], image.shape[0]))
             self._t0 = timestamp
         elif (image.shape[1], image.shape[0]) != self._writer.size:
             import cv2
             image = cv2.resize(image, self._writer.size, interpolation=cv2.INTER_AREA)
-        slot = int(round((timestamp - self._t0) * self.fps))
-        if self._last is not None:
-            while self.frames < slot:          # hold the previous face until this one's time
-                self._writer.add(self._last)
-                self.frames += 1
-        if self.frames <= slot or self.frames == 0:
-            self._writer.add(image)
-            self.frames += 1
-        self._last = image
+        # Times only grow; two faces within a tick are a tick apart rather than one left out.
+        pts = max(self._pts + 1, int(round((timestamp - self._t0) * RECORD_TICKS)))
+        self._writer.add_at(image, pts)
+        self._pts = pts
+        self.frames += 1
+        self.times.append(pts / RECORD_TICKS)
 
     def close(self) -> Path | None:
         """Finish the file; None when no frame was recorded (nothing is written)."""
@@ -244,4 +320,4 @@ class TimedRecorder:
             w.abort()
 
 
-__all__ = ["FaceTracker", "ReenactPipeline", "ReenactResult", "TimedRecorder"]
+__all__ = ["FaceTracker", "ReenactPipeline", "ReenactResult", "TimedRecorder", "Tracked"]
