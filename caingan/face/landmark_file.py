@@ -20,10 +20,15 @@ CainGANError naming the file and the problem, never a traceback):
 * "format" may be left out of a hand-written file: with "frames" it is a sequence, with
   "keyframes" a keyframe file, else a pose. "version", when present, is an integer ≤ 1.
 * points are 68 [x, y] pairs of finite numbers within ±1e6 px; null is a hidden landmark (NaN in
-  memory), but not all 68 may be hidden.
-* "image_size" is the crop side as a positive integer ([s, s] is accepted too). A pose needs it;
-  a sequence or keyframe file without it is taken to be in the model's crop pixels already.
+  memory), but not all 68 may be hidden. With an "image_size" S every landmark lies within one
+  crop side of its crop (−S … 2S px): a face farther out cannot show in the crop, and such a file
+  is most likely in other units or has the wrong image_size.
+* "image_size" is the crop side as a positive integer up to 1e6 ([s, s] is accepted too). A pose
+  needs it; a sequence or keyframe file without it is taken to be in the model's crop pixels
+  already (the model checks the same bound on its input: caingan.pipeline.inference).
 * "fps", when present and not null, is a finite number with 0 < fps ≤ 240.
+* the file is at most MAX_FILE_BYTES and a keyframe file holds at most MAX_KEYFRAMES keyframes,
+  both checked before anything is parsed. UTF-8, with or without a byte-order mark.
 """
 
 from __future__ import annotations
@@ -49,6 +54,12 @@ FORMATS = (LANDMARKS_FORMAT, SEQUENCE_FORMAT, KEYFRAMES_FORMAT)
 FORMAT_VERSION = 1
 MAX_COORD = 1e6          # px; a landmark further off its crop is a broken file
 MAX_FRAME = 1_000_000    # keyframe frame numbers (11 hours at 25 fps)
+CROP_MARGIN = 1          # crop sides a landmark may lie outside its crop
+# A sequence frame takes ~2.5 kB of JSON as save_sequence writes it, so MAX_FILE_BYTES holds
+# ~26,000 frames (17 minutes at 25 fps); reading a file costs about 4× its size in memory while
+# the JSON is parsed, and ~0.1 s per MB on a laptop-class CPU.
+MAX_FILE_BYTES = 64 << 20
+MAX_KEYFRAMES = 10_000   # poses set by hand; a pose per frame is what a sequence file is for
 
 
 class LandmarkFileError(CainGANError):
@@ -74,10 +85,60 @@ def rescale_points(points, from_size, to_size) -> np.ndarray:
     return ((p + 0.5) * (dst / src) - 0.5).astype(np.float32)
 
 
+def crop_range(size: float) -> tuple[float, float]:
+    """The coordinates a landmark of a size² crop may take: the crop and CROP_MARGIN sides
+    around it."""
+    return -CROP_MARGIN * float(size), (1 + CROP_MARGIN) * float(size)
+
+
+def outside_crop(points, size: float, outer: str = "frame") -> str | None:
+    """Why landmarks (…, 68, 2) of a size² crop are out of bounds — the first one farther than
+    CROP_MARGIN crop sides from it (hidden, NaN ones never are; ±inf always is), named with its
+    index (`outer` names a leading axis) — or None when all are within."""
+    p = np.asarray(points, np.float64)
+    lo, hi = crop_range(size)
+    bad = ((p < lo) | (p > hi) | np.isinf(p)).any(-1)
+    if not bad.any():
+        return None
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    x, y = p[idx]
+    name = f"landmark {idx[-1]}" + "".join(f" of {outer} {i}" for i in idx[:-1])
+    s = f"{float(size):g}"
+    return (f"{name} at ({x:.6g}, {y:.6g}) lies too far outside the {s}×{s} crop: landmarks "
+            f"must stay within one crop side of it ({lo:g} to {hi:g} px)")
+
+
 # ----------------------------------------------------------------------------- values
+
+_NUMBER_TYPES = frozenset((int, float, type(None)))
+
+
+def _well_formed(value) -> np.ndarray | None:
+    """(68, 2) float32 when `value` is 68 [x, y] pairs of finite numbers within ±MAX_COORD or
+    null, checked a list at a time; None for anything else, which parse_points then walks
+    value by value to say what is wrong (a long sequence file is read ~10× faster this way)."""
+    if type(value) is not list or len(value) != 68:
+        return None
+    if not all(type(row) is list and len(row) == 2 for row in value):
+        return None
+    if not {type(v) for row in value for v in row} <= _NUMBER_TYPES:
+        return None
+    try:
+        a = np.array(value, dtype=np.float64)          # null → NaN
+    except (OverflowError, ValueError, TypeError):
+        return None
+    nan = np.isnan(a)
+    hidden = sum(v is None for row in value for v in row)
+    if int(nan.sum()) != hidden or hidden == a.size or not (np.abs(a[~nan]) <= MAX_COORD).all():
+        return None
+    return a.astype(np.float32)
+
 
 def parse_points(value, where: str, what: str = "points") -> np.ndarray:
     """The one points parser: 68 [x, y] pairs of finite numbers or null → (68, 2) float32."""
+    fast = _well_formed(value)
+    if fast is not None:
+        return fast
     if not isinstance(value, list) or len(value) != 68:
         n = len(value) if isinstance(value, list) else type(value).__name__
         raise LandmarkFileError(f"{where}: '{what}' must be a list of 68 [x, y] pairs, got {n}")
@@ -124,10 +185,18 @@ def _image_size(doc: dict, where: str, required: bool) -> int | None:
         return None
     if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
         size = size[0]   # [w, h] of a square crop
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_COORD:
         raise LandmarkFileError(f"{where}: 'image_size' must be the crop side as a positive "
-                                f"integer, got {_short(doc.get('image_size'))}")
+                                f"integer up to {MAX_COORD:g}, got {_short(doc.get('image_size'))}")
     return size
+
+
+def _check_in_crop(points, size: int | None, where: str, outer: str = "frame") -> None:
+    """LandmarkFileError when a landmark lies too far outside the file's image_size² crop."""
+    why = None if size is None else outside_crop(points, size, outer)
+    if why is not None:
+        raise LandmarkFileError(f"{where}: {why} (is 'image_size' {size} the side of the crop "
+                                f"these points were made in?)")
 
 
 def check_fps(fps, where: str) -> float | None:
@@ -165,13 +234,20 @@ def read_document(path) -> dict:
     """The file as a JSON object; anything else (missing, unreadable, not JSON) is reported."""
     path = Path(path)
     try:
+        if path.is_dir():
+            raise LandmarkFileError(f"{path}: cannot read landmarks file (it is a folder)")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise LandmarkFileError(f"{path}: {size / 2**20:.0f} MB is too large for a landmarks "
+                                    f"file (the limit is {MAX_FILE_BYTES >> 20} MB, about 17 "
+                                    f"minutes of frames at 25 fps); split it into shorter files")
         data = path.read_bytes()
     except FileNotFoundError:
         raise LandmarkFileError(f"{path}: no such file") from None
     except OSError as e:
         raise LandmarkFileError(f"{path}: cannot read landmarks file ({e.strerror or e})") from None
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = json.loads(data.decode("utf-8-sig"))     # a byte-order mark is fine
     except UnicodeDecodeError:
         raise LandmarkFileError(f"{path}: not valid JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as e:
@@ -180,6 +256,8 @@ def read_document(path) -> dict:
         raise LandmarkFileError(f"{path}: not valid JSON for landmarks (nested too deeply)") from None
     except ValueError as e:   # e.g. an integer literal too long to convert
         raise LandmarkFileError(f"{path}: not valid JSON ({e})") from None
+    except MemoryError:
+        raise LandmarkFileError(f"{path}: not enough memory to read this landmarks file") from None
     if not isinstance(doc, dict):
         raise LandmarkFileError(f"{path}: expected a JSON object, found {type(doc).__name__}")
     return doc
@@ -236,9 +314,12 @@ LandmarkData = Union[LandmarkFile, LandmarkSequence, KeyframeTrack]
 def _parse_pose(doc: dict, where: str) -> LandmarkFile:
     if "points" not in doc:
         raise LandmarkFileError(f"{where}: missing 'points'")
-    points = parse_points(doc["points"], where)
     size = _image_size(doc, where, required=True)
+    points = parse_points(doc["points"], where)
+    _check_in_crop(points, size, f"{where}: 'points'")
     base = parse_points(doc["base"], where, "base") if doc.get("base") is not None else None
+    if base is not None:
+        _check_in_crop(base, size, f"{where}: 'base'")
     params = _sliders(doc["sliders"], where) if doc.get("sliders") is not None else None
     if params is not None and not params.is_neutral():
         try:
@@ -260,11 +341,16 @@ def _list_size_fps(doc: dict, key: str, where: str) -> tuple[list, int | None, f
 def _parse_sequence(doc: dict, where: str) -> LandmarkSequence:
     raw, size, fps = _list_size_fps(doc, "frames", where)
     frames = np.stack([parse_points(p, f"{where} frame {i}") for i, p in enumerate(raw)])
+    _check_in_crop(frames, size, where)
     return LandmarkSequence(frames, size, fps)
 
 
 def _parse_keyframes(doc: dict, where: str) -> KeyframeTrack:
     raw, size, fps = _list_size_fps(doc, "keyframes", where)
+    if len(raw) > MAX_KEYFRAMES:
+        raise LandmarkFileError(f"{where}: {len(raw)} keyframes are more than this program "
+                                f"reads ({MAX_KEYFRAMES}); for a pose on every frame use a "
+                                f"landmark sequence file ('frames')")
     mode = doc.get("interpolation", "smoothstep")
     if not isinstance(mode, str) or mode not in INTERPOLATIONS:
         raise LandmarkFileError(f"{where}: unknown interpolation {_short(mode)}; use one of "
@@ -278,6 +364,7 @@ def _parse_keyframes(doc: dict, where: str) -> KeyframeTrack:
         keys.append(Keyframe(frame, parse_points(k.get("points"), f"{where} keyframe {i}")))
     if len({k.frame for k in keys}) != len(keys):
         raise LandmarkFileError(f"{where}: two keyframes on the same frame")
+    _check_in_crop(np.stack([k.points for k in keys]), size, where, "keyframe")
     return KeyframeTrack(keys, mode, size, fps)
 
 
@@ -349,6 +436,10 @@ def landmarks_to_json(points, image_size: int, *, base=None,
                       params: EditParams | None = None) -> dict:
     """A pose document: shown points in an image_size² crop, optionally the edit behind them."""
     doc = _header(LANDMARKS_FORMAT, int(image_size), None, "landmarks")
+    for what, p in (("points", points), ("base", base)):
+        why = None if p is None else outside_crop(p, image_size)
+        if why is not None:
+            raise LandmarkFileError(f"landmarks not saved: '{what}': {why}")
     doc["points"] = points_to_json(points)
     if base is not None:
         doc["base"] = points_to_json(base)
@@ -359,7 +450,11 @@ def landmarks_to_json(points, image_size: int, *, base=None,
 
 def save_landmarks(path, points, image_size: int, **kw) -> None:
     """Write a pose file atomically; keyword arguments as landmarks_to_json."""
-    _write_atomic(path, [json.dumps(landmarks_to_json(points, image_size, **kw), indent=1)])
+    try:
+        doc = landmarks_to_json(points, image_size, **kw)
+    except LandmarkFileError as e:
+        raise LandmarkFileError(f"{path}: {e}") from None
+    _write_atomic(path, [json.dumps(doc, indent=1)])
 
 
 def save_sequence(path, frames: Iterable, *, image_size: int | None = None,
@@ -372,6 +467,9 @@ def save_sequence(path, frames: Iterable, *, image_size: int | None = None,
         nonlocal count
         yield head[:-1] + ', "frames": ['
         for pts in frames:
+            why = None if image_size is None else outside_crop(pts, image_size)
+            if why is not None:
+                raise LandmarkFileError(f"{path}: not saved: frame {count}: {why}")
             yield ("," if count else "") + "\n" + json.dumps(points_to_json(pts))
             count += 1
         yield "\n]}\n"
@@ -385,6 +483,13 @@ def save_keyframes(path, track: KeyframeTrack) -> None:
         raise ValueError(f"unknown interpolation {track.interpolation!r}; use one of "
                          f"{INTERPOLATIONS}")
     doc = _header(KEYFRAMES_FORMAT, track.image_size, track.fps, str(path))
+    if len(track.keyframes) > MAX_KEYFRAMES:
+        raise LandmarkFileError(f"{path}: not saved: {len(track.keyframes)} keyframes are more "
+                                f"than a keyframe file may hold ({MAX_KEYFRAMES})")
+    why = None if track.image_size is None or not track.keyframes else outside_crop(
+        np.stack([k.points for k in track.keyframes]), track.image_size, "keyframe")
+    if why is not None:
+        raise LandmarkFileError(f"{path}: not saved: {why}")
     doc["interpolation"] = track.interpolation
     doc["keyframes"] = [{"frame": int(k.frame), "points": points_to_json(k.points)}
                         for k in sorted(track.keyframes, key=lambda k: k.frame)]

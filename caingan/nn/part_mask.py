@@ -13,17 +13,49 @@ import torch
 
 from caingan.parts import PARTS
 
+# Masks are bounded in cost whatever the points: a part may lie at most MAX_SIDES_OUT mask sides
+# outside the mask (callers refuse farther landmarks first: caingan.face.landmark_file, the
+# Reenactor's input), a dilation wider than the mask is done by a distance transform (O(size²),
+# where an elliptic kernel costs O(size² · r²) and an x of 5e4 px once asked for a 30001² kernel
+# and gigabytes), and a feathering blur is at most the mask's side.
+MAX_SIDES_OUT = 4
+
 EYES_AND_MOUTH: tuple[tuple[int, ...], ...] = (PARTS["right_eye"], PARTS["left_eye"], PARTS["outer_lips"])
 MOUTH_INTERIOR: tuple[tuple[int, ...], ...] = (PARTS["inner_lips"],)
+
+
+def check_extent(points: np.ndarray, size: int) -> np.ndarray:
+    """The points as float64, or ValueError when a finite one lies more than MAX_SIDES_OUT mask
+    sides outside the size² mask (non-finite ones are left to the callers, which skip them)."""
+    p = np.asarray(points, np.float64)
+    lo, hi = -MAX_SIDES_OUT * size, (MAX_SIDES_OUT + 1) * size
+    far = np.isfinite(p) & ((p < lo) | (p > hi))
+    if far.any():
+        raise ValueError(f"landmarks up to {np.abs(p[far]).max():.6g} px lie too far outside a "
+                         f"{size}×{size} mask (at most {MAX_SIDES_OUT} sides out: {lo:g} to "
+                         f"{hi:g} px); bound them before making part masks")
+    return p
+
+
+def dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """`mask` dilated by an elliptic (2r+1)² kernel; a kernel wider than the mask is replaced by
+    the pixels within r of it (a distance transform, same cost at any r)."""
+    if 2 * r + 1 <= max(mask.shape):
+        return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    inside = mask > 0
+    if not inside.any():
+        return np.zeros_like(mask)
+    d = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.where(d <= r, mask.max(), 0).astype(mask.dtype)
 
 
 def region_mask(points: np.ndarray, size: int, grow: float = 0.3,
                 parts: Sequence[Sequence[int]] = EYES_AND_MOUTH) -> np.ndarray:
     """(68,2) points in size² pixels → (size,size) float32 in {0,1}: the parts (default: the eyes
     and the mouth), each hull dilated by `grow` × its width so eyelids and lip edges are inside.
-    Parts with non-finite points are left out."""
+    Parts with non-finite points are left out; ValueError for points too far out (check_extent)."""
     mask = np.zeros((size, size), np.uint8)
-    pts = np.asarray(points, np.float64)
+    pts = check_extent(points, size)
     for idx in parts:
         p = pts[list(idx)]
         if not np.isfinite(p).all():
@@ -32,8 +64,7 @@ def region_mask(points: np.ndarray, size: int, grow: float = 0.3,
         hull = cv2.convexHull(np.round(p * 16).astype(np.int32))
         cv2.fillConvexPoly(part_mask, hull, 1, lineType=cv2.LINE_8, shift=4)
         r = max(1, int(round(grow * np.ptp(p[:, 0]))))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        mask |= cv2.dilate(part_mask, kernel)
+        mask |= dilate(part_mask, r)
     return mask.astype(np.float32)
 
 
@@ -52,9 +83,9 @@ def soft_region(points: np.ndarray, size: int, parts: Sequence[Sequence[int]], g
     """A soft mask of face parts, cut to its box: each part's hull (antialiased) dilated by
     `grow` × the part's width, their union blurred with σ = `feather` × the widest part (at least
     half a pixel) → (weight (h,w) in [0,1] or None when empty, (y0, y1, x0, x1)). Parts with
-    non-finite points are left out. Where the mouth and the eyelids hand the field over from the
-    spline to the piecewise-affine warp."""
-    p = np.asarray(points, np.float64)
+    non-finite points are left out; ValueError for points too far out (check_extent). Where the
+    mouth and the eyelids hand the field over from the spline to the piecewise-affine warp."""
+    p = check_extent(points, size)
     m = np.zeros((size, size), np.float32)
     sigma = 0.5
     for idx in parts:
@@ -66,9 +97,9 @@ def soft_region(points: np.ndarray, size: int, parts: Sequence[Sequence[int]], g
         hull = cv2.convexHull(np.round(q * 16).astype(np.int32))
         cv2.fillConvexPoly(one, hull, 1.0, lineType=cv2.LINE_AA, shift=4)
         r = max(1, int(round(grow * width)))
-        m = np.maximum(m, cv2.dilate(one, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))))
+        m = np.maximum(m, dilate(one, r))
         sigma = max(sigma, feather * width)
-    m = cv2.GaussianBlur(m, (0, 0), sigma)
+    m = cv2.GaussianBlur(m, (0, 0), min(sigma, float(size)))
     ys, xs = np.nonzero(m > 1e-4)
     if len(ys) == 0:
         return None, (0, 0, 0, 0)

@@ -27,7 +27,7 @@ from caingan.nn.checkpoint import load_model, weights_id
 from caingan.config import PERSONAL_SETTINGS, ModelConfig
 from caingan.device import device_name, pick_device
 from caingan.errors import CainGANError, PersonalizeError
-from caingan.face.landmark_file import rescale_points
+from caingan.face.landmark_file import outside_crop, rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.model import CainGAN
 
@@ -96,7 +96,9 @@ def optimize_for_inference(model: CainGAN, device: torch.device) -> CainGAN:
     return model
 
 
-def _check_points(points, what: str, batch: bool = False) -> np.ndarray:
+def _check_points(points, what: str, batch: bool = False, size: int | None = None) -> np.ndarray:
+    """(68, 2) or (B, 68, 2) float32; with `size`, every landmark within one crop side of the
+    size² crop (the landmark files' rule), so no far-off point reaches the model's masks."""
     try:
         pts = np.asarray(points, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -105,6 +107,9 @@ def _check_points(points, what: str, batch: bool = False) -> np.ndarray:
     ok = pts.ndim == 3 and pts.shape[1:] == (68, 2) if batch else pts.shape == (68, 2)
     if not ok:
         raise InferenceInputError(f"{what}: landmarks must have shape {want}, got {pts.shape}")
+    why = None if size is None else outside_crop(pts, size, "target")
+    if why is not None:
+        raise InferenceInputError(f"{what}: {why}")
     return pts
 
 
@@ -240,6 +245,7 @@ class Reenactor:
                 raise InferenceInputError(f"source {i}: image must be uint8, got {img.dtype}")
             p = _check_points(pts, f"source {i}").copy()
             h, w = img.shape[:2]
+            _check_points(rescale_points(p, (w, h), s), f"source {i}", size=s)
             if (h, w) != (s, s):
                 interp = cv2.INTER_AREA if min(h, w) > s else cv2.INTER_LINEAR
                 img = cv2.resize(img, (s, s), interpolation=interp)
@@ -263,13 +269,13 @@ class Reenactor:
     def generate(self, points) -> Generation:
         """(68,2) target points in model-size (image_size) crop pixels → image (R,R,3) with
         R = output_size, weights (K,S,S) with S = image_size."""
-        pts = _check_points(points, "target")
+        pts = _check_points(points, "target", size=self.image_size)
         out = self._run(pts[None])
         return Generation(out.image[0], out.weights[0])
 
     def generate_batch(self, points, max_batch: int = 16) -> Generation:
         """(B,68,2) → image (B,S,S,3), weights (B,K,S,S); run in chunks of max_batch."""
-        pts = _check_points(points, "targets", batch=True)
+        pts = _check_points(points, "targets", batch=True, size=self.image_size)
         if len(pts) == 0:
             s, k, r = self.image_size, self.num_sources, self.output_size
             return Generation(np.zeros((0, r, r, 3), np.uint8), np.zeros((0, k, s, s), np.float32))
