@@ -4,27 +4,26 @@ error text, and how many threads interactive model work may use.
 Interactive work (the preview, live reenactment) wants the newest request, not every request:
 `Latest` is a one-slot, thread-safe mailbox where a new value replaces an unread one (counted as
 dropped), so a slow consumer lags by at most one item instead of by a growing queue. The preview
-worker keeps one per kind of message, the reenactment loop one from the capture thread and one
-towards the GUI.
+worker keeps one per kind of message, the reenactment loop one towards the GUI (its camera
+frames go through caingan.media.frames.NewestFrames, the same idea for frame sources).
 
 Thread counts: with another process busy on a 2-core machine, one small-model preview took
 1.3–3.3 s with torch's default 2 intra-op threads and 44 ms with 1 (OpenMP threads spin waiting
 for a core that is taken). `interactive_threads()` gives the model the cores nobody else is
-using (at least 1), and `ThreadBudget` re-checks that every few seconds between renders.
+using (at least 1), and `ThreadBudget` re-checks that every few seconds between renders (both
+from caingan.device, shared with the live reenactment loop; re-exported here).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread
 
+from caingan.device import CpuLoad, ThreadBudget, interactive_threads, usable_cpus  # noqa: F401
 from caingan.errors import CainGANError
 
 EMPTY = object()            # what Latest.take returns when there is nothing to take
@@ -138,92 +137,3 @@ class WorkerThread:
             return True
         self.thread.quit()
         return self.thread.wait(timeout_ms)
-
-
-# ---------------------------------------------------------------------------------- threads
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's share)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-class CpuLoad:
-    """How many CPUs *other* processes keep busy: /proc/stat's busy time minus this process's
-    own, between two calls (Linux); elsewhere the 1-minute load average (which counts us too)."""
-
-    def __init__(self):
-        self._last = self._sample()
-        self._t = time.monotonic()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [float(v) for v in f.readline().split()[1:]]
-            idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)    # idle + iowait
-            t = os.times()
-            hz = os.sysconf("SC_CLK_TCK")
-            return sum(fields), idle, (t.user + t.system) * hz
-        except (OSError, ValueError, IndexError, AttributeError):
-            return None
-
-    def others(self, min_window: float = 0.2) -> float:
-        """Busy CPUs outside this process since the previous call (or creation); waits until
-        `min_window` seconds have passed since then (the counters tick at 100 Hz)."""
-        last = self._last
-        if last is not None:
-            wait = min_window - (time.monotonic() - self._t)
-            if wait > 0:
-                time.sleep(wait)
-        now = self._sample()
-        self._last, self._t = now, time.monotonic()
-        if now is not None and last is not None and now[0] > last[0]:
-            total = now[0] - last[0]
-            busy = total - (now[1] - last[1]) - (now[2] - last[2])
-            ncpu = os.cpu_count() or 1
-            return max(0.0, busy / total * ncpu)
-        try:
-            return os.getloadavg()[0]
-        except (AttributeError, OSError):
-            return 0.0
-
-
-def interactive_threads(others_busy: float, cpus: int | None = None, cap: int = 8) -> int:
-    """Intra-op threads for one interactive model thread: the usable CPUs less those other
-    processes keep busy (to the nearest whole CPU, so background noise does not count), at
-    least 1 and at most `cap`. Too few threads cost at most their share of speed; too many cost
-    many times it (threads spin waiting for a core another process holds)."""
-    cpus = usable_cpus() if cpus is None else cpus
-    free = cpus - math.floor(max(0.0, others_busy) + 0.5)
-    return int(max(1, min(cap, cpus, free)))
-
-
-class ThreadBudget:
-    """Call `apply()` in the thread that runs the model, between jobs: at most every `every`
-    seconds it measures the other processes' load and sets torch's intra-op threads for this
-    thread (torch.set_num_threads). Returns the thread count in use."""
-
-    def __init__(self, every: float = 3.0, set_threads: Callable[[int], None] | None = None,
-                 load: CpuLoad | None = None):
-        self.every = every
-        self._load = load or CpuLoad()
-        self._set = set_threads
-        self._next = 0.0
-        self.threads: int | None = None
-
-    def apply(self, force: bool = False) -> int:
-        now = time.monotonic()
-        if force or self.threads is None or now >= self._next:
-            self._next = now + self.every
-            n = interactive_threads(self._load.others())
-            if n != self.threads:
-                if self._set is not None:
-                    self._set(n)
-                else:
-                    import torch
-                    torch.set_num_threads(n)
-                self.threads = n
-        return self.threads
