@@ -311,3 +311,71 @@ def test_steady_crops_keep_the_background_still_and_split_filter(tmp_path, data_
     assert json.loads((out_c / "index.json").read_text())["crop"] == "clip"
     assert main(["--data", str(data_dir), "--out", str(tmp_path / "x"), "--splits", "nope",
                  "--quiet"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input and memory
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("crop", ["frame", "clip"])
+def test_frames_are_streamed_only_crops_kept(data_dir, crop):
+    """A clip's frames are read, tracked and cropped one at a time: the peak memory is a few
+    frames, not the clip (40 frames held 42 frames' worth before; 600 at 720p were 1.8 GB)."""
+    import tracemalloc
+
+    from caingan.face.landmarks import LandmarkDetector
+    from caingan.media.video import VideoReader
+    from train.prepare import process_clip
+
+    clip = clips_from_csv(data_dir)[0]
+    with VideoReader(clip["source"]) as reader:
+        frame_bytes = reader.size[0] * reader.size[1] * 3
+    detector = LandmarkDetector("dlib")
+    tracemalloc.start()
+    try:
+        arrays = process_clip(clip, 16, max_frames=40, detector=detector, crop=crop)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(arrays["frames"]) >= MIN_FRAMES and arrays["source_frames"] == 40
+    assert peak < 12 * frame_bytes, f"peak {peak / frame_bytes:.1f} frames"
+    # the same frames and points as processing the clip with every frame at hand
+    again = process_clip(clip, 16, max_frames=40, detector=detector, crop=crop)
+    np.testing.assert_array_equal(arrays["frames"], again["frames"])
+
+
+def _cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("caingan-prepare: error: "), err
+    return err[0]
+
+
+def test_cli_bad_clips_csv_is_one_line(tmp_path, capsys):
+    (tmp_path / "clips.csv").write_text("path,split,identity_group\na.mp4,train,g1\nb.mp4,test\n")
+    err = _cli_error(capsys, ["--data", str(tmp_path), "--out", str(tmp_path / "c"), "--quiet"])
+    assert "clips.csv, line 3: no identity_group" in err
+    (tmp_path / "clips.csv").write_bytes("path,split,identity_group\ncaf\xe9.mp4,train,g\n"
+                                         .encode("latin-1"))
+    err = _cli_error(capsys, ["--data", str(tmp_path), "--out", str(tmp_path / "c"), "--quiet"])
+    assert "clips.csv: not UTF-8 text" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_clips_csv_with_a_byte_order_mark_reads(tmp_path):
+    (tmp_path / "clips.csv").write_bytes(b"\xef\xbb\xbfpath,split,identity_group\na.mp4, train ,g1\n")
+    assert clips_from_csv(tmp_path) == [{"rel": "a.mp4", "source": str(tmp_path / "a.mp4"),
+                                         "split": "train", "identity_group": "g1"}]
+
+
+def test_cli_out_under_a_file_and_bad_numbers_are_one_line(tmp_path, data_dir, capsys):
+    (tmp_path / "a_file").write_text("")
+    for out in (tmp_path / "a_file" / "cache", tmp_path / "a_file"):
+        err = _cli_error(capsys, ["--data", str(data_dir), "--out", str(out), "--quiet"])
+        assert f"cannot create the cache folder {out}: {tmp_path / 'a_file'} is a file" in err
+    err = _cli_error(capsys, ["--data", str(data_dir), "--size", "100000", "--out",
+                              str(tmp_path / "c")])
+    assert "--size 100000 is out of range" in err and "1024" in err
+    for flag in ("--every", "--max-frames", "--workers"):
+        err = _cli_error(capsys, ["--data", str(data_dir), flag, "0", "--out", str(tmp_path / "c")])
+        assert f"{flag} must be 1 or more" in err
+    assert not (tmp_path / "c").exists()

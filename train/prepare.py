@@ -31,6 +31,8 @@ from caingan.media.video import VideoReader
 log = logging.getLogger("caingan.prepare")
 
 MIN_FRAMES = 9          # K=8 sources + 1 target
+# Crop sides: a 1024² crop is 3 MB, and a clip keeps its crops in memory until it is written
+MIN_SIZE, MAX_SIZE = 16, 1024
 CACHE_VERSION = 1
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 REQUIRED_KEYS = ("frames", "points", "frame_index", "split", "identity_group", "clip")
@@ -59,13 +61,30 @@ def clips_from_csv(data: Path) -> list[dict]:
     if not csv_path.is_file():
         raise CainGANError(f"{csv_path} not found (the data folder needs a clips.csv with columns "
                            f"path, split, identity_group)")
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    need = {"path", "split", "identity_group"}
-    if not rows or not need <= set(rows[0]):
-        raise CainGANError(f"{csv_path}: needs a header with {', '.join(sorted(need))} and at least one row")
-    return [{"rel": r["path"], "source": str(data / r["path"]), "split": r["split"].strip(),
-             "identity_group": r["identity_group"].strip()} for r in rows]
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = [(reader.line_num, r) for r in reader]
+            header = reader.fieldnames or []
+    except UnicodeDecodeError as e:
+        raise CainGANError(f"{csv_path}: not UTF-8 text ({e.reason}); save it as UTF-8 "
+                           f"CSV") from None
+    except (OSError, csv.Error) as e:
+        raise CainGANError(f"{csv_path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    need = ("path", "split", "identity_group")
+    if not rows or not set(need) <= set(header):
+        raise CainGANError(f"{csv_path}: needs a header with {', '.join(need)} and at least one row")
+    clips = []
+    for line, r in rows:
+        values = [r[k].strip() if isinstance(r[k], str) else "" for k in need]
+        missing = [k for k, v in zip(need, values) if not v]
+        if missing:
+            raise CainGANError(f"{csv_path}, line {line}: no {' or '.join(missing)} (each row "
+                               f"needs {', '.join(need)})")
+        rel, split, group = values
+        clips.append({"rel": rel, "source": str(data / rel), "split": split,
+                      "identity_group": group})
+    return clips
 
 
 def clips_from_voxceleb(root: Path, split: str = "train") -> list[dict]:
@@ -122,31 +141,66 @@ def steady_crop(matrices: list[np.ndarray], size: int) -> np.ndarray:
     return np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]], np.float64)
 
 
+def _tracked(reader, every: int, max_frames: int | None, detector, redetect_every: int):
+    """(frame index, RGB frame, FaceDetection | None) for the frames taken, one at a time:
+    each frame is read, tracked and handed on before the next is decoded."""
+    current: list = []
+
+    def frames():
+        for i, frame in _frames(reader, every, max_frames):
+            current[:] = [i, frame]
+            yield frame
+
+    for det in detector.track(frames(), redetect_every=redetect_every):
+        yield current[0], current[1], det
+
+
+def _stacked(crops: list[np.ndarray], size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8 from N crops, each let go once copied (no second full copy)."""
+    out = np.empty((len(crops), size, size, 3), np.uint8)
+    for j in range(len(crops)):
+        out[j], crops[j] = crops[j], None
+    return out
+
+
 def process_clip(clip: dict, size: int, every: int = 1, max_frames: int | None = None,
                  detector=None, redetect_every: int = 10, crop: str = "frame") -> dict:
     """Track, crop and stack one clip: arrays + metadata (nothing written). crop "frame": each
-    frame cropped around its own landmarks; "clip": one steady crop for the clip (steady_crop)."""
+    frame cropped around its own landmarks; "clip": one steady crop for the clip (steady_crop).
+
+    Frames are streamed: read, tracked and cropped one at a time, so only the crops are kept (a
+    720p frame is 2.8 MB, a 256² crop 0.2 MB). "clip" needs every frame's landmarks before the
+    first crop, so it tracks in a first pass (keeping the points) and crops in a second read."""
     detector = detector or LandmarkDetector("dlib")
-    frames, points, index = [], [], []
-    seen = 0
+    crops, points, index = [], [], []
     with VideoReader(clip["source"]) as reader:
         fps = reader.fps
-        items = list(_frames(reader, every, max_frames))
-    seen = len(items)
-    dets = list(detector.track((f for _, f in items), redetect_every=redetect_every))
-    found = [d for d in dets if d is not None]
-    steady = steady_crop([crop_matrix(d.points, size) for d in found], size) \
-        if crop == "clip" and found else None
-    for (i, frame), det in zip(items, dets):
-        if det is None:
-            continue
-        m = crop_matrix(det.points, size) if steady is None else steady
-        frames.append(warp_crop(frame, m, size))
-        points.append((det.points @ m[:, :2].T + m[:, 2]).astype(np.float32))
-        index.append(i)
-    n = len(frames)
+        seen, found = 0, {}
+        for i, frame, det in _tracked(reader, every, max_frames, detector, redetect_every):
+            seen += 1
+            if det is None:
+                continue
+            if crop == "clip":
+                found[i] = det.points
+                continue
+            m = crop_matrix(det.points, size)
+            crops.append(warp_crop(frame, m, size))
+            points.append((det.points @ m[:, :2].T + m[:, 2]).astype(np.float32))
+            index.append(i)
+    if crop == "clip" and found:
+        m = steady_crop([crop_matrix(p, size) for p in found.values()], size)
+        with VideoReader(clip["source"]) as reader:
+            for i, frame in _frames(reader, every, max_frames):
+                if i in found:
+                    crops.append(warp_crop(frame, m, size))
+                    points.append((found[i] @ m[:, :2].T + m[:, 2]).astype(np.float32))
+                    index.append(i)
+        if len(crops) != len(found):
+            raise CainGANError(f"{clip['source']}: the video gave other frames on a second read "
+                               f"({len(crops)} of {len(found)} frames with a face)")
+    n = len(crops)
     return {
-        "frames": np.stack(frames) if n else np.zeros((0, size, size, 3), np.uint8),
+        "frames": _stacked(crops, size),
         "points": np.stack(points).astype(np.float32) if n else np.zeros((0, 68, 2), np.float32),
         "frame_index": np.asarray(index, np.int64),
         "split": clip["split"], "identity_group": clip["identity_group"], "clip": clip["rel"],
@@ -205,7 +259,11 @@ def _build(job):
         rec.update(status="skipped", reason=f"a face in only {n} of {arrays['source_frames']} frames "
                                             f"(need {MIN_FRAMES})")
         return clip, rec
-    write_npz(out / cache_name(clip["rel"]), arrays)
+    path = out / cache_name(clip["rel"])
+    try:
+        write_npz(path, arrays)
+    except OSError as e:                    # a full disk stops the run; finished clips are kept
+        raise CainGANError(f"{path}: cannot write the cache file ({e.strerror or e})") from None
     rec["status"] = "ok"
     return clip, rec
 
@@ -220,9 +278,14 @@ def prepare(clips: list[dict], out: Path, size: int, every: int = 1, max_frames:
     """Build (or complete) the cache; returns {"built": [...], "reused": [...], "skipped": [...],
     "failed": [...]} of clip paths."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.glob("*.tmp"):      # temp files of a killed run (caingan.files names)
-        leftover.unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for leftover in out.glob("*.tmp"):      # temp files of a killed run (caingan.files names)
+            leftover.unlink(missing_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else e.strerror or str(e)
+        raise CainGANError(f"cannot create the cache folder {out}: {why}") from None
     meta = {"version": CACHE_VERSION, "size": size, "every": every, "max_frames": max_frames}
     if crop != "frame":                 # caches built before the option are per-frame crops
         meta["crop"] = crop
@@ -309,8 +372,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        if args.size < 16:
-            raise CainGANError(f"--size {args.size} is too small (16 or more)")
+        if not MIN_SIZE <= args.size <= MAX_SIZE:
+            raise CainGANError(f"--size {args.size} is out of range: crops are {MIN_SIZE} to "
+                               f"{MAX_SIZE} px (the models use 64-256)")
+        for name in ("every", "max_frames", "workers"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise CainGANError(f"--{name.replace('_', '-')} must be 1 or more, got {value}")
         clips = (clips_from_csv(Path(args.data)) if args.data
                  else clips_from_voxceleb(Path(args.voxceleb), args.split))
         if args.splits:
