@@ -548,3 +548,30 @@ def test_model_overrides_read_booleans_as_words():
     assert ModelConfig.from_dict(apply_overrides(ModelConfig, d, ["learned_flow=ON"])).learned_flow
     with pytest.raises(ConfigError, match="true or false"):
         apply_overrides(ModelConfig, d, ["learned_flow=maybe"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a zip"])
+def test_cli_damaged_cache_file_is_named_with_what_to_do(tmp_path, tiny_cache, capsys, damage):
+    """caingan-eval on a cache whose test clip's .npz was cut short (a full disk, a killed
+    copy): one line naming the file and saying to run the preparation again, exit 2 (it was a
+    BadZipFile traceback)."""
+    import json
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_cache, cache)
+    rec = next(c for c in json.loads((cache / "index.json").read_text())["clips"]
+               if c["split"] == "test")
+    victim = cache / rec["file"]
+    data = victim.read_bytes()
+    victim.write_bytes({"truncated": data[:len(data) // 2], "empty": b"",
+                        "not a zip": b"hello"}[damage])
+    rc = ev.main(["--cache", str(cache), "--baseline", "copy", "--k", "1", "--targets", "4",
+                  "--out", str(tmp_path / "R.md")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]          # after the progress bar
+    assert last.startswith("error: cache file ") and str(victim) in last
+    assert "is damaged or truncated" in last and "run caingan-prepare again with the same " \
+                                                 "options" in last
+    assert not (tmp_path / "R.md").exists()

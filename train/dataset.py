@@ -19,6 +19,26 @@ from caingan.errors import CainGANError
 from caingan.face.landmark_file import rescale_points
 
 
+def load_clip(path) -> tuple[np.ndarray, np.ndarray]:
+    """(frames (N,S,S,3) uint8, points (N,68,2) float32) of one cache file written by
+    train.prepare; CainGANError naming the file when it is missing, truncated or damaged."""
+    try:
+        with np.load(path) as z:
+            frames, points = z["frames"], z["points"].astype(np.float32)
+    except FileNotFoundError:
+        raise CainGANError(f"cache file {path} is missing; run caingan-prepare again with the "
+                           f"same options to rebuild it") from None
+    except Exception as e:  # noqa: BLE001 — BadZipFile, zlib.error, EOFError, KeyError, ...
+        raise CainGANError(f"cache file {path} is damaged or truncated ({type(e).__name__}: "
+                           f"{e}); run caingan-prepare again with the same options to rebuild "
+                           f"it") from None
+    if frames.ndim != 4 or points.shape != (len(frames), 68, 2):
+        raise CainGANError(f"cache file {path} holds frames {frames.shape} and points "
+                           f"{points.shape}, not a clip cache; run caingan-prepare again with "
+                           f"the same options to rebuild it")
+    return frames, points
+
+
 class _ClipStore:
     """Decoded (frames, points) per npz path, least recently used dropped beyond `max_bytes`."""
 
@@ -32,12 +52,7 @@ class _ClipStore:
         if hit is not None:
             self._items.move_to_end(path)
             return hit
-        try:
-            with np.load(path) as z:
-                item = (z["frames"], z["points"].astype(np.float32))
-        except Exception as e:  # noqa: BLE001 — a damaged cache file is the user's to rebuild
-            raise CainGANError(f"cache file {path} is unreadable ({e}); delete it and run "
-                               f"train.prepare again") from None
+        item = load_clip(path)
         self._items[path] = item
         self._bytes += item[0].nbytes + item[1].nbytes
         while self._bytes > self.max_bytes and len(self._items) > 1:

@@ -195,7 +195,7 @@ def list_test_clips(cache: str | Path, split: str = "test", max_clips: int | Non
     """The split's clips in the data cache written by train.prepare, in a stable order;
     `holdout_groups`: only those of the last N identity groups (sorted by name), which is how
     training picks its validation groups (train.data.build_datasets)."""
-    from .dataset import ClipDataset
+    from .dataset import ClipDataset, load_clip
 
     ds = ClipDataset(str(cache), split=split, k=1)
     clips = []
@@ -204,8 +204,7 @@ def list_test_clips(cache: str | Path, split: str = "test", max_clips: int | Non
         name = str(rec.get("path") or rec.get("name") or path.stem)
 
         def load(path=path):
-            with np.load(path) as z:
-                return z["frames"], z["points"]
+            return load_clip(path)
 
         clips.append(TestClip(name=name, n_frames=int(rec["frames"]), load=load,
                               group=str(rec.get("identity_group", ""))))
