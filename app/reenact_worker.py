@@ -238,8 +238,8 @@ class ReenactWorker(QObject):
                 frame = frames.take(0.1)
                 if frame is not None:
                     loop.submit(frame)
-                elif frames.ended:
-                    reason = "The video ended."
+                elif frames.ended:            # a file's end (Stop also ends a camera's frames)
+                    reason = "" if self._stop.is_set() else "The video ended."
                     break
         except Exception as e:  # noqa: BLE001 — shown in the window; the worker keeps serving
             msg = describe(e)

@@ -248,15 +248,20 @@ class ReenactPipeline:
 
 
 RECORD_TICKS = 1000      # a recording's time base: frame times to the millisecond
+# Encoding runs in the live loop's render thread, beside the model: x264's "veryfast" preset on
+# one thread took 11 ms a frame for a 1280-wide photo with a moving face (its default "fast",
+# with its own threads, 24–42 ms), for a file about as small.
+RECORD_PRESET, RECORD_THREADS = "veryfast", 1
 
 
 class _TimedMp4(Mp4Writer):
     """Mp4Writer whose frames carry their own presentation times (`add_at`)."""
 
     def __init__(self, path, fps: float, size: tuple[int, int]):
-        super().__init__(path, fps, size)
+        super().__init__(path, fps, size, preset=RECORD_PRESET)
         self._tb = Fraction(1, RECORD_TICKS)
         self._stream.codec_context.time_base = self._tb
+        self._stream.codec_context.thread_count = RECORD_THREADS
         self._pts = 0
 
     def add_at(self, rgb: np.ndarray, pts: int) -> None:
