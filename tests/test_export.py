@@ -354,3 +354,116 @@ def test_a_folder_being_exported_to_is_locked(tiny_weights, tmp_path):
     finally:
         session.close()
     assert export_frames(Counting(tiny_weights), _sources(), _targets(2), tmp_path / "o").frames == 2
+
+
+# -- the folder's lock file, and stopping during the encode -------------------------------------
+
+LOCK = ".caingan-export.lock"
+
+
+def test_the_lock_file_goes_when_an_export_ends_however_it_ends(tiny_weights, tmp_path):
+    """Finished, already complete, cancelled, failed or interrupted: no `.caingan-export.lock`
+    is left among the user's frames."""
+    done = tmp_path / "done"
+    export_frames(Counting(tiny_weights), _sources(), _targets(3), done, formats={"png", "mp4"})
+    assert not (done / LOCK).exists()
+    export_frames(Counting(tiny_weights), _sources(), _targets(3), done, formats={"png", "mp4"})
+    assert not (done / LOCK).exists()                       # the complete job, found intact
+
+    cancelled = tmp_path / "cancelled"
+    res = export_frames(Counting(tiny_weights), _sources(), _targets(6), cancelled, batch_size=2,
+                        cancel=lambda: len(_frames(cancelled)) >= 2)
+    assert res.cancelled and not (cancelled / LOCK).exists()
+
+    for exc in (KeyboardInterrupt, RuntimeError):
+        failed = tmp_path / exc.__name__
+        with pytest.raises(exc):
+            export_frames(Counting(tiny_weights, fail_on_call=2, exc=exc), _sources(),
+                          _targets(6), failed, batch_size=2)
+        assert _frames(failed) and not (failed / LOCK).exists()
+
+    refused = tmp_path / "refused"
+    export_frames(Counting(tiny_weights), _sources(), _targets(2), refused)
+    with pytest.raises(ExportError, match="different inputs"):
+        export_frames(Counting(tiny_weights), ([255 - _sources()[0][0]], _sources()[1]),
+                      _targets(2), refused)
+    assert not (refused / LOCK).exists()
+
+
+def test_the_lock_holds_while_open_and_is_gone_after(tiny_weights, tmp_path):
+    from caingan.pipeline.export import open_job
+
+    out = tmp_path / "o"
+    session = open_job(Counting(tiny_weights), _sources(), out)
+    try:
+        assert (out / LOCK).exists()
+        with pytest.raises(ExportError, match="another export is writing"):
+            open_job(Counting(tiny_weights), _sources(), out)
+    finally:
+        session.close()
+    session.close()                                          # twice is harmless
+    assert not (out / LOCK).exists()
+    assert export_frames(Counting(tiny_weights), _sources(), _targets(2), out).frames == 2
+
+
+LOCK_STRESS = r"""
+import os, sys, time
+from pathlib import Path
+from caingan.errors import ExportError
+from caingan.pipeline.export import lock_folder, release_folder
+out, rounds = Path(sys.argv[1]), int(sys.argv[2])
+marker, held = out / "holder", 0
+deadline = time.monotonic() + 60
+while held < rounds and time.monotonic() < deadline:
+    try:
+        lock = lock_folder(out)
+    except ExportError:
+        continue
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)   # fails if another holds it
+    except FileExistsError:
+        print("two holders at once", flush=True)
+        sys.exit(3)
+    os.close(fd)
+    time.sleep(0.0005)
+    os.unlink(marker)
+    release_folder(lock)
+    held += 1
+print(held)
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the race is about Unix's flock on a removed file")
+def test_removing_the_lock_file_keeps_two_exports_apart(tmp_path):
+    """Three processes take and give back one folder's lock as fast as they can; the lock file
+    is removed at every release, and still no two ever hold it at once."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", LOCK_STRESS, str(tmp_path), "150"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, out + err
+    assert sum(int(out) for out, _ in results) > 0
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_cancel_during_the_encode_keeps_the_frames_and_leaves_no_video(tiny_weights, tmp_path):
+    """A stop asked for while the MP4/GIF are encoded used to be ignored (the run ended
+    complete); now the encode stops, no video or temp file is left, and the frames stay for a
+    resume that only encodes."""
+    out = tmp_path / "o"
+    seen = []
+    res = export_frames(Counting(tiny_weights), _sources(), _targets(12), out,
+                        formats={"png", "mp4", "gif"}, encoding=lambda w, d, t: seen.append(d),
+                        cancel=lambda: len(seen) >= 3)
+    assert res.cancelled and res.frames == 12 and seen == [1, 2, 3]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [FRAME_NAME.format(i) for i in range(12)] + [MANIFEST_NAME])
+    assert json.loads((out / MANIFEST_NAME).read_text())["status"] == "cancelled"
+    r = Counting(tiny_weights)
+    again = export_frames(r, _sources(), _targets(12), out, formats={"png", "mp4", "gif"})
+    assert r.frames == 0 and again.reused == 12 and not again.cancelled
+    assert (out / "video.mp4").is_file() and (out / "video.gif").is_file()

@@ -306,3 +306,132 @@ def test_default_weights_are_the_bundled_model():
     args = build_parser().parse_args(["--source", "a.png", "--landmarks", "b.json", "--out", "o"])
     # The repository's assets/ folder (it was looked for in caingan/assets/, which does not exist).
     assert Path(args.weights) == DEFAULT_WEIGHTS and DEFAULT_WEIGHTS.parent == REPO / "assets"
+
+
+# -- driving videos that are cut short, faceless, or state an odd frame rate --------------------
+
+ENTRY = "import sys; from caingan.pipeline.export_cli import main; sys.exit(main())"
+
+
+def _default_sigint() -> None:
+    """The child starts with Ctrl-C's default action, as from a terminal (a shell running the
+    tests in the background would otherwise hand it on ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _console(*argv, **kw) -> subprocess.Popen:
+    """`caingan-export ARGV` as its console script runs it, in a process of its own."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-c", ENTRY, *map(str, argv)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, **kw)
+
+
+@pytest.fixture(scope="module")
+def forty_frames(shared_data, clip_rows) -> list[np.ndarray]:
+    from video_samples import clip_with_frames, first_frames
+
+    return first_frames(clip_with_frames(shared_data, clip_rows, 40), 40)
+
+
+def test_a_truncated_driving_video_says_how_many_frames_it_gave(weights, photo, forty_frames,
+                                                                tmp_path):
+    """It used to export what it could read with exit 0 and only FFmpeg's own lines."""
+    from video_samples import truncated, write_mp4
+
+    talk = truncated(write_mp4(tmp_path / "whole.mp4", forty_frames, 25), tmp_path / "talk.mp4")
+    proc = _console("--weights", weights, "--source", photo, "--driving", talk, "--formats", "png",
+                    "--quiet", "--out", tmp_path / "o")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    n = len(_frames(tmp_path / "o"))
+    assert 0 < n < 40
+    assert stderr.splitlines() == [f"caingan-export: warning: talk.mp4: only {n} of 40 frames "
+                                   f"could be read; exported {n}"]   # and no FFmpeg lines
+    assert f"caingan-export: {n} frames from video talk.mp4" in stdout
+
+
+def test_a_driving_video_without_a_face_is_refused(weights, photo, tmp_path, capsys):
+    """It used to export the source's own pose over and over, with exit 0."""
+    from video_samples import faceless_frames, write_mp4
+
+    wall = write_mp4(tmp_path / "wall.mp4", faceless_frames(12), 25)
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--driving", wall,
+                           "--out", tmp_path / "o")
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.strip() == (f"caingan-export: error: {wall}: no face in any of its 12 frames; a "
+                              f"driving video must show the face whose motion is transferred")
+    assert not (tmp_path / "o").exists()
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--driving", wall,
+                           "--max-frames", 5, "--out", tmp_path / "o")
+    assert code == 2 and "no face in its first 5 frames" in stderr
+
+
+@pytest.mark.parametrize("stated", [1000, 480])
+def test_a_driving_video_stating_an_unusable_frame_rate_gets_25_with_a_warning(
+        stated, weights, photo, forty_frames, tmp_path, capsys):
+    """One rule: a frame rate in the file outside 0.1–240 becomes 25 and is said (1000 used to
+    become 25 silently, 480 stopped the export); an explicit --fps outside it is an error."""
+    import av
+    from video_samples import write_mp4
+
+    talk = write_mp4(tmp_path / "talk.mp4", forty_frames[:6], stated)
+    code, stdout, stderr = _run(capsys, "--weights", weights, "--source", photo, "--driving", talk,
+                                "--formats", "mp4", "--quiet", "--out", tmp_path / "o")
+    assert code == 0, stderr
+    assert stderr.splitlines() == [f"caingan-export: warning: talk.mp4: its frame rate metadata "
+                                   f"({stated} fps) is outside 0.1–240; using 25 fps (set one "
+                                   f"with --fps)"]
+    with av.open(str(tmp_path / "o" / "video.mp4")) as c:
+        assert float(c.streams.video[0].average_rate) == 25
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--driving", talk,
+                           "--formats", "mp4", "--quiet", "--fps", 12, "--out", tmp_path / "p")
+    assert code == 0 and stderr == ""                      # an explicit rate: nothing to say
+    code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--driving", talk,
+                           "--fps", stated, "--out", tmp_path / "q")
+    assert code == 2 and "--fps must be a number of frames per second from 0.1 to 240" in stderr
+
+
+# -- Ctrl-C while the videos are encoded ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_ctrl_c_while_encoding_stops_with_130_and_keeps_the_frames(weights, photo, tmp_path,
+                                                                   capsys):
+    """The first Ctrl-C during the MP4/GIF encode used to be ignored and the run ended 0."""
+    from caingan.face.landmark_edit import mean_face
+    from caingan.face.landmark_file import save_sequence
+
+    n = 300
+    seq = tmp_path / "seq.json"
+    save_sequence(seq, (mean_face(64.0) + np.float32(np.sin(i / 7)) for i in range(n)),
+                  image_size=64, fps=25)
+    out = tmp_path / "o"
+    common = ["--weights", weights, "--source", photo, "--landmarks", seq, "--paste-back",
+              "--out", out]
+    code, _, stderr = _run(capsys, *common, "--formats", "png", "--quiet")   # frames first
+    assert code == 0, stderr
+    proc = _console(*common, "--formats", "png,mp4,gif")
+    err = ""
+    try:
+        deadline = time.monotonic() + 240
+        while "encoding" not in err and time.monotonic() < deadline:
+            chunk = os.read(proc.stderr.fileno(), 4096)    # tqdm ends its lines with \r only
+            if not chunk:
+                break
+            err += chunk.decode()
+        assert "encoding" in err and proc.poll() is None, err
+        proc.send_signal(signal.SIGINT)
+        stdout, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err += rest
+    assert proc.returncode == 130, err
+    said = [ln for ln in err.splitlines() if "interrupted" in ln]
+    assert said == [f"caingan-export: interrupted; the {n} frames written so far are kept in "
+                    f"{out}. Run the same command again to resume."], err
+    assert "Traceback" not in err and stdout == ""
+    assert len(_frames(out)) == n
+    assert not (out / "video.mp4").exists() and not (out / "video.gif").exists()
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name or p.name.endswith(".lock")]
+    assert json.loads((out / MANIFEST_NAME).read_text())["status"] == "cancelled"

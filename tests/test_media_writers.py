@@ -111,3 +111,30 @@ def test_a_failure_mid_encode_leaves_no_file(tmp_path):
     with pytest.raises(OSError, match="went away"):
         write_videos({"mp4": tmp_path / "v.mp4", "gif": tmp_path / "v.gif"}, read, 10, 25)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_stops_the_encode_between_frames_and_leaves_no_file(clip_frames, tmp_path):
+    """The exporter's stop request (Ctrl-C, the dialog's Cancel) reaches the encode, which used
+    to run to its end whatever was asked."""
+    encoded = []
+    done = write_videos({"mp4": tmp_path / "v.mp4", "gif": tmp_path / "v.gif"},
+                        lambda i: clip_frames[i], 40, 25,
+                        progress=lambda d, t: encoded.append(d), cancel=lambda: len(encoded) >= 5)
+    assert done is False and encoded == [1, 2, 3, 4, 5]
+    assert list(tmp_path.iterdir()) == []     # no video, no temp file
+    assert write_videos({"mp4": tmp_path / "v.mp4"}, lambda i: clip_frames[i], 3, 25,
+                        cancel=lambda: False) is True
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+
+@pytest.mark.parametrize("which", ["mp4", "gif"])
+def test_ctrl_c_mid_encode_reaches_the_caller_and_leaves_no_file(which, clip_frames, tmp_path):
+    """A KeyboardInterrupt inside the encode is not swallowed (by PyAV or the writers)."""
+    def frame(i):
+        if i == 7:
+            raise KeyboardInterrupt
+        return clip_frames[i]
+
+    with pytest.raises(KeyboardInterrupt):
+        write_videos({which: tmp_path / f"v.{which}"}, frame, 40, 25)
+    assert list(tmp_path.iterdir()) == []

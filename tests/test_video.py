@@ -152,3 +152,44 @@ def test_missing_camera_is_a_camera_error():
 def test_list_cameras_returns_indices():
     cams = list_cameras(2)
     assert isinstance(cams, list) and all(isinstance(i, int) and 0 <= i < 2 for i in cams)
+
+
+# -- frame rates the file states, and FFmpeg's own log lines ------------------------------------
+
+@pytest.mark.parametrize("stated", [1000, 480, 240, 12])
+def test_a_frame_rate_outside_the_usable_range_is_replaced_by_25(stated, tmp_path, shared_data,
+                                                                clip_rows):
+    """One rule for the metadata: 0.1–240 fps is used as it is, anything else (480 was passed
+    on and refused later, 1000 became 25 silently) becomes 25 and says so."""
+    from caingan.config import MAX_FPS, MIN_FPS
+    from video_samples import clip_with_frames, first_frames, write_mp4
+
+    frames = first_frames(clip_with_frames(shared_data, clip_rows, 6), 6)
+    with VideoReader(write_mp4(tmp_path / f"r{stated}.mp4", frames, stated)) as r:
+        assert r.fps_metadata == pytest.approx(stated)
+        usable = MIN_FPS <= stated <= MAX_FPS
+        assert r.fps_replaced is (not usable)
+        assert r.fps == (pytest.approx(stated) if usable else 25.0)
+        assert len(list(r)) == 6
+
+
+def test_a_truncated_file_reads_its_whole_frames_without_ffmpeg_lines(tmp_path, shared_data,
+                                                                     clip_rows):
+    """FFmpeg's own complaints ('partial file', 'Invalid NAL unit size') used to reach stderr;
+    the reader says what matters itself (how many frames the callers got)."""
+    import subprocess
+    import sys
+
+    from video_samples import clip_with_frames, first_frames, truncated, write_mp4
+
+    whole = write_mp4(tmp_path / "whole.mp4", first_frames(clip_with_frames(shared_data, clip_rows,
+                                                                            40), 40), 25)
+    cut = truncated(whole, tmp_path / "talk.mp4")
+    code = ("import sys; from caingan.media.video import VideoReader; r = VideoReader(sys.argv[1]);"
+            " print(r.frame_count, sum(1 for _ in r))")
+    proc = subprocess.run([sys.executable, "-c", code, str(cut)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    stated, read = map(int, proc.stdout.split())
+    assert stated == 40 and 0 < read < 40
+    assert proc.stderr == ""

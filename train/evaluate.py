@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from caingan.cli import interrupted
 from caingan.errors import CainGANError
 from caingan.media.images import save_image
 
@@ -270,6 +271,7 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
 
 
 def main(argv=None) -> int:
+    """`caingan-eval` / `python -m train.evaluate`; Ctrl-C: exit status 130 and one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.argv = argv
@@ -278,6 +280,8 @@ def main(argv=None) -> int:
     except (CainGANError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted("caingan-eval")
     return 0
 
 

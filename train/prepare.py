@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from caingan.cli import interrupted
 from caingan.errors import CainGANError
 from caingan.files import atomic_write
 from caingan.face.crop import crop_matrix, warp_crop
@@ -393,8 +394,7 @@ def main(argv=None) -> int:
         print(f"caingan-prepare: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("caingan-prepare: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return interrupted("caingan-prepare", "run the same command again to resume")
     print(f"cache {out}: {len(s['built'])} built, {len(s['reused'])} reused, "
           f"{len(s['skipped'])} skipped, {len(s['failed'])} failed "
           f"({time.perf_counter() - t0:.1f} s)")

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from caingan.cli import EXIT_INTERRUPTED, interrupted
 from caingan.nn.checkpoint import save_model
 from caingan.device import pick_device
 from caingan.nn.discriminator import MultiscaleDiscriminator
@@ -452,6 +453,9 @@ def _ignore_stop_signals(_worker_id: int) -> None:
 
 
 def main(argv=None) -> int:
+    """`caingan-train` / `python -m train.train`. Ctrl-C while setting up ends at once; during
+    training it saves a checkpoint and stops after the current step. Either way: exit status
+    130 and one line (caingan.cli)."""
     try:
         cfg, init_from = from_command_line(argv, description=__doc__.split("\n\n")[0])
         if not cfg.cache:
@@ -469,17 +473,27 @@ def main(argv=None) -> int:
     except (CainGANError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted("caingan-train")
+    stopped_by: list[int] = []
 
     def request_stop(signum, frame):
         trainer.stop_requested = True
-        print(f"\nsignal {signum}: saving a checkpoint and stopping…", file=sys.stderr, flush=True)
+        if stopped_by:                  # already stopping: the checkpoint is being saved
+            return
+        stopped_by.append(signum)
+        if info.is_main:
+            what = "interrupted" if signum == signal.SIGINT else f"signal {signum}"
+            print(f"\ncaingan-train: {what}; saving a checkpoint and stopping…", file=sys.stderr,
+                  flush=True)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        return trainer.run()
+        code = trainer.run()
     finally:
         cleanup(info)
+    return EXIT_INTERRUPTED if code == 0 and stopped_by == [signal.SIGINT] else code
 
 
 if __name__ == "__main__":

@@ -1,18 +1,33 @@
 """Video files and webcams through OpenCV, as RGB frames; every failure is a CainGAN error.
 
 cv2.VideoCapture "opens" many garbage files and then returns no frames, so a reader only counts
-as open once a first frame has decoded.
+as open once a first frame has decoded. FFmpeg's own log lines (a damaged file prints several
+per frame) are silenced: what went wrong reaches the user as this module's errors and as the
+callers' counts (e.g. how many frames of a truncated file could be read). Set
+OPENCV_FFMPEG_LOGLEVEL (or OPENCV_FFMPEG_DEBUG) to see them again.
+
+A frame rate in the file outside MIN_FPS..MAX_FPS (missing, 0, 1000 …) is not used: the reader
+says DEFAULT_FPS instead and keeps the file's value in `fps_metadata` (`fps_replaced` is True),
+so a caller can warn.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
 
+from caingan.config import MAX_FPS, MIN_FPS
 from caingan.errors import CameraError, VideoLoadError
+
+DEFAULT_FPS = 25.0
+
+# OpenCV reads these once, when its FFmpeg backend opens the first file (-8: AV_LOG_QUIET).
+if "OPENCV_FFMPEG_LOGLEVEL" not in os.environ and "OPENCV_FFMPEG_DEBUG" not in os.environ:
+    os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"
 
 
 def _rgb(bgr: np.ndarray) -> np.ndarray:
@@ -40,7 +55,11 @@ class Closable:
 
 
 class VideoReader(Closable):
-    """Frames of a video file: iterate for RGB uint8 frames; `read(i)` seeks."""
+    """Frames of a video file: iterate for RGB uint8 frames; `read(i)` seeks.
+
+    `frame_count` is what the file says (0 when it does not); a damaged file can deliver fewer.
+    `fps`: the file's frame rate, or DEFAULT_FPS when that is unusable (`fps_replaced`).
+    """
 
     def __init__(self, path):
         self.path = Path(path)
@@ -62,7 +81,9 @@ class VideoReader(Closable):
         self._first = first
         self._pos = 1  # next frame index the capture will deliver
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0)
-        self.fps = fps if 0 < fps < 1000 else 25.0
+        self.fps_metadata = fps
+        self.fps_replaced = not MIN_FPS <= fps <= MAX_FPS      # also NaN
+        self.fps = DEFAULT_FPS if self.fps_replaced else fps
         self.frame_count = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         self.size = (int(first.shape[1]), int(first.shape[0]))  # (width, height)
 
@@ -157,4 +178,4 @@ def list_cameras(max_index: int = 4) -> list[int]:
     return found
 
 
-__all__ = ["VideoReader", "read_video", "open_camera", "list_cameras"]
+__all__ = ["DEFAULT_FPS", "VideoReader", "read_video", "open_camera", "list_cameras"]

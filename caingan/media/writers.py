@@ -10,10 +10,11 @@
   video noise does not repaint the still parts (40 frames of a 256² clip: 1.0 → 0.5 MB, mean
   error 2.3 → 2.9 levels). `scale` shrinks the GIF (0.5: half the width and height).
 * `write_videos`: both at once from a frame source that can be read twice (the exporter's PNG
-  store), with `progress(done, total)` after every frame.
+  store), with `progress(done, total)` after every frame and `cancel()` checked before each.
 
 Both write under a hidden temp name (caingan.files.AtomicFile) and move into place on
-`close()`; `abort()` removes it, so an interrupted encode leaves no broken file.
+`close()`; `abort()` removes it, so a cancelled, failed or interrupted (Ctrl-C) encode leaves
+no broken file, and the KeyboardInterrupt goes on to the caller.
 """
 
 from __future__ import annotations
@@ -246,15 +247,18 @@ class GifWriter(_AvWriter):
 
 def write_videos(outputs: Mapping[str, Path], read_frame: Callable[[int], np.ndarray], n: int,
                  fps: float, *, gif_scale: float = 1.0,
-                 progress: Callable[[int, int], None] | None = None, sync: bool = True) -> None:
+                 progress: Callable[[int, int], None] | None = None, sync: bool = True,
+                 cancel: Callable[[], bool] | None = None) -> bool:
     """Encode frames 0..n-1 (`read_frame(i)` → RGB) into outputs {"mp4": path, "gif": path}.
 
     One frame is in memory at a time (plus the palette sample for a GIF); progress(done, n)
-    after each frame. On any error every output is aborted (no file left) and the error raised.
+    after each frame. cancel() → True before a frame stops the encode: every output is aborted
+    and False returned. On any error, KeyboardInterrupt included, every output is aborted (no
+    file left) and the error raised. True when the videos were written.
     """
     outputs = {k: Path(v) for k, v in outputs.items() if k in ("mp4", "gif")}
     if n <= 0 or not outputs:
-        return
+        return True
     first = read_frame(0)
     size = (first.shape[1], first.shape[0])
     writers: list[_AvWriter] = []
@@ -271,6 +275,10 @@ def write_videos(outputs: Mapping[str, Path], read_frame: Callable[[int], np.nda
             writers.append(GifWriter(outputs["gif"], fps, GifPalette.from_frames(sample), size,
                                      gif_scale, sync=sync))
         for i in range(n):
+            if cancel is not None and cancel():
+                for w in writers:
+                    w.abort()
+                return False
             rgb = first if i == 0 else read_frame(i)
             for w in writers:
                 w.add(rgb)
@@ -285,6 +293,7 @@ def write_videos(outputs: Mapping[str, Path], read_frame: Callable[[int], np.nda
             raise ExportError(f"FFmpeg could not encode {', '.join(p.name for p in outputs.values())}"
                               f": {e}") from e
         raise
+    return True
 
 
 __all__ = ["MIN_FPS", "MAX_FPS", "check_fps", "Mp4Writer", "GifPalette", "GifWriter", "gif_size",

@@ -13,6 +13,7 @@ complete.
 An export is three steps on an `ExportSession`: `open_job` (check the folder, take its lock,
 remove temp files a killed run left, read the manifest), `render` (generate the frames not
 already there) and `finish` (encode the videos, write the manifest); `export_frames` runs them.
+The lock file is removed when the session closes, however the export ended.
 `run_export` is what the command line (caingan.pipeline.export_cli) and the app's export dialog
 call: it opens the driving input (caingan.pipeline.export_inputs) and checks the frame rate
 before anything is rendered.
@@ -20,6 +21,7 @@ before anything is rendered.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,7 @@ class ExportResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     description: str = ""       # the driving input, for messages
+    warnings: list[str] = field(default_factory=list)   # about the inputs, for messages
 
     @property
     def complete(self) -> bool:
@@ -91,7 +94,10 @@ class ExportSession:
         self.result: ExportResult | None = None   # set when the job was already complete
 
     def close(self) -> None:
-        self._lock.release()
+        """Release the folder (its lock file goes with it); safe to call twice."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            release_folder(lock)
 
     def _mark(self, **changes) -> None:
         """Best effort: the manifest only informs; a full disk must not hide the original error."""
@@ -200,8 +206,10 @@ class ExportSession:
         if self.cancelled:
             self._mark(status="cancelled")
 
-    def finish(self, *, encoding: Encoding | None = None) -> ExportResult:
-        """Encode the videos from the PNGs and record the job as complete."""
+    def finish(self, *, encoding: Encoding | None = None,
+               cancel: Callable[[], bool] | None = None) -> ExportResult:
+        """Encode the videos from the PNGs and record the job as complete. cancel() → True
+        stops the encode (checked before every frame; no video is left, the frames are kept)."""
         n, out_dir = len(self.hashes), self.out_dir
         if self.cancelled:
             return ExportResult(out_dir, n, self.generated, self.reused, self.missed, True, {},
@@ -211,13 +219,22 @@ class ExportSession:
             store.unlink_quietly(p)
         label = " and ".join(f.upper() for f in self.outputs)
         try:
-            write_videos(self.outputs, self._read_frame, n, self.fps, gif_scale=self.gif_scale,
-                         progress=(lambda d, t: encoding(label, d, t)) if encoding else None)
+            done = write_videos(self.outputs, self._read_frame, n, self.fps,
+                                gif_scale=self.gif_scale, cancel=cancel,
+                                progress=(lambda d, t: encoding(label, d, t)) if encoding else None)
+        except KeyboardInterrupt:
+            self._mark(status="cancelled")
+            raise
         except OSError as e:
             self._mark(status="failed")
             bad = Path(e.filename or out_dir)
             bad = next((p for p in self.outputs.values() if is_temp_of(bad, p.name)), bad)
             raise store.write_error(bad, e, n, out_dir) from None
+        if not done:
+            self.cancelled = True
+            self._mark(status="cancelled")
+            return ExportResult(out_dir, n, self.generated, self.reused, self.missed, True, {},
+                                time.perf_counter() - self.t0)
         outputs = {f: p for f, p in self.outputs.items() if n}
         if "png" in self.formats:
             outputs["png"] = out_dir
@@ -266,12 +283,7 @@ def open_job(reenactor, sources: tuple[Sequence[np.ndarray], np.ndarray], out_di
         paste_fn = lambda gen: paste_crop(original, gen, crop)  # noqa: E731
 
     store.check_out_dir(out_dir)
-    lock = FileLock(out_dir / LOCK_NAME)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise ExportError(f"another export is writing to {out_dir}; wait for it to finish or "
-                          f"choose another folder") from None
+    lock = lock_folder(out_dir)
     session = ExportSession(reenactor, images, points, out_dir, formats, fps, float(gif_scale),
                             paste_fn, total, lock)
     try:
@@ -312,7 +324,8 @@ def export_frames(reenactor, sources: tuple[Sequence[np.ndarray], np.ndarray],
     fps: of the MP4/GIF (finite, 0 < fps ≤ 240); gif_scale: the GIF's size relative to the frames.
     progress(done, total) after every batch (total None when unknown); encoding(what, done,
       total) after every frame of the MP4/GIF encode ("MP4", "GIF" or "MP4 and GIF").
-    cancel() -> True stops between batches, keeping every frame written (result.cancelled).
+    cancel() -> True stops between batches, or between frames of the encode (no video is left),
+      keeping every frame written (result.cancelled).
     job: extra description of the inputs (e.g. file hashes) folded into the manifest's job hash.
     Raises ExportError for unwritable folders, a full disk, or a folder holding a different job.
     """
@@ -329,7 +342,7 @@ def export_frames(reenactor, sources: tuple[Sequence[np.ndarray], np.ndarray],
                 progress(session.result.frames, session.result.frames)
             return session.result
         session.render(targets, batch_size=batch_size, progress=progress, cancel=cancel)
-        return session.finish(encoding=encoding)
+        return session.finish(encoding=encoding, cancel=cancel)
     finally:
         session.close()
 
@@ -355,7 +368,9 @@ def run_export(reenactor, sources: SourceSet, driving: DrivingSpec | Driving,
     the frame rate (checked before any frame is rendered), render and encode.
 
     detector: needed for a driving video (its faces are tracked). result.description names the
-    driving input.
+    driving input; result.warnings says what the user should know about it (a video's unusable
+    frame rate metadata, unless options.fps is set; a video that delivered fewer frames than
+    it says).
     """
     if options.fps is not None:
         check_fps(options.fps, "the frame rate")
@@ -371,9 +386,40 @@ def run_export(reenactor, sources: SourceSet, driving: DrivingSpec | Driving,
                         encoding=encoding, cancel=cancel, job=driving.job,
                         overwrite=options.overwrite)
     res.description = driving.description
+    if options.fps is None and driving.fps_warning:
+        res.warnings.append(driving.fps_warning)
+    res.warnings += driving.warnings
     return res
 
 
+# -- the folder's lock --------------------------------------------------------------------
+
+def lock_folder(out_dir: Path) -> FileLock:
+    """Hold `out_dir`'s lock (ExportError when another export holds it); `release_folder` ends
+    it and removes the lock file."""
+    lock = FileLock(Path(out_dir) / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ExportError(f"another export is writing to {out_dir}; wait for it to finish or "
+                          f"choose another folder") from None
+    return lock
+
+
+def release_folder(lock: FileLock) -> None:
+    """Remove the lock file while still holding it, then unlock. An export that opened the old
+    file before it went finds it unlinked once it gets the lock and takes the new file instead
+    (filelock checks the link count after locking), so two exports never share a folder; on
+    Windows, where an open file cannot be removed, filelock removes it on release."""
+    if not lock.is_locked:
+        return
+    try:
+        os.unlink(lock.lock_file)
+    except OSError:
+        pass
+    lock.release()
+
+
 __all__ = ["ExportResult", "ExportSession", "ExportOptions", "open_job", "export_frames",
-           "run_export", "frame_valid", "target_hash", "FRAME_NAME", "MANIFEST_NAME", "TARGET_KEY",
+           "run_export", "lock_folder", "release_folder", "frame_valid", "target_hash", "FRAME_NAME", "MANIFEST_NAME", "TARGET_KEY",
            "FORMATS"]

@@ -10,12 +10,13 @@ memory. `load_sources` loads, detects and crops the CLI's source photos.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from caingan.config import MAX_FPS, MIN_FPS
 from caingan.errors import CainGANError, NoFaceError
 from caingan.face import landmark_file as lmf
 from caingan.face.crop import crop_face
@@ -121,6 +122,11 @@ class Driving:
     fps: float | None             # the input's frame rate when it has one
     job: dict                     # what identifies the input (folded into the manifest's hash)
     description: str
+    # What the user should hear about the input, for messages: known at once, or (a truncated
+    # video) added once `targets` is used up.
+    warnings: list[str] = field(default_factory=list)
+    # Why `fps` is not the file's own (its metadata was unusable); moot under an explicit rate.
+    fps_warning: str | None = None
 
 
 DRIVING_KINDS = ("video", "landmarks", "keyframes", "track")
@@ -166,18 +172,44 @@ def _limit(n: int | None, max_frames: int | None) -> int | None:
     return max_frames if n is None or n <= 0 else min(n, max_frames)
 
 
+def _first_face(reader: VideoReader, detector, limit: int | None) -> int | None:
+    """Index of the first frame (of the first `limit`) in which `detector` finds a face."""
+    for i, frame in enumerate(reader):
+        if limit is not None and i >= limit:
+            break
+        try:
+            detector.detect(frame)
+            return i
+        except NoFaceError:
+            continue
+    return None
+
+
+# A file whose metadata counts one frame more than it delivers is common (edit lists, a last
+# frame that is only a timestamp); a warning starts past that.
+SHORT_VIDEO_SLACK = 1
+
+
 def video_driving(path, detector, target_points, *, neutral_frame: int = 0,
                   max_frames: int | None = None, smoothing: bool = True,
                   redetect_every: int = 15) -> Driving:
     """Targets from a driving video: landmarks tracked per frame, motion relative to the neutral
     frame (default the first frame with a face) retargeted onto `target_points`.
 
-    The video is decoded frame by frame while the exporter consumes the targets. Frames without
-    a face repeat the last good target (RetargetResult.skipped; counted as 'missed').
+    Before anything is rendered the video is read up to its first frame with a face: a video
+    with no face in any frame (of the first `max_frames`) is refused with NoFaceError. Then it
+    is decoded frame by frame while the exporter consumes the targets. Frames without a face
+    repeat the last good target (RetargetResult.skipped; counted as 'missed'). A file that
+    delivers fewer frames than it says (truncated) adds a warning naming both counts; a frame
+    rate outside MIN_FPS..MAX_FPS in its metadata is replaced by 25 (`fps_warning`).
     """
     path = Path(path)
     probe = VideoReader(path)          # VideoLoadError for a missing or undecodable file
     fps, count = probe.fps, probe.frame_count
+    fps_warning = (f"{path.name}: its frame rate metadata ({probe.fps_metadata:g} fps) is "
+                   f"outside {MIN_FPS:g}–{MAX_FPS:g}; using {fps:g} fps (set one with --fps)"
+                   if probe.fps_replaced else None)
+    limit = max_frames if max_frames and max_frames > 0 else None
     neutral_points = None
     try:
         if neutral_frame:
@@ -189,10 +221,15 @@ def video_driving(path, detector, target_points, *, neutral_frame: int = 0,
             except NoFaceError:
                 raise NoFaceError(f"{path}: no face in the neutral frame {neutral_frame}; "
                                   f"choose another --neutral-frame") from None
+        elif _first_face(probe, detector, limit) is None:
+            which = f"its first {limit} frames" if limit is not None and (not count or limit < count) \
+                else f"any of its {count} frames" if count else "any of its frames"
+            raise NoFaceError(f"{path}: no face in {which}; a driving video must show the face "
+                              f"whose motion is transferred")
     finally:
         probe.close()
     total = _limit(count or None, max_frames)
-    limit = max_frames if max_frames and max_frames > 0 else None
+    warnings: list[str] = []
 
     def targets():
         rt = Retargeter(target_points, smoothing=smoothing, fps=fps)
@@ -200,19 +237,25 @@ def video_driving(path, detector, target_points, *, neutral_frame: int = 0,
             rt.set_neutral(neutral_points, frame=neutral_frame)
         tracker = FaceTracker(detector, redetect_every=redetect_every)
         reader = VideoReader(path)
+        read = 0
         try:
             for i, frame in enumerate(reader):
                 if limit is not None and i >= limit:
                     return
+                read += 1
                 det = tracker(frame)
                 yield rt.update(None if det is None else det.points, i / fps)
+            want = count if limit is None else min(count, limit)
+            if read + SHORT_VIDEO_SLACK < want:
+                warnings.append(f"{path.name}: only {read} of {count} frames could be read; "
+                                f"exported {read}")
         finally:
             reader.close()
 
     job = {"driving": "video", "name": path.name, "sha256": file_hash(path),
            "neutral_frame": int(neutral_frame), "max_frames": limit, "smoothing": smoothing,
            "redetect_every": int(redetect_every)}
-    return Driving(targets(), total, fps, job, f"video {path.name}")
+    return Driving(targets(), total, fps, job, f"video {path.name}", warnings, fps_warning)
 
 
 def landmark_driving(path, image_size: int, *, max_frames: int | None = None,

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from caingan.assets import ASSETS
-from caingan.errors import CheckpointError
+from caingan.errors import CainGANError, CheckpointError
 from caingan.nn.checkpoint import checkpoint_paths, load_checkpoint, read_meta, save_checkpoint
 from caingan.pipeline.personalize import KIND, Personalization, PersonalizeError
 
@@ -63,6 +65,25 @@ class PersonalStore:
         meta = {**p.meta, "kind": KIND, "key": p.key, "base_id": p.base_id,
                 "labels": [str(x) for x in (labels or [])][:16]}
         return save_checkpoint(self.path(p.key), p.deltas, meta)
+
+    def check_writable(self) -> None:
+        """PersonalizeError naming the folder when a personalization could not be kept there
+        (a file, not a folder; no permission); creates the folder."""
+        where = f"the personalization folder {self.root} ($CAINGAN_PERSONAL_DIR or --personal-dir)"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except FileExistsError:
+            raise PersonalizeError(f"{where} is a file, not a folder; choose another") from None
+        except OSError as e:
+            raise PersonalizeError(f"{where} cannot be written: {e.strerror or e}; choose "
+                                   "another") from None
+
+    def files(self, key: str) -> tuple[Path, Path]:
+        """Both files of a key: (the tensors, the JSON sidecar)."""
+        return checkpoint_paths(self.path(key))
 
     def has(self, key: str) -> bool:
         st, js = checkpoint_paths(self.path(key))
@@ -134,20 +155,34 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def personalize_reenactor(reenactor, images, points, *, cfg=None, key_sources=None,
                           store: PersonalStore | None = None, labels=None, progress=None,
-                          should_stop=None):
+                          should_stop=None, warn=None):
     """Personalize a Reenactor on its sources and apply it → (Personalization | None, reused).
 
     images/points: the crops to train on (any square size). key_sources: (crops, points) at the
     model's size that identify the photos (default: images/points themselves). With a store, a
     personalization of these photos with the same tune mode and at least as many steps is
     reused instead of trained, and a new one is saved there. None when cancelled: the
-    reenactor is left as it was."""
+    reenactor is left as it was.
+
+    With a store: a damaged stored personalization is not used (a new fit replaces it); the
+    folder is checked before fitting (PersonalizeError when nothing could be kept there); a
+    fit that cannot be saved after all (a full disk) is still applied. `warn(message)` hears
+    of the last two cases (default: a RuntimeWarning)."""
     from caingan.pipeline.personalize import PersonalizeConfig, personalize, source_fingerprints, sources_key
 
     cfg = cfg or PersonalizeConfig()
     kimg, kpts = key_sources if key_sources is not None else (images, points)
     key = sources_key(source_fingerprints(kimg, kpts), reenactor.model_id)
-    found = store.reusable(key, cfg) if store is not None else None
+    found = None
+    if store is not None:
+        try:
+            found = store.reusable(key, cfg)
+        except CainGANError as e:
+            st, js = store.files(key)
+            _warn(warn, f"{e}. That stored personalization is not used; the new fit replaces it "
+                        f"(if this message comes back, delete {st} and {js})")
+        if found is None:
+            store.check_writable()
     if found is not None:
         reenactor.set_personalization(found)
         return found, True
@@ -163,6 +198,18 @@ def personalize_reenactor(reenactor, images, points, *, cfg=None, key_sources=No
         reenactor.set_personalization(applied)
         return None, False
     if store is not None:
-        store.save(p, labels)
+        try:
+            store.save(p, labels)
+        except (CainGANError, OSError) as e:
+            why = e if isinstance(e, CainGANError) else (e.strerror or e)
+            _warn(warn, f"the personalization is used now but could not be kept in {store.root} "
+                        f"for next time: {why}")
     reenactor.set_personalization(p)
     return p, False
+
+
+def _warn(warn, message: str) -> None:
+    if warn is not None:
+        warn(message)
+    else:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
