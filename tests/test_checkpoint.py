@@ -187,3 +187,65 @@ def test_oversized_or_malformed_configs_are_refused_before_allocating(saved):
     for edit, line in zip(edits, lines):
         assert line.startswith("REFUSED") and "invalid model config" in line, (edit, line)
         assert "m.json" in line and any(name in line for name in edit), (edit, line)
+
+
+def test_a_folder_given_as_weights_is_named_a_folder(saved, tmp_path):
+    """A folder is not 'not found' (and safetensors said 'No such file or directory')."""
+    with pytest.raises(CheckpointError, match=f"{tmp_path}: is a folder, not a weights file"):
+        load_model(tmp_path)
+    folder = tmp_path / "w.safetensors"
+    folder.mkdir()
+    (tmp_path / "w.json").write_text(saved[0].with_suffix(".json").read_text())
+    for given in (folder, tmp_path / "w", tmp_path / "w.json"):
+        with pytest.raises(CheckpointError, match=f"{folder}: is a folder, not a weights file"):
+            load_model(given)
+
+
+_READ_AS_NOBODY = """
+import sys
+from caingan.errors import CheckpointError
+from caingan.nn.checkpoint import load_model
+try:
+    load_model(sys.argv[1])
+except CheckpointError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("which", ["safetensors", "json"])
+def test_unreadable_weights_say_they_cannot_be_read_and_why(saved, which):
+    """chmod 000 on the weights (or the sidecar): 'cannot be read (Permission denied)', not the
+    'No such file or directory' safetensors reports. Root reads any file, so as root the load
+    runs in a child process as user nobody."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    path, _, _ = saved
+    folder = tempfile.mkdtemp(prefix="caingan-unreadable-")
+    try:
+        os.chmod(folder, 0o755)
+        for p in (path, path.with_suffix(".json")):
+            shutil.copy(p, folder)
+        victim = os.path.join(folder, f"m.{which}")
+        weights = os.path.join(folder, "m.safetensors")
+        os.chmod(victim, 0)
+        if os.geteuid() != 0:
+            with pytest.raises(CheckpointError) as info:
+                load_model(weights)
+            message = str(info.value)
+        else:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("running as root without setpriv to drop to another user")
+            res = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  sys.executable, "-c", _READ_AS_NOBODY, weights],
+                                 capture_output=True, text=True, timeout=120,
+                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            assert res.returncode == 0, res.stderr[-2000:]
+            message = res.stdout.strip()
+        assert message.startswith(f"{victim}: ") and "cannot be read (Permission denied)" in message
+        assert "No such file" not in message
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -377,3 +377,24 @@ def test_save_image_failure_keeps_old_file_and_no_temp(tmp_path, still_rgb, monk
         save_image(path, np.zeros_like(still_rgb))
     assert path.read_bytes() == before, "a failed save must not damage the existing file"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"], "a temp file was left behind"
+
+
+def test_export_says_a_folder_given_as_a_photo_is_a_folder(tmp_path, stills, capsys):
+    """caingan-export --source FOLDER said 'file not found'; it names the folder for what it is,
+    before any model is loaded (so at once)."""
+    import time
+
+    from caingan.pipeline.export_cli import build_parser, cli_main
+
+    build_parser()                  # its imports (torch) are not what is timed
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    t0 = time.perf_counter()
+    for source, expect in ((folder, f"{folder}: is a folder, not an image"),
+                           (tmp_path / "gone.jpg", f"{tmp_path / 'gone.jpg'}: file not found")):
+        rc = cli_main(["--source", str(stills[0]), "--source", str(source), "--landmarks",
+                       str(tmp_path / "never-read.json"), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and err == [f"caingan-export: error: {expect} (give a photo file)"
+                                   if source == folder else f"caingan-export: error: {expect}"]
+    assert time.perf_counter() - t0 < 5 and not (tmp_path / "out").exists()

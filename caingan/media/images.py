@@ -315,26 +315,38 @@ def _open(fp, name: str, max_side: int | None) -> np.ndarray:
         raise ImageLoadError(f"{name}: not enough memory to decode this image") from None
 
 
+def check_image_file(path) -> Path:
+    """`path` when it is a non-empty file this process may open, else ImageLoadError saying what
+    it is instead: missing, a folder, unreadable (and why), empty. Cheap: what a command line
+    checks before it loads a model."""
+    path = Path(path)
+    name = str(path)
+    if path.is_dir():
+        raise ImageLoadError(f"{name}: is a folder, not an image (give a photo file)")
+    try:
+        size = path.stat().st_size
+        if size:
+            with open(path, "rb"):
+                pass
+    except FileNotFoundError:
+        raise ImageLoadError(f"{name}: file not found") from None
+    except OSError as e:
+        raise ImageLoadError(f"{name}: the file cannot be read ({e.strerror or e})") from None
+    if size == 0:
+        raise ImageLoadError(f"{name}: empty file (0 bytes)")
+    return path
+
+
 def load_image(path, max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
     """(H, W, 3) uint8 RGB, upright per EXIF; the longer side is at most `max_side` (shrunk while
     decoding, so memory follows the output size); max_side=None loads any size up to MAX_PIXELS."""
-    path = Path(path)
+    path = check_image_file(path)
     name = str(path)
-    if not path.exists():
-        raise ImageLoadError(f"{name}: file not found")
-    if path.is_dir():
-        raise ImageLoadError(f"{name}: is a folder, not an image")
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ImageLoadError(f"{name}: cannot read ({e.strerror or e})") from None
-    if size == 0:
-        raise ImageLoadError(f"{name}: empty file (0 bytes)")
     try:
         with open(path, "rb") as f:
             return _open(f, name, max_side)
-    except PermissionError:
-        raise ImageLoadError(f"{name}: permission denied") from None
+    except OSError as e:
+        raise ImageLoadError(f"{name}: the file cannot be read ({e.strerror or e})") from None
 
 
 def decode_image(data: bytes, name: str = "clipboard",
@@ -372,4 +384,4 @@ def save_image(path, image: np.ndarray, quality: int = 95) -> Path:
     return path
 
 
-__all__ = ["load_image", "decode_image", "save_image", "MAX_PIXELS", "DEFAULT_MAX_SIDE"]
+__all__ = ["load_image", "check_image_file", "decode_image", "save_image", "MAX_PIXELS", "DEFAULT_MAX_SIDE"]

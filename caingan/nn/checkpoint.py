@@ -74,14 +74,29 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
 def read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """The validated sidecar alone (cheap: no tensors read)."""
     st_path, json_path = checkpoint_paths(path)
+    for p in dict.fromkeys((Path(path), st_path)):
+        if p.is_dir():
+            raise CheckpointError(f"{p}: is a folder, not a weights file (give the "
+                                  f".safetensors file inside it)")
     if not st_path.is_file():
         raise CheckpointError(f"{st_path}: checkpoint file not found")
     if not json_path.is_file():
         raise CheckpointError(f"{json_path}: the JSON sidecar of {st_path.name} is missing "
                               "(interrupted save, or the file was copied without it)")
     try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(st_path, "rb"):                 # safetensors says "No such file" for any failure
+            pass
+    except OSError as exc:
+        raise CheckpointError(f"{st_path}: the weights file cannot be read "
+                              f"({exc.strerror or exc})") from None
+    try:
+        data = json_path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{json_path}: the checkpoint sidecar cannot be read "
+                              f"({exc.strerror or exc})") from None
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{json_path}: unreadable checkpoint sidecar: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a CainGAN checkpoint (format is "

@@ -4,12 +4,7 @@
 
 Resumable: re-running the same command continues an interrupted export and regenerates only
 missing or damaged frames (caingan.pipeline.export). Exit status 0 done, 2 error (one line on
-stderr, no traceback), 130 interrupted (one line; the frames so far are kept).
-
-Ctrl-C: while the model and the inputs load it interrupts at once; while personalizing,
-rendering or encoding the first one stops at the end of the batch or frame in hand and the
-second at once. This module imports nothing heavy at the top, so `main` (the console script)
-handles a Ctrl-C during the imports too (caingan.cli.run_main).
+stderr, no traceback), 130 interrupted (the frames so far are kept).
 """
 
 from __future__ import annotations
@@ -18,16 +13,24 @@ import argparse
 import signal
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-from caingan.cli import interrupted, run_main
-from caingan.config import MAX_FPS, MIN_FPS, check_fps
+from tqdm import tqdm
+
+from caingan.assets import DEFAULT_WEIGHTS
 from caingan.errors import CainGANError
+from caingan.face.landmarks import LandmarkDetector
+from caingan.media.writers import MAX_FPS, check_fps
+from caingan.pipeline.export import (FORMATS, FRAME_NAME, ExportOptions, ExportResult,
+                                     run_export)
+from caingan.pipeline.export_inputs import DrivingSpec, load_sources
+from caingan.pipeline.export_store import count_frames
+from caingan.pipeline.inference import Reenactor
+from caingan.pipeline.personalize import DEFAULT_STEPS
 
 EXIT_ERROR = 2
-PROG = "caingan-export"
+EXIT_INTERRUPTED = 130
 
 
 def _fps(text: str) -> float:
@@ -70,9 +73,6 @@ def _gif_scale(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from caingan.assets import DEFAULT_WEIGHTS
-    from caingan.pipeline.personalize import DEFAULT_STEPS
-
     p = argparse.ArgumentParser(
         prog="caingan-export",
         description="Render many target poses of the source face(s) to a PNG sequence, MP4 "
@@ -102,9 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="png,mp4",
                    help="comma-separated subset of png,mp4,gif (default: %(default)s)")
     p.add_argument("--fps", type=_fps, default=None,
-                   help=f"frame rate of the MP4/GIF, {MIN_FPS:g} to {MAX_FPS:g} (default: the "
-                        f"input's; a video whose own rate is missing or outside that range "
-                        f"gets 25, with a warning)")
+                   help=f"frame rate of the MP4/GIF, above 0 and at most {MAX_FPS:g} "
+                        f"(default: the input's, else 25)")
     p.add_argument("--gif-scale", type=_gif_scale, default=1.0, metavar="F",
                    help="size of the GIF relative to the frames, e.g. 0.5 (default: 1)")
     p.add_argument("--paste-back", action="store_true",
@@ -134,8 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _formats(text: str) -> list[str]:
-    from caingan.pipeline.export import FORMATS
-
     got = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
     bad = [f for f in got if f not in FORMATS]
     if bad or not got:
@@ -144,9 +141,7 @@ def _formats(text: str) -> list[str]:
     return got
 
 
-def _describe_outputs(res) -> str:
-    from caingan.pipeline.export import FRAME_NAME
-
+def _describe_outputs(res: ExportResult) -> str:
     parts = []
     if "png" in res.outputs and res.frames:
         parts.append(f"{FRAME_NAME.format(0)} … {FRAME_NAME.format(res.frames - 1)}")
@@ -160,11 +155,9 @@ class _Bars:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.bars: dict = {}
+        self.bars: dict[str, tqdm] = {}
 
-    def _bar(self, key: str, desc: str, total, unit: str = "frame"):
-        from tqdm import tqdm
-
+    def _bar(self, key: str, desc: str, total, unit: str = "frame") -> tqdm:
         if key not in self.bars:
             self.bars[key] = tqdm(total=total, unit=unit, desc=desc, disable=self.quiet,
                                   file=sys.stderr, dynamic_ncols=True)
@@ -187,39 +180,7 @@ class _Bars:
             bar.close()
 
 
-class _CtrlC:
-    """The SIGINT handler: at once, except inside `stoppable()`, where the first Ctrl-C only
-    sets `stop` (the work ends at its next check) and a second one interrupts at once."""
-
-    def __init__(self):
-        self.stop = False
-        self._soft = False
-
-    def __call__(self, signum, frame) -> None:
-        if self._soft and not self.stop:
-            self.stop = True
-            return
-        raise KeyboardInterrupt
-
-    @contextmanager
-    def stoppable(self):
-        self._soft = True
-        try:
-            yield
-        finally:
-            self._soft = False
-
-
-def _warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
-
-
-def _run(args, ctrl_c: _CtrlC) -> int:
-    from caingan.face.landmarks import LandmarkDetector
-    from caingan.pipeline.export import ExportOptions, run_export
-    from caingan.pipeline.export_inputs import DrivingSpec, load_sources
-    from caingan.pipeline.inference import Reenactor
-
+def _run(args, cancel_flag: dict) -> int:
     formats = _formats(args.formats)
     if args.batch < 1:
         raise CainGANError(f"--batch must be >= 1, got {args.batch}")
@@ -232,11 +193,9 @@ def _run(args, ctrl_c: _CtrlC) -> int:
     detector = LandmarkDetector(args.detector)
     sources = load_sources(args.source, detector, reenactor.image_size, face=args.face or 1,
                            detail_size=reenactor.output_size)
-    if args.personalize is not None:
-        with ctrl_c.stoppable():
-            done = _personalize(args, reenactor, sources, ctrl_c)
-        if not done:
-            return _interrupted(Path(args.out), 0)
+    if args.personalize is not None and not _personalize(args, reenactor, sources, cancel_flag):
+        _interrupted_message(Path(args.out), 0)
+        return EXIT_INTERRUPTED
     if args.driving:
         spec = DrivingSpec("video", args.driving, args.max_frames, args.neutral_frame)
     elif args.landmarks:
@@ -249,28 +208,24 @@ def _run(args, ctrl_c: _CtrlC) -> int:
                             overwrite=args.overwrite)
     bars = _Bars(args.quiet)
     try:
-        with ctrl_c.stoppable():
-            res = run_export(reenactor, sources, spec, options, detector=detector,
-                             progress=bars.render, encoding=bars.encode,
-                             cancel=lambda: ctrl_c.stop)
+        res = run_export(reenactor, sources, spec, options, detector=detector,
+                         progress=bars.render, encoding=bars.encode,
+                         cancel=lambda: cancel_flag["stop"])
     finally:
         bars.close()
     if res.cancelled:
-        return _interrupted(out, res.frames)
-    for message in res.warnings:
-        _warn(message)
+        _interrupted_message(out, res.frames)
+        return EXIT_INTERRUPTED
     missed = f"; no face in {res.missed} driving frames (last pose held)" if res.missed else ""
-    print(f"{PROG}: {res.frames} frames from {res.description} in {out} "
+    print(f"caingan-export: {res.frames} frames from {res.description} in {out} "
           f"({res.generated} generated, {res.reused} reused from an earlier run{missed}); "
           f"wrote {_describe_outputs(res)}", flush=True)
     return 0
 
 
-def _personalize(args, reenactor, sources, ctrl_c: _CtrlC) -> bool:
-    """--personalize: fit to the photos (or reuse that of an earlier run); False when
+def _personalize(args, reenactor, sources, cancel_flag: dict) -> bool:
+    """--personalize: fine-tune to the photos (or reuse that of an earlier run); False when
     interrupted (the model is left general and nothing is saved)."""
-    from tqdm import tqdm
-
     from caingan.face.identity import FaceIdentity, identity_outliers
     from caingan.pipeline.personal_store import PersonalStore, personalize_reenactor
     from caingan.pipeline.personalize import PersonalizeConfig
@@ -282,8 +237,9 @@ def _personalize(args, reenactor, sources, ctrl_c: _CtrlC) -> bool:
         if len(sources.images) > 1 else []
     if odd:
         names = ", ".join(sources.labels[i] for i in odd)
-        _warn(f"{names} look{'s' * (len(odd) == 1)} like a different person than the other "
-              "photos; personalizing on a mix of people blurs who they are")
+        print(f"caingan-export: warning: {names} look{'s' * (len(odd) == 1)} like a different person "
+              "than the other photos; personalizing on a mix of people blurs who they are",
+              file=sys.stderr, flush=True)
     cfg = PersonalizeConfig(steps=args.personalize, tune="generator") if args.personalize \
         else PersonalizeConfig()
     bar = tqdm(total=None, unit="step", desc="personalizing", disable=args.quiet,
@@ -297,55 +253,53 @@ def _personalize(args, reenactor, sources, ctrl_c: _CtrlC) -> bool:
         p, reused = personalize_reenactor(
             reenactor, images, list(points), cfg=cfg,
             key_sources=(sources.images, sources.points), store=store, labels=sources.labels,
-            progress=progress, should_stop=lambda: ctrl_c.stop,
-            warn=lambda m: bar.write(f"{PROG}: warning: {m}", file=sys.stderr))
+            progress=progress, should_stop=lambda: cancel_flag["stop"])
     finally:
         bar.close()
     if p is not None and not args.quiet:
         how = f"reused from {p.meta.get('created', 'an earlier run')}" if reused else \
             f"{p.meta.get('seconds', 0):.0f} s"
-        print(f"{PROG}: personalized to {len(sources.images)} photo(s) ({how}; "
+        print(f"caingan-export: personalized to {len(sources.images)} photo(s) ({how}; "
               f"{store.path(p.key)}): {p.summary()}", file=sys.stderr, flush=True)
     return p is not None
 
 
-def _interrupted(out: Path, frames: int | None = None) -> int:
-    """The one line of an interrupted export; returns EXIT_INTERRUPTED."""
+def _interrupted_message(out: Path, frames: int | None = None) -> None:
     if frames is None:
-        frames = 0
-        if out.is_dir():
-            from caingan.pipeline.export_store import count_frames
-            frames = count_frames(out)
-    detail = (f"the {frames} frames written so far are kept in {out}. Run the same command "
-              f"again to resume." if frames else "")
-    return interrupted(PROG, detail)
+        frames = count_frames(out) if out.is_dir() else 0
+    print(f"\ncaingan-export: interrupted; the {frames} frames written so far are kept in {out}. "
+          f"Run the same command again to resume.", file=sys.stderr, flush=True)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """`caingan-export` once its module is imported; returns the exit status."""
+    """`caingan-export` / `python -m caingan.pipeline.export_cli`; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:          # argparse: --help (0) or a bad argument (2, message shown)
         return int(e.code or 0)
-    ctrl_c = _CtrlC()
+    cancel_flag = {"stop": False}
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, ctrl_c)
+        def on_sigint(signum, frame):
+            if cancel_flag["stop"]:          # a second Ctrl+C: stop right now
+                raise KeyboardInterrupt
+            cancel_flag["stop"] = True       # first: finish the batch being written, then stop
+        previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        return _run(args, ctrl_c)
+        return _run(args, cancel_flag)
     except CainGANError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+        print(f"caingan-export: error: {e}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return _interrupted(Path(args.out))
+        _interrupted_message(Path(args.out))
+        return EXIT_INTERRUPTED
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The console script: a Ctrl-C while the command's modules import is handled as well."""
-    return run_main(PROG, lambda: cli_main, argv)
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
