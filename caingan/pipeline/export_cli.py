@@ -4,7 +4,12 @@
 
 Resumable: re-running the same command continues an interrupted export and regenerates only
 missing or damaged frames (caingan.pipeline.export). Exit status 0 done, 2 error (one line on
-stderr, no traceback), 130 interrupted (the frames so far are kept).
+stderr, no traceback), 130 interrupted (one line; the frames so far are kept).
+
+Ctrl-C: while the model and the inputs load it interrupts at once; while personalizing,
+rendering or encoding the first one stops at the end of the batch or frame in hand and the
+second at once. This module imports nothing heavy at the top, so `main` (the console script)
+handles a Ctrl-C during the imports too (caingan.cli.run_main).
 """
 
 from __future__ import annotations
@@ -13,24 +18,16 @@ import argparse
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
-
-from caingan.assets import DEFAULT_WEIGHTS
+from caingan.cli import interrupted, run_main
+from caingan.config import MAX_FPS, MIN_FPS, check_fps
 from caingan.errors import CainGANError
-from caingan.face.landmarks import LandmarkDetector
-from caingan.media.writers import MAX_FPS, check_fps
-from caingan.pipeline.export import (FORMATS, FRAME_NAME, ExportOptions, ExportResult,
-                                     run_export)
-from caingan.pipeline.export_inputs import DrivingSpec, load_sources
-from caingan.pipeline.export_store import count_frames
-from caingan.pipeline.inference import Reenactor
-from caingan.pipeline.personalize import DEFAULT_STEPS
 
 EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+PROG = "caingan-export"
 
 
 def _fps(text: str) -> float:
@@ -73,6 +70,9 @@ def _gif_scale(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from caingan.assets import DEFAULT_WEIGHTS
+    from caingan.pipeline.personalize import DEFAULT_STEPS
+
     p = argparse.ArgumentParser(
         prog="caingan-export",
         description="Render many target poses of the source face(s) to a PNG sequence, MP4 "
@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="png,mp4",
                    help="comma-separated subset of png,mp4,gif (default: %(default)s)")
     p.add_argument("--fps", type=_fps, default=None,
-                   help=f"frame rate of the MP4/GIF, above 0 and at most {MAX_FPS:g} "
-                        f"(default: the input's, else 25)")
+                   help=f"frame rate of the MP4/GIF, {MIN_FPS:g} to {MAX_FPS:g} (default: the "
+                        f"input's; a video whose own rate is missing or outside that range "
+                        f"gets 25, with a warning)")
     p.add_argument("--gif-scale", type=_gif_scale, default=1.0, metavar="F",
                    help="size of the GIF relative to the frames, e.g. 0.5 (default: 1)")
     p.add_argument("--paste-back", action="store_true",
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _formats(text: str) -> list[str]:
+    from caingan.pipeline.export import FORMATS
+
     got = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
     bad = [f for f in got if f not in FORMATS]
     if bad or not got:
@@ -141,7 +144,9 @@ def _formats(text: str) -> list[str]:
     return got
 
 
-def _describe_outputs(res: ExportResult) -> str:
+def _describe_outputs(res) -> str:
+    from caingan.pipeline.export import FRAME_NAME
+
     parts = []
     if "png" in res.outputs and res.frames:
         parts.append(f"{FRAME_NAME.format(0)} … {FRAME_NAME.format(res.frames - 1)}")
@@ -155,9 +160,11 @@ class _Bars:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.bars: dict[str, tqdm] = {}
+        self.bars: dict = {}
 
-    def _bar(self, key: str, desc: str, total, unit: str = "frame") -> tqdm:
+    def _bar(self, key: str, desc: str, total, unit: str = "frame"):
+        from tqdm import tqdm
+
         if key not in self.bars:
             self.bars[key] = tqdm(total=total, unit=unit, desc=desc, disable=self.quiet,
                                   file=sys.stderr, dynamic_ncols=True)
@@ -180,7 +187,39 @@ class _Bars:
             bar.close()
 
 
-def _run(args, cancel_flag: dict) -> int:
+class _CtrlC:
+    """The SIGINT handler: at once, except inside `stoppable()`, where the first Ctrl-C only
+    sets `stop` (the work ends at its next check) and a second one interrupts at once."""
+
+    def __init__(self):
+        self.stop = False
+        self._soft = False
+
+    def __call__(self, signum, frame) -> None:
+        if self._soft and not self.stop:
+            self.stop = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def stoppable(self):
+        self._soft = True
+        try:
+            yield
+        finally:
+            self._soft = False
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _run(args, ctrl_c: _CtrlC) -> int:
+    from caingan.face.landmarks import LandmarkDetector
+    from caingan.pipeline.export import ExportOptions, run_export
+    from caingan.pipeline.export_inputs import DrivingSpec, load_sources
+    from caingan.pipeline.inference import Reenactor
+
     formats = _formats(args.formats)
     if args.batch < 1:
         raise CainGANError(f"--batch must be >= 1, got {args.batch}")
@@ -193,9 +232,11 @@ def _run(args, cancel_flag: dict) -> int:
     detector = LandmarkDetector(args.detector)
     sources = load_sources(args.source, detector, reenactor.image_size, face=args.face or 1,
                            detail_size=reenactor.output_size)
-    if args.personalize is not None and not _personalize(args, reenactor, sources, cancel_flag):
-        _interrupted_message(Path(args.out), 0)
-        return EXIT_INTERRUPTED
+    if args.personalize is not None:
+        with ctrl_c.stoppable():
+            done = _personalize(args, reenactor, sources, ctrl_c)
+        if not done:
+            return _interrupted(Path(args.out), 0)
     if args.driving:
         spec = DrivingSpec("video", args.driving, args.max_frames, args.neutral_frame)
     elif args.landmarks:
@@ -208,24 +249,28 @@ def _run(args, cancel_flag: dict) -> int:
                             overwrite=args.overwrite)
     bars = _Bars(args.quiet)
     try:
-        res = run_export(reenactor, sources, spec, options, detector=detector,
-                         progress=bars.render, encoding=bars.encode,
-                         cancel=lambda: cancel_flag["stop"])
+        with ctrl_c.stoppable():
+            res = run_export(reenactor, sources, spec, options, detector=detector,
+                             progress=bars.render, encoding=bars.encode,
+                             cancel=lambda: ctrl_c.stop)
     finally:
         bars.close()
     if res.cancelled:
-        _interrupted_message(out, res.frames)
-        return EXIT_INTERRUPTED
+        return _interrupted(out, res.frames)
+    for message in res.warnings:
+        _warn(message)
     missed = f"; no face in {res.missed} driving frames (last pose held)" if res.missed else ""
-    print(f"caingan-export: {res.frames} frames from {res.description} in {out} "
+    print(f"{PROG}: {res.frames} frames from {res.description} in {out} "
           f"({res.generated} generated, {res.reused} reused from an earlier run{missed}); "
           f"wrote {_describe_outputs(res)}", flush=True)
     return 0
 
 
-def _personalize(args, reenactor, sources, cancel_flag: dict) -> bool:
-    """--personalize: fine-tune to the photos (or reuse that of an earlier run); False when
+def _personalize(args, reenactor, sources, ctrl_c: _CtrlC) -> bool:
+    """--personalize: fit to the photos (or reuse that of an earlier run); False when
     interrupted (the model is left general and nothing is saved)."""
+    from tqdm import tqdm
+
     from caingan.face.identity import FaceIdentity, identity_outliers
     from caingan.pipeline.personal_store import PersonalStore, personalize_reenactor
     from caingan.pipeline.personalize import PersonalizeConfig
@@ -237,9 +282,8 @@ def _personalize(args, reenactor, sources, cancel_flag: dict) -> bool:
         if len(sources.images) > 1 else []
     if odd:
         names = ", ".join(sources.labels[i] for i in odd)
-        print(f"caingan-export: warning: {names} look{'s' * (len(odd) == 1)} like a different person "
-              "than the other photos; personalizing on a mix of people blurs who they are",
-              file=sys.stderr, flush=True)
+        _warn(f"{names} look{'s' * (len(odd) == 1)} like a different person than the other "
+              "photos; personalizing on a mix of people blurs who they are")
     cfg = PersonalizeConfig(steps=args.personalize, tune="generator") if args.personalize \
         else PersonalizeConfig()
     bar = tqdm(total=None, unit="step", desc="personalizing", disable=args.quiet,
@@ -253,53 +297,55 @@ def _personalize(args, reenactor, sources, cancel_flag: dict) -> bool:
         p, reused = personalize_reenactor(
             reenactor, images, list(points), cfg=cfg,
             key_sources=(sources.images, sources.points), store=store, labels=sources.labels,
-            progress=progress, should_stop=lambda: cancel_flag["stop"])
+            progress=progress, should_stop=lambda: ctrl_c.stop,
+            warn=lambda m: bar.write(f"{PROG}: warning: {m}", file=sys.stderr))
     finally:
         bar.close()
     if p is not None and not args.quiet:
         how = f"reused from {p.meta.get('created', 'an earlier run')}" if reused else \
             f"{p.meta.get('seconds', 0):.0f} s"
-        print(f"caingan-export: personalized to {len(sources.images)} photo(s) ({how}; "
+        print(f"{PROG}: personalized to {len(sources.images)} photo(s) ({how}; "
               f"{store.path(p.key)}): {p.summary()}", file=sys.stderr, flush=True)
     return p is not None
 
 
-def _interrupted_message(out: Path, frames: int | None = None) -> None:
+def _interrupted(out: Path, frames: int | None = None) -> int:
+    """The one line of an interrupted export; returns EXIT_INTERRUPTED."""
     if frames is None:
-        frames = count_frames(out) if out.is_dir() else 0
-    print(f"\ncaingan-export: interrupted; the {frames} frames written so far are kept in {out}. "
-          f"Run the same command again to resume.", file=sys.stderr, flush=True)
+        frames = 0
+        if out.is_dir():
+            from caingan.pipeline.export_store import count_frames
+            frames = count_frames(out)
+    detail = (f"the {frames} frames written so far are kept in {out}. Run the same command "
+              f"again to resume." if frames else "")
+    return interrupted(PROG, detail)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """`caingan-export` / `python -m caingan.pipeline.export_cli`; returns the exit status."""
+    """`caingan-export` once its module is imported; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:          # argparse: --help (0) or a bad argument (2, message shown)
         return int(e.code or 0)
-    cancel_flag = {"stop": False}
+    ctrl_c = _CtrlC()
     previous = None
     if threading.current_thread() is threading.main_thread():
-        def on_sigint(signum, frame):
-            if cancel_flag["stop"]:          # a second Ctrl+C: stop right now
-                raise KeyboardInterrupt
-            cancel_flag["stop"] = True       # first: finish the batch being written, then stop
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = signal.signal(signal.SIGINT, ctrl_c)
     try:
-        return _run(args, cancel_flag)
+        return _run(args, ctrl_c)
     except CainGANError as e:
-        print(f"caingan-export: error: {e}", file=sys.stderr, flush=True)
+        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _interrupted_message(Path(args.out))
-        return EXIT_INTERRUPTED
+        return _interrupted(Path(args.out))
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli_main(argv)
+    """The console script: a Ctrl-C while the command's modules import is handled as well."""
+    return run_main(PROG, lambda: cli_main, argv)
 
 
 if __name__ == "__main__":
