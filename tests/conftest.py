@@ -1,6 +1,12 @@
-"""Shared fixtures: the real data beside the repository and a tiny landmark cache built from it.
+"""Shared fixtures: real faces and clips, and a tiny landmark cache built from them.
 
-The data (../shared/data) is never copied into the repository; CI has it at the same place.
+The tests read one data folder laid out like the training corpus (clips.csv, clips/, stills/):
+the corpus itself at ../shared/data when it is there (CI has it), else the small fixtures in
+tests/data/ (a few licensed clips and photos cut from them, tests/data/SOURCES.md), so a fresh
+clone passes its tests. `CAINGAN_TEST_CORPUS=0` makes a checkout with the corpus beside it test
+as a fresh clone does; `CAINGAN_SHARED_DATA` points at a corpus elsewhere. Tests that need the
+corpus itself (training or evaluating on its splits) ask for the `corpus` fixture and skip
+without it.
 """
 
 from __future__ import annotations
@@ -9,20 +15,30 @@ import csv
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from testdata import DATA, HAS_CORPUS, NO_CORPUS, SHARED_DATA
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains or renders for tens of seconds")
 
 
+def pytest_report_header(config):
+    return f"test data: {DATA}" + ("" if HAS_CORPUS else f" (the corpus is not used: {NO_CORPUS})")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not (SHARED_DATA / "clips.csv").is_file():
-        pytest.fail(f"the shared data folder {SHARED_DATA} (clips.csv, stills/) is missing; "
-                    f"the tests run on real faces from it")
+    """The data folder: the corpus when it is there, else the fixtures in tests/data."""
+    if not (DATA / "clips.csv").is_file():
+        pytest.fail(f"the test data folder {DATA} (clips.csv, clips/, stills/) is missing")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The training corpus itself, for the tests that need its splits; skips without it."""
+    if not HAS_CORPUS:
+        pytest.skip(NO_CORPUS)
     return SHARED_DATA
 
 

@@ -17,7 +17,9 @@ def photo_and_points(stills):
     still = load_image(stills[5])
     photo = cv2.copyMakeBorder(cv2.resize(still, (240, 240), interpolation=cv2.INTER_CUBIC),
                                120, 200, 220, 180, cv2.BORDER_REFLECT)
-    det = LandmarkDetector("dlib").detect(photo)
+    # the reflected border holds mirrored copies of the face: take the one pasted at (220, 120)
+    faces = LandmarkDetector("dlib").detect_all(photo)
+    det = min(faces, key=lambda f: np.abs(f.points.mean(0) - (340, 240)).sum())
     return photo, det.points
 
 

@@ -322,10 +322,10 @@ def test_every_real_face_in_the_stills_is_kept(dlib_detector, stills):
     assert found >= 39
 
 
-def test_text_on_a_wall_in_a_clip_is_not_a_face(dlib_detector, shared_data):
-    """A frame of the shared Wav2Lip clip where HOG finds a 'face' in a wall of words."""
+def test_text_on_a_wall_in_a_clip_is_not_a_face(dlib_detector, corpus):
+    """A frame of the corpus's Wav2Lip clip where HOG finds a 'face' in a wall of words."""
     from caingan.media.video import VideoReader
-    reader = VideoReader(shared_data / "clips/extra/Rudrabha__Wav2Lip__checkpoints_test.mov")
+    reader = VideoReader(corpus / "clips/extra/Rudrabha__Wav2Lip__checkpoints_test.mov")
     try:
         frame = reader.read(340)
     finally:

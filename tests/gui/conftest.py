@@ -19,7 +19,7 @@ from PySide6.QtGui import QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-STILLS = REPO.parent / "shared" / "data" / "stills"
+from testdata import STILLS  # noqa: E402,F401  (re-exported to the GUI tests)
 
 
 @pytest.fixture(scope="session")
@@ -49,27 +49,14 @@ def photo_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def good_photo(photo_dir) -> Path:
-    """A real face: a still from ../shared when present, else scikit-image's astronaut."""
-    stills = sorted(STILLS.glob("*/*1.png")) if STILLS.is_dir() else []
-    if stills:
-        return stills[0]
-    from skimage import data
-
-    from caingan.media.images import save_image
-    path = photo_dir / "astronaut.png"
-    save_image(path, data.astronaut())
-    return path
+    """A real face: the first person's first photo of the test data."""
+    return sorted(STILLS.glob("*/*1.png"))[0]
 
 
 @pytest.fixture(scope="session")
 def second_photo(photo_dir, good_photo) -> Path:
-    stills = sorted(STILLS.glob("*/*2.png")) if STILLS.is_dir() else []
-    if stills:
-        return stills[0]
-    from caingan.media.images import load_image, save_image
-    path = photo_dir / "flipped.png"
-    save_image(path, load_image(good_photo)[:, ::-1].copy())
-    return path
+    """Another photo of the same person."""
+    return sorted(STILLS.glob("*/*2.png"))[0]
 
 
 @pytest.fixture(scope="session")
