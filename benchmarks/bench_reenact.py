@@ -92,12 +92,21 @@ def model_weights(path: Path, tmp: Path) -> tuple[Path, str]:
             "absent; same architecture and cost)")
 
 
+LOOPS = {
+    "live": "LiveLoop",
+    "step-budget": "sequential step, threads from the load",
+    "step": "sequential step, torch's default threads",
+}
+
+
 def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
-              overlapped: bool = True, newest: bool = True) -> dict:
+              loop_kind: str = "live", newest: bool = True) -> dict:
     """Run the live loop on `source` for `seconds` after `warmup`, as the app's window does:
     its frames read by their own thread (newest only; `newest=False`: as fast as the loop
-    pulls them), then either LiveLoop (tracking beside generation, threads from the load) or
-    ReenactPipeline.step in this thread."""
+    pulls them), then (LOOPS) LiveLoop (tracking beside generation, threads from the load), or
+    ReenactPipeline.step in this thread with the threads sized the same way ("step-budget"),
+    or with torch's default threads ("step", the loop the window ran before)."""
+    from caingan.device import ThreadBudget
     from caingan.device import CpuLoad
     from caingan.media.frames import NewestFrames
     from caingan.pipeline.live import LiveLoop
@@ -111,18 +120,25 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
     load = None
     t_start = time.perf_counter()
     dropped0 = threads = None
+
+    def dropped() -> int:          # by the newest-frame reader, and by the paced file itself
+        return (frames.dropped if frames is not source else 0) + getattr(source, "dropped", 0)
+
     try:
-        loop = LiveLoop(pipeline, deliver).start() if overlapped else None
+        loop = LiveLoop(pipeline, deliver).start() if loop_kind == "live" else None
+        budget = ThreadBudget(every=1.0, opencv=True) if loop_kind == "step-budget" else None
         try:
             for frame in frames:
                 now = time.perf_counter()
                 if dropped0 is None and now - t_start >= warmup:
-                    dropped0, load = frames.dropped, CpuLoad()
+                    dropped0, load = dropped(), CpuLoad()
                 if now - t_start >= warmup + seconds:
                     break
                 if loop is not None:
                     loop.submit(frame)
                 else:
+                    if budget is not None:
+                        threads = budget.apply()
                     deliver(frame, pipeline.step(frame.image, frame.timestamp), None)
         finally:
             if loop is not None:
@@ -141,7 +157,7 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
         import torch
         threads = torch.get_num_threads()
     out.update(fps=len(good) / wall, shown=len(good), skipped=len(rows) - len(good),
-               frames=len(rows), dropped=getattr(frames, "dropped", 0) - (dropped0 or 0),
+               frames=len(rows), dropped=dropped() - (dropped0 or 0),
                seconds=wall,
                source_fps=source.fps, threads=threads, others=others, load=load_avg())
     return out
@@ -184,7 +200,7 @@ def live_line(r: dict) -> str:
 
 
 def load_section(args, reenactor, detector, images, points, clip, model_desc) -> int:
-    """Live, camera-paced, K=1: idle and beside one busy process, overlapped and sequential."""
+    """Live, camera-paced, K=1: idle and beside one busy process, each of LOOPS."""
     from caingan.device import usable_cpus
     from caingan.face.retarget import Retargeter
     from caingan.media.frames import VideoFileSource
@@ -197,18 +213,18 @@ def load_section(args, reenactor, detector, images, points, clip, model_desc) ->
     default_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
     rows = {}
     for busy in (False, True):
-        for overlapped in (True, False):
+        for kind in LOOPS:
             reenactor.set_sources(images[:1], points[:1])
             pipe = ReenactPipeline(reenactor, detector, Retargeter(points[0]))
             torch.set_num_threads(default_threads)      # the sequential loop's threads
             cv2.setNumThreads(cv2_threads)
             src = VideoFileSource.as_camera(clip)
             with (BusyProcess() if busy else contextlib.nullcontext()):
-                r = live_loop(pipe, src, args.seconds, overlapped=overlapped)
-            rows[busy, overlapped] = r
+                r = live_loop(pipe, src, args.seconds, loop_kind=kind)
+            rows[busy, kind] = r
             print(f"{'one busy process' if busy else 'idle'}, "
-                  f"{'LiveLoop' if overlapped else 'sequential step'}: {live_line(r)}")
-    idle, loaded = rows[False, True]["fps"], rows[True, True]["fps"]
+                  f"{LOOPS[kind]}: {live_line(r)}")
+    idle, loaded = rows[False, "live"]["fps"], rows[True, "live"]["fps"]
     goals = [(f"idle ≥ {IDLE_FPS_GOAL:.0f} fps", idle >= IDLE_FPS_GOAL, f"{idle:.1f} fps"),
              (f"one busy process ≥ {LOADED_SHARE_GOAL:.0%} of idle", loaded >= LOADED_SHARE_GOAL * idle,
               f"{loaded:.1f} fps = {loaded / idle:.0%}" if idle else "no idle rate")]
@@ -217,20 +233,19 @@ def load_section(args, reenactor, detector, images, points, clip, model_desc) ->
     if args.no_write:
         return 0
 
-    def row(r, busy, overlapped):
-        return (f"| {'one busy process' if busy else 'idle'} | "
-                f"{'LiveLoop' if overlapped else 'sequential step'} | {r['fps']:.1f} | "
+    def row(r, busy, kind):
+        return (f"| {'one busy process' if busy else 'idle'} | {LOOPS[kind]} | {r['fps']:.1f} | "
                 f"{r['detect']:.1f} | {r['generate']:.1f} | {r['threads']} | "
                 f"{r['dropped']} / {r['frames'] + r['dropped']} | {r['others']:.2f} | {r['load']} |")
 
-    table = "\n".join(row(rows[b, o], b, o) for b in (False, True) for o in (True, False))
+    table = "\n".join(row(rows[b, k], b, k) for b in (False, True) for k in LOOPS)
     text = f"""{LOAD_SECTION}
 
 Command: `{' '.join(['python', *sys.argv])}` (run {dt.datetime.now():%Y-%m-%d %H:%M}).
 Machine: {cpu_name()}, {usable_cpus()} usable CPUs, torch {torch.__version__} (default
 {default_threads} threads), dlib landmarks. Model: {model_desc}, K=1. Driving clip
 `{'../' + str(clip.relative_to(REPO.parent)) if clip.is_relative_to(REPO.parent) else clip}` as a
-{rows[False, True]['source_fps']:.0f} fps camera, read by its own thread that keeps only the newest frame.
+{rows[False, 'live']['source_fps']:.0f} fps camera, read by its own thread that keeps only the newest frame.
 {args.seconds:.0f} s per row after a 2 s warm-up; medians per shown frame. "Busy process":
 `python -c "while True: pass"` started by the benchmark. "Others busy" is how many CPUs other
 processes kept busy during the row (/proc/stat, `caingan.device.CpuLoad`), the load average
@@ -244,7 +259,8 @@ means nothing started by the benchmark.
 *LiveLoop* (`caingan.pipeline.live`, what the window runs): tracking in one thread, generation in
 another with a queue of one frame between them, torch's and OpenCV's threads set before every
 model call to the free cores less one for tracking. *Sequential step*: `ReenactPipeline.step` in
-one thread with torch's default threads, as the window ran before. Goals:
+one thread, with torch's and OpenCV's threads sized to the free cores before every frame, or with
+torch's default threads (as the window ran before). Goals (LiveLoop rows):
 {'; '.join(f"{name}: {'met' if ok else '**not met**'} ({got})" for name, ok, got in goals)}.
 """
     replace_section(Path(args.out), LOAD_SECTION, text)
