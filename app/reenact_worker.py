@@ -1,7 +1,7 @@
 """The live reenactment loop behind app.reenact_view: capture, track, render, in three threads.
 
-    reader thread ──newest frame──▶ session: detect → retarget ──queue of 1──▶ render thread:
-    generate → paste back → record ──latest──▶ GUI
+    reader thread ──newest frame──▶ session: detect → retarget
+        ──queue of 1──▶ render thread: generate → paste back → record ──latest──▶ GUI
 
 The reader thread (caingan.media.frames.NewestFrames) only reads frames and keeps the newest, so
 a slow model drops camera frames instead of queueing them. The session tracks each frame it

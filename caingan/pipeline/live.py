@@ -1,15 +1,17 @@
 """Live reenactment in two threads: the next frame is tracked while this one renders.
 
-    frames ──▶ track: detect → retarget (the caller's thread) ──queue of 1──▶ render thread:
-    generate → paste back ──▶ deliver(frame, result, payload)
+    frames ──▶ track: detect → retarget (the caller's thread)
+           ──queue of 1──▶ render thread: generate → paste back ──▶ deliver(frame, result, payload)
 
 `ReenactPipeline.step` does both halves one after the other, so a frame costs their sum
-(tracking ~7 ms, rendering ~30 ms at K = 1 on this project's 2-core CPU). Here the caller's
-thread tracks frame n+1 while the render thread renders frame n: a frame costs the longer of the
-two, and each half has a core. The queue holds one tracked frame, so tracking never runs more
-than a frame ahead of rendering (with a camera, the frames in between are dropped where they
-are read: caingan.media.frames.NewestFrames); every frame that was tracked is rendered and
-delivered, in order.
+(tracking 5–10 ms, rendering 20–35 ms at K = 1 on this project's 2-core CPU). Here the
+caller's thread tracks frame n+1 while the render thread renders frame n, on another core when
+one is free. dlib holds Python's GIL while it detects or fits landmarks, so the render thread's
+Python steps between torch operations wait for it meanwhile: the overlap saves less than the
+whole tracking time. The queue holds one tracked frame, so tracking never runs more than a
+frame ahead of rendering (with a camera, the frames in between are dropped where they are read:
+caingan.media.frames.NewestFrames); every frame that was tracked is rendered and delivered, in
+order.
 
 Threads: before every model call the render thread sizes torch's and OpenCV's threads to the
 cores other programs leave free, less the one the tracking thread needs

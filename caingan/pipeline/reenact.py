@@ -116,7 +116,8 @@ class FaceTracker:
                  for bx0, by0, bx1, by1 in self.detector.face_boxes(small)]
         if not found:
             return None
-        return min(found, key=lambda f: ((f[0] + f[2]) / 2 - cx) ** 2 + ((f[1] + f[3]) / 2 - cy) ** 2)
+        return min(found, key=lambda f: ((f[0] + f[2]) / 2 - cx) ** 2
+                   + ((f[1] + f[3]) / 2 - cy) ** 2)
 
 
 @dataclass
