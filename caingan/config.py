@@ -40,10 +40,9 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "fshm_res_blocks": (0, 64),
 }
 _MAX_WIDTH = 4.0
-WARP_FIELDS = ("tps", "affine")
 GEN_REGIONS = ("free", "parts", "mouth", "uncovered")
 MOUTH_GAPS = ("stretch", "bands", "cavity")   # caingan.nn.mouth
-AFFINE_REGIONS = ("none", "identity", "face")   # caingan.nn.part_mask
+MAX_SOURCES = 16        # source photos at most: the editor, caingan-export and personalization
 
 
 def _check_int(name: str, value: Any) -> None:
@@ -65,71 +64,29 @@ def _check_number(name: str, value: Any, low: float, high: float, open_low: bool
 
 @dataclass
 class ModelConfig:
-    image_size: int = 224           # a multiple of 16 (4 down-steps), 32 … 1024
+    """The networks' architecture: what the weights are shaped by. How the warp-guided model
+    renders (its mixing, where its generator may paint, the output's size) is a RenderSettings,
+    kept beside it in a checkpoint's JSON."""
+
+    image_size: int = 224           # the networks' side S, a multiple of 16 (4 down-steps), 32 … 1024
     # Multiplies every channel count of the paper-size networks; FLOPs fall with its square.
     width: float = 1.0              # in (0, 4]
     base_channels: int = 64
     max_channels: int = 512
     # Spatial embedding e: channels at 1/4 of the image resolution (paper: 128).
     embed_channels: int = 128
-    # Ablation switches: w/o T (embedder ignores the target landmarks), w/o R (plain mean, eq. 7).
+    # Ablation switches of the paper's model: w/o T (embedder ignores the target landmarks), w/o R
+    # (plain mean, eq. 7). The warp-guided model's embedder always sees the target, and it always
+    # mixes by responsibility.
     targeted: bool = True
     responsibility: bool = True
     # Warp-guided model (caingan.nn.warp_model): sources moved by a landmark warp, a generator for
     # what the warp cannot do. False = the paper's model.
     warp: bool = False
-    # Warp-guided only: the resolution of the training output (bi-layer detail above image_size);
-    # 0 = image_size. At inference the output follows the sources' resolution.
+    # Warp-guided model: the side of the images it is trained to output (the training data's
+    # size; bi-layer detail above image_size); 0 = image_size. What it renders at inference is
+    # RenderSettings.output_size.
     output_size: int = 0
-    # Warp-guided only: responsibilities are raised to this power before mixing (then renormalised):
-    # > 1 lets the sharpest source win per region instead of averaging K slightly misaligned
-    # warps into a blur. 1 = paper eq. 1 as is.
-    mix_power: float = 1.0
-    # Warp-guided model: prior on eq. 1's responsibilities for the sources whose pose is closest
-    # to the target's: log-weights get −pose_prior · d_i, d_i = RMS distance of source i's
-    # landmarks to the target's after a similarity alignment, relative to the face's size
-    # (0 = off). A K-shot model should draw a region from the photo that already shows it.
-    pose_prior: float = 0.0
-    # Warp-guided model: the dense field from a source's landmarks to the target's, anchored on
-    # the crop border: "tps" (thin-plate spline, smooth) or "affine" (piecewise-affine over a
-    # Delaunay triangulation, as the baseline; caingan.nn.affine_warp).
-    warp_field: str = "tps"
-    # Gaussian blur of the field's displacement, σ as a fraction of the side (0 = none): softens
-    # the creases a piecewise-affine field makes along triangle edges on large edits.
-    field_smooth: float = 0.0
-    # Gaussian blur of the sources' mixing weights at the network's resolution, σ as a fraction of
-    # the side (0 = none): the responsibilities come at a quarter of it, so where the choice of
-    # source switches sharply (mix_power, pose_prior) its boundary follows their 4-pixel blocks.
-    mix_blur: float = 0.0
-    # Warp-guided model: where the generator may replace the warp. "free": anywhere its blend mask
-    # says; "parts": only in the target's eyes and mouth (grown a little; caingan.nn.part_mask),
-    # "mouth": only inside the target's inner lips and only as far as the sources' mouths are
-    # less open (the interior they hide), as Geng et al. 2018 confine theirs; both also where no
-    # source covers the pixel; "uncovered" only there. Elsewhere the output is the warped photo.
-    # Confined, the generator is not even run for a frame where its output cannot show
-    # (WarpCainGAN.run_generator).
-    gen_region: str = "free"
-    # Warp-guided model: correct the landmark field with a small learned flow (the embedder's
-    # third head). Off, the field is the landmark warp alone: the flow learned little on this
-    # data and drifted into blur when the generator was trained with L1 (docs/EVALUATION.md).
-    learned_flow: bool = True
-    # Warp-guided model: where the target opens the mouth wider than a source (caingan.nn.mouth).
-    # "stretch": the field stretches the source's mouth over the new opening (teeth grow);
-    # "bands": inside the mouth the piecewise-affine field keeps a strip under each inner lip at
-    # the source's height, so teeth stay their size and only the gap between stretches;
-    # "cavity": bands, and the gap no source shows is painted as a dark mouth cavity.
-    mouth_gap: str = "stretch"
-    # Warp-guided model: where the target closes the eyes more than a source, the piecewise-affine
-    # field with the lids kept half a pixel apart takes over the eyes from the spline, which on
-    # its 32² lattice cannot shut an eye (caingan.nn.eyelids). False: the spline alone.
-    eyelids: bool = False
-    # Warp-guided model: where the piecewise-affine field takes over from the spline, always
-    # (caingan.nn.part_mask.affine_window). The spline is smooth and global, so every mouth or
-    # jaw motion also moves the eyes, the brows and the cheeks a little, which costs identity
-    # (CSIM); the triangles move each part only with its own landmarks. "identity": the eyes,
-    # brows and nose; "face": the whole face with a margin (forehead, jaw line), the spline
-    # only bending the hair and background around it; "none": the spline everywhere.
-    affine_region: str = "none"
     # Warp-guided model: small mouth and eye networks redraw those parts on the output at its
     # resolution (caingan.nn.part_refiner, after Geng et al. 2018); the rest stays the warp.
     part_refiner: bool = False
@@ -153,28 +110,25 @@ class ModelConfig:
             raise ConfigError(f"image_size must be a multiple of 16 (4 down-steps), got {self.image_size}")
         _check_number("width", self.width, 0, _MAX_WIDTH, open_low=True)
         if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or not (
-                self.output_size == 0 or self.image_size <= self.output_size <= 4096):
-            raise ConfigError(f"output_size must be 0 or in [image_size, 4096], got {self.output_size!r}")
-        _check_number("mix_power", self.mix_power, 0, 64, open_low=True)
-        _check_number("pose_prior", self.pose_prior, 0, 1000)
-        _check_number("field_smooth", self.field_smooth, 0, 0.25)
-        _check_number("mix_blur", self.mix_blur, 0, 0.1)
+                self.output_size == 0 or self.image_size <= self.output_size <= MAX_OUTPUT_SIZE):
+            raise ConfigError(f"output_size must be 0 or in [image_size, {MAX_OUTPUT_SIZE}], "
+                              f"got {self.output_size!r}")
         _check_number("refiner_width", self.refiner_width, 0, _MAX_WIDTH, open_low=True)
-        if self.warp_field not in WARP_FIELDS:
-            raise ConfigError(f"warp_field must be one of {WARP_FIELDS}, got {self.warp_field!r}")
-        if self.gen_region not in GEN_REGIONS:
-            raise ConfigError(f"gen_region must be one of {GEN_REGIONS}, got {self.gen_region!r}")
-        if self.mouth_gap not in MOUTH_GAPS:
-            raise ConfigError(f"mouth_gap must be one of {MOUTH_GAPS}, got {self.mouth_gap!r}")
-        if self.affine_region not in AFFINE_REGIONS:
-            raise ConfigError(f"affine_region must be one of {AFFINE_REGIONS}, got {self.affine_region!r}")
-        for name in ("targeted", "responsibility", "warp", "learned_flow", "part_refiner", "eyelids"):
+        for name in ("targeted", "responsibility", "warp", "part_refiner"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.warp and not self.responsibility:
+            raise ConfigError("the warp-guided model always mixes its sources by responsibility "
+                              "(responsibility must be true)")
         if not isinstance(self.baselines, BaselineConfig):
             raise ConfigError(f"baselines must be a BaselineConfig, got {self.baselines!r}")
         for f in dataclasses.fields(BaselineConfig):
             _check_int(f.name, getattr(self.baselines, f.name))
+
+    @property
+    def trained_size(self) -> int:
+        """The side of the images the model is trained to output (output_size, or image_size)."""
+        return self.output_size or self.image_size
 
     def channels(self, n: int) -> int:
         """Paper channel count n scaled by the width multiplier (never below 8)."""
@@ -186,7 +140,7 @@ class ModelConfig:
 
     @classmethod
     def small(cls) -> "ModelConfig":
-        """The bundled CPU model: interactive on a 2-core CPU (see docs/benchmarks.md)."""
+        """The paper's model at CPU size: interactive on a 2-core CPU (see docs/benchmarks.md)."""
         # Width 0.3125 fits G ≤ 80 ms alone, but the editor's K=1 drag-to-preview budget (60 ms)
         # covers embedding + G: 0.25 measured 44 ms (G) + ~12 ms (K=1 embed); see benchmarks.md.
         return cls(image_size=128, width=0.25, embed_channels=32)
@@ -206,10 +160,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        """From to_dict() output, or from an older file whose baseline sizes sat in `extra`."""
+        """From to_dict() output, or from an older file: its baseline sizes in `extra`, its
+        render settings among the model's fields (read them with RenderSettings.from_legacy;
+        here they are left out), and the retired options of RETIRED_FIELDS (ignored)."""
         if not isinstance(d, dict):
             raise ConfigError(f"a model config must be a JSON object, got {type(d).__name__}")
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k not in LEGACY_RENDER and k not in RETIRED_FIELDS}
         legacy = d.pop("extra", None) or {}     # before BaselineConfig: an untyped dict
         if not isinstance(legacy, dict):
             raise ConfigError(f"ModelConfig 'extra' must be an object, got {legacy!r}")
@@ -221,6 +177,113 @@ class ModelConfig:
         if "baselines" in d:
             d["baselines"] = _baselines_from_dict(d["baselines"])
         return cls(**d)
+
+
+MAX_OUTPUT_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How the warp-guided model renders: settings of the render, not of the weights (the same
+    weights render under any of them). A Reenactor holds the general settings (from the
+    checkpoint's JSON) and a personalization's changes, and passes them to
+    WarpCainGAN.render with every call. The defaults are the shipped render of
+    assets/caingan-warp.json (`RenderSettings()` at the default model's 256²)."""
+
+    # Side of the rendered image in pixels; the sources and their points come at this size.
+    output_size: int = 256
+    # Responsibilities are raised to this power before mixing (then renormalised): > 1 lets the
+    # sharpest source win per region instead of averaging K slightly misaligned warps into a
+    # blur. 1 = paper eq. 1 as is.
+    mix_power: float = 16.0
+    # Prior on eq. 1's responsibilities for the sources whose pose is closest to the target's:
+    # log-weights get −pose_prior · d_i, d_i = RMS distance of source i's landmarks to the
+    # target's after a similarity alignment, relative to the face's size (0 = off). A K-shot
+    # model should draw a region from the photo that already shows it.
+    pose_prior: float = 1000.0
+    # Gaussian blur of the sources' mixing weights at the network's resolution, σ as a fraction
+    # of the side (0 = none): the responsibilities come at a quarter of it, so where the choice
+    # of source switches sharply (mix_power, pose_prior) its boundary follows their 4-pixel blocks.
+    mix_blur: float = 0.04
+    # Where the generator may replace the warp. "free": anywhere its blend mask says; "parts":
+    # only in the target's eyes and mouth (grown a little; caingan.nn.part_mask), "mouth": only
+    # inside the target's inner lips and only as far as the sources' mouths are less open (the
+    # interior they hide), as Geng et al. 2018 confine theirs; both also where no source covers
+    # the pixel; "uncovered" only there. Elsewhere the output is the warped photo. Confined, the
+    # generator is not even run for a frame where its output cannot show.
+    gen_region: str = "uncovered"
+    # Where the target opens the mouth wider than a source (caingan.nn.mouth). "stretch": the
+    # field stretches the source's mouth over the new opening (teeth grow); "bands": inside the
+    # mouth the piecewise-affine field keeps a strip under each inner lip at the source's height,
+    # so teeth stay their size and only the gap between stretches; "cavity": bands, and the gap
+    # no source shows is painted as a dark mouth cavity.
+    mouth_gap: str = "cavity"
+    # Where the target closes the eyes more than a source, the piecewise-affine field with the
+    # lids kept half a pixel apart takes over the eyes (caingan.nn.eyelids). False: the face's
+    # piecewise-affine field with the target's lids as they are.
+    eyelids: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int_in("output_size", self.output_size, 32, MAX_OUTPUT_SIZE)
+        _check_number("mix_power", self.mix_power, 0, 64, open_low=True)
+        _check_number("pose_prior", self.pose_prior, 0, 1000)
+        _check_number("mix_blur", self.mix_blur, 0, 0.1)
+        if self.gen_region not in GEN_REGIONS:
+            raise ConfigError(f"gen_region must be one of {GEN_REGIONS}, got {self.gen_region!r}")
+        if self.mouth_gap not in MOUTH_GAPS:
+            raise ConfigError(f"mouth_gap must be one of {MOUTH_GAPS}, got {self.mouth_gap!r}")
+        if not isinstance(self.eyelids, bool):
+            raise ConfigError(f"eyelids must be true or false, got {self.eyelids!r}")
+
+    def replace(self, **changes: Any) -> "RenderSettings":
+        """These settings with `changes` (validated: a ConfigError names a bad one)."""
+        _refuse_unknown("RenderSettings", changes, RenderSettings)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "RenderSettings":
+        if not isinstance(d, dict):
+            raise ConfigError(f"render settings must be a JSON object, got {type(d).__name__}")
+        _refuse_unknown("RenderSettings", d, cls)
+        return cls(**d)
+
+    @classmethod
+    def for_model(cls, cfg: ModelConfig) -> "RenderSettings":
+        """The shipped render at the size `cfg` is trained to output."""
+        return cls(output_size=cfg.trained_size)
+
+    @classmethod
+    def training(cls, cfg: ModelConfig) -> "RenderSettings":
+        """What training renders with (WarpCainGAN.forward): eq. 1 as is (no sharpening, no pose
+        prior, no blur), the generator free to replace the warp anywhere, the mouth stretched
+        and the lids as the target's, at the size the model is trained to output."""
+        return cls(output_size=cfg.trained_size, mix_power=1.0, pose_prior=0.0, mix_blur=0.0,
+                   gen_region="free", mouth_gap="stretch", eyelids=False)
+
+    @classmethod
+    def from_legacy(cls, d: dict[str, Any], cfg: ModelConfig) -> "RenderSettings":
+        """The settings an older checkpoint's model config (render settings among its fields)
+        rendered with: its values, those it lacks at what the code then assumed (LEGACY_RENDER)."""
+        return cls(output_size=cfg.trained_size,
+                   **{k: d.get(k, default) for k, default in LEGACY_RENDER.items()})
+
+
+# An older model config's render fields and the values it meant when it lacked them.
+LEGACY_RENDER: dict[str, Any] = {"mix_power": 1.0, "pose_prior": 0.0, "mix_blur": 0.0,
+                                 "gen_region": "free", "mouth_gap": "stretch", "eyelids": False}
+# Options an older model config may hold that no longer exist: the learned flow correction (off
+# in the shipped render; its head's tensors are dropped on load), the field's smoothing and its
+# other kinds (the shipped field is the spline with the piecewise-affine field over the face).
+# Measured in docs/EVALUATION.md and docs/ablations/WARP_FIELD.md.
+RETIRED_FIELDS = ("learned_flow", "warp_field", "field_smooth", "affine_region")
+
+
+def _check_int_in(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
 
 
 def _refuse_unknown(what: str, d: dict[str, Any], cls: type) -> None:
@@ -284,10 +347,12 @@ def apply_overrides(cls: type, values: dict[str, Any], specs: list[str] | tuple[
     return out
 
 
-# Named model sizes for the command lines (`--preset`): the default model first.
-# The ModelConfig settings a personalization may change while it is applied
+# The RenderSettings a personalization may change while it is applied
 # (caingan.pipeline.personalize; Reenactor.set_personalization refuses any other).
-PERSONAL_SETTINGS = ("learned_flow", "mix_power", "mix_blur")
+PERSONAL_SETTINGS = ("mix_power", "mix_blur")
+
+# Named model sizes for the command lines (`--preset`): the default model first. The render
+# settings that ship with a model are RenderSettings.for_model(MODEL_PRESETS[name]()).
 
 MODEL_PRESETS = {
     "warp": ModelConfig.warp_small,   # warp-guided, the app's default

@@ -12,7 +12,7 @@ from caingan.nn.checkpoint import (FORMAT, FORMAT_VERSION, MODEL_KIND, load_chec
                                 load_module_state, read_meta, save_checkpoint, save_model)
 from caingan.config import ModelConfig
 from caingan.errors import CheckpointError
-from caingan.nn.model import CainGAN
+from caingan.nn.model import CainGAN, build_network
 
 
 @pytest.fixture
@@ -147,6 +147,42 @@ def test_configs_from_before_typed_baseline_sizes_still_load(saved):
     for bad in ({"extra": {"colour": 1}}, {"baselines": {"colour": 1}}):
         with pytest.raises(ValueError, match="unknown .*colour"):
             ModelConfig.from_dict({**meta["config"], **bad})
+
+
+def test_render_settings_ride_beside_the_config_and_older_sidecars_keep_theirs(tmp_path):
+    """A warp-guided model's sidecar holds its architecture under "config" and its render
+    settings under "render". An older sidecar held the render settings among the config's
+    fields: those load as its render settings (a field it lacks at the value the code then
+    assumed), its retired options are ignored, and a bad value is refused naming the file."""
+    from caingan.config import LEGACY_RENDER, RenderSettings
+    from caingan.nn.checkpoint import render_settings
+    from caingan.pipeline.inference import Reenactor
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=64, width=0.125, embed_channels=16, max_channels=256, warp=True,
+                      output_size=128)
+    settings = RenderSettings(output_size=128, mix_power=4.0, gen_region="mouth")
+    path = save_model(tmp_path / "w", build_network(cfg), cfg, settings=settings)
+    meta = read_meta(path)
+    assert meta["config"] == cfg.to_dict() and meta["render"] == settings.to_dict()
+    assert Reenactor.from_checkpoint(path, device="cpu").settings == settings
+
+    side = path.with_suffix(".json")
+    old = {k: v for k, v in meta.items() if k != "render"}
+    old["config"] = {**old["config"], "mix_power": 16.0, "eyelids": True, "learned_flow": False,
+                     "affine_region": "face", "warp_field": "tps", "field_smooth": 0.0}
+    side.write_text(json.dumps(old))
+    r = Reenactor.from_checkpoint(path, device="cpu")
+    assert r.config == cfg
+    assert r.settings == RenderSettings(output_size=128, **{**LEGACY_RENDER, "mix_power": 16.0,
+                                                             "eyelids": True})
+    for bad, where in (({**old, "config": {**old["config"], "mix_power": -1.0}}, "mix_power"),
+                       ({**meta, "render": {**meta["render"], "gen_region": "eyes"}}, "gen_region"),
+                       ({**meta, "render": {**meta["render"], "learned_flow": True}}, "learned_flow")):
+        side.write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match=f"w.json: invalid render settings.*{where}"):
+            load_model(path)
+    assert render_settings(read_meta(path), ModelConfig.tiny(64), path) is None   # the paper's: none
 
 
 # Run in a child process whose address space is capped at 4 GB: building the network such a

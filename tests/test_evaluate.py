@@ -528,9 +528,9 @@ def test_personalize_settings_are_typed_by_the_field(tmp_path):
                                personalize_tune=None, device="cpu")
 
     [m] = em.personalized_methods([("W", str(path))], ["W"],
-                                  args("move=0.5", "lr=0.002", "steps=7", "tune=all"))
+                                  args("move=0.5", "lr=0.002", "steps=7", "tune=generator"))
     c = m.reenactor.cfg
-    assert (c.move, c.lr, c.steps, c.tune) == (0.5, 0.002, 7, "all")
+    assert (c.move, c.lr, c.steps, c.tune) == (0.5, 0.002, 7, "generator")
     assert isinstance(c.lr, float) and isinstance(c.steps, int)
     for bad, match in [("steps=1.5", "steps wants an integer"), ("nope=1", "no field 'nope'"),
                        ("lr", "FIELD=VALUE"), ("lr=fast", "lr wants a number"), ("lr=1", "lr must be in")]:
@@ -538,16 +538,18 @@ def test_personalize_settings_are_typed_by_the_field(tmp_path):
             em.personalized_methods([("W", str(path))], ["W"], args(bad))
 
 
-def test_model_overrides_read_booleans_as_words():
-    from caingan.config import ConfigError, ModelConfig, apply_overrides
+def test_render_overrides_read_booleans_as_words():
+    from caingan.config import ConfigError, RenderSettings, apply_overrides
 
-    d = apply_overrides(ModelConfig, ModelConfig.warp_small().to_dict(),
-                        ["learned_flow=false", "warp_field=affine", "field_smooth=0"])
-    cfg = ModelConfig.from_dict(d)
-    assert (cfg.learned_flow, cfg.warp_field, cfg.field_smooth) == (False, "affine", 0.0)
-    assert ModelConfig.from_dict(apply_overrides(ModelConfig, d, ["learned_flow=ON"])).learned_flow
+    d = apply_overrides(RenderSettings, RenderSettings().to_dict(),
+                        ["eyelids=false", "mouth_gap=bands", "mix_blur=0"])
+    settings = RenderSettings.from_dict(d)
+    assert (settings.eyelids, settings.mouth_gap, settings.mix_blur) == (False, "bands", 0.0)
+    assert RenderSettings.from_dict(apply_overrides(RenderSettings, d, ["eyelids=ON"])).eyelids
     with pytest.raises(ConfigError, match="true or false"):
-        apply_overrides(ModelConfig, d, ["learned_flow=maybe"])
+        apply_overrides(RenderSettings, d, ["eyelids=maybe"])
+    with pytest.raises(ConfigError, match="no field 'learned_flow'"):
+        apply_overrides(RenderSettings, d, ["learned_flow=false"])
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not a zip"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from caingan.config import ModelConfig
+from caingan.config import ModelConfig, RenderSettings
 from caingan.errors import CheckpointError
 from caingan.face.identity import FaceIdentity, identity_outliers
 from caingan.face.landmark_edit import mean_face
@@ -32,9 +32,12 @@ def tiny_warp() -> ModelConfig:
 
 @pytest.fixture(scope="module")
 def warp_weights(tmp_path_factory) -> Path:
+    """A random tiny warp-guided model rendering as shipped, but with its generator free to paint
+    anywhere (its weights show in the render, so tuning them changes it)."""
     torch.manual_seed(0)
     cfg = tiny_warp()
-    return save_model(tmp_path_factory.mktemp("w") / "warp", build_network(cfg), cfg)
+    settings = RenderSettings.for_model(cfg).replace(gen_region="free")
+    return save_model(tmp_path_factory.mktemp("w") / "warp", build_network(cfg), cfg, settings=settings)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,7 @@ def render(r: Reenactor, imgs, pts) -> np.ndarray:
 
 
 def test_personalize_config_refuses_bad_settings():
-    for bad in ({"steps": 0}, {"steps": 2.5}, {"tune": "everything"}, {"lr": float("nan")},
+    for bad in ({"steps": 0}, {"steps": 2.5}, {"tune": "everything"}, {"tune": "tail"}, {"lr": float("nan")},
                 {"lr": 1.0}, {"batch": 0}, {"context": 17}, {"train_side": 8}, {"blend": "yes"},
                 {"tune": "none", "blend": False}):
         with pytest.raises(PersonalizeError):
@@ -78,11 +81,11 @@ def test_personalize_config_refuses_bad_settings():
 def test_personalize_changes_only_the_tuned_layers_and_can_be_removed_exactly(reenactor):
     imgs, pts = faces(3)
     general = render(reenactor, imgs, pts)
-    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=3, tune="tail", lr=1e-3,
+    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=3, tune="generator", lr=1e-3,
                                                                   check_every=0),
                     base_id=reenactor.model_id)
-    assert set(p.deltas) == set(tuned_names(reenactor.model, "tail"))
-    assert set(p.deltas) < {n for n, _ in reenactor.model.named_parameters()}
+    assert set(p.deltas) == set(tuned_names(reenactor.model, "generator"))
+    assert set(p.deltas) == {n for n, _ in reenactor.model.named_parameters() if n.startswith("generator.")}
     assert any(float(d.abs().max()) > 0 for d in p.deltas.values())
     assert np.array_equal(render(reenactor, imgs, pts), general)     # the model was not touched
     reenactor.set_personalization(p)
@@ -96,7 +99,7 @@ def test_personalize_one_photo_and_sixteen(reenactor):
     for n in (1, 16):
         imgs, pts = faces(n, seed=n)
         seen = []
-        p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=2, tune="tail", batch=1),
+        p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=2, tune="generator", batch=1),
                         progress=seen.append)
         assert p is not None and p.meta["sources"] == n
         total = 2 + (n if n >= 3 else 0)          # a step per photo of the blend fit, then 2
@@ -108,7 +111,7 @@ def test_personalize_one_photo_and_sixteen(reenactor):
 
 def test_personalize_keeps_the_weights_that_render_held_out_photos_best(reenactor, monkeypatch):
     imgs, pts = faces(8)
-    gentle = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="tail", lr=1e-4,
+    gentle = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="generator", lr=1e-4,
                                                                        check_every=2, blend=False))
     assert gentle.meta["held_out"] == [2, 5] and gentle.meta["kept_step"] in (0, 2, 4)
     before, best = gentle.meta["held_out_loss"]
@@ -118,7 +121,7 @@ def test_personalize_keeps_the_weights_that_render_held_out_photos_best(reenacto
     import caingan.pipeline.personalize as pz
     calls = iter(range(100))
     monkeypatch.setattr(pz, "_held_loss", lambda *a, **k: 1.0 + next(calls))
-    wild = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="all", lr=1e-2,
+    wild = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="generator", lr=1e-2,
                                                                      check_every=2, blend=False))
     assert wild.changes_nothing and wild.meta["kept_step"] == 0
     assert wild.meta["held_out_loss"] == [1.0, 1.0]
@@ -126,14 +129,14 @@ def test_personalize_keeps_the_weights_that_render_held_out_photos_best(reenacto
     # Better at step 2, worse again at step 4: step 2's weights are kept.
     values = iter([3.0, 1.0, 2.0])
     monkeypatch.setattr(pz, "_held_loss", lambda *a, **k: next(values))
-    mid = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="tail", check_every=2, blend=False))
+    mid = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="generator", check_every=2, blend=False))
     assert mid.meta["kept_step"] == 2 and not mid.changes_nothing and "66.7 %" in mid.summary()
     reenactor.set_personalization(wild)
     general = render(reenactor, imgs, pts)
     reenactor.set_personalization(None)
     assert np.array_equal(render(reenactor, imgs, pts), general)
     # Two photos: nothing to hold out, every step is kept.
-    two = personalize(reenactor.model, *faces(2), PersonalizeConfig(steps=2, tune="tail"))
+    two = personalize(reenactor.model, *faces(2), PersonalizeConfig(steps=2, tune="generator"))
     assert "held_out" not in two.meta and not two.changes_nothing
 
 
@@ -144,14 +147,14 @@ def test_personalize_cancelled_keeps_nothing(reenactor):
     def stop():
         calls.append(1)
         return len(calls) > 2
-    assert personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=50, tune="tail"),
+    assert personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=50, tune="generator"),
                        should_stop=stop) is None
     assert len(calls) == 3
 
 
 def test_personalization_for_other_weights_is_refused_and_state_kept(reenactor, warp_weights):
     imgs, pts = faces(2)
-    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=1, tune="tail", lr=1e-3,
+    p = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=1, tune="generator", lr=1e-3,
                                                                   check_every=0))
     reenactor.set_personalization(p)
     before = render(reenactor, imgs, pts)
@@ -184,7 +187,7 @@ def test_personalization_key_ignores_source_order_but_not_content():
 def test_personal_store_round_trip_list_delete_and_damage(reenactor, tmp_path):
     store = PersonalStore(tmp_path / "personal")
     imgs, pts = faces(2)
-    p, reused = personalize_reenactor(reenactor, imgs, pts, cfg=PersonalizeConfig(steps=2, tune="tail"),
+    p, reused = personalize_reenactor(reenactor, imgs, pts, cfg=PersonalizeConfig(steps=2, tune="generator"),
                                       store=store, labels=["a.png", "b.png"])
     assert not reused and reenactor.personalization is p
     (entry,) = store.list()
@@ -211,7 +214,7 @@ def test_personalize_reenactor_reuses_the_stored_one_and_cancel_keeps_the_previo
                                                                                    tmp_path):
     store = PersonalStore(tmp_path)
     imgs, pts = faces(3)
-    cfg = PersonalizeConfig(steps=2, tune="tail", lr=1e-3, check_every=0)
+    cfg = PersonalizeConfig(steps=2, tune="generator", lr=1e-3, check_every=0)
     first, _ = personalize_reenactor(reenactor, imgs, pts, cfg=cfg, store=store)
     personal = render(reenactor, imgs, pts)
     fresh = Reenactor.from_checkpoint(warp_weights, device="cpu")     # another session
@@ -221,7 +224,7 @@ def test_personalize_reenactor_reuses_the_stored_one_and_cancel_keeps_the_previo
     assert reused and steps == [] and again.key == first.key
     assert np.array_equal(render(fresh, imgs, pts), personal)
     # More steps than stored: trained again; cancelled half-way: the previous one stays.
-    got, reused = personalize_reenactor(fresh, imgs, pts, cfg=PersonalizeConfig(steps=40, tune="tail"),
+    got, reused = personalize_reenactor(fresh, imgs, pts, cfg=PersonalizeConfig(steps=40, tune="generator"),
                                         store=store, should_stop=lambda: True)
     assert got is None and not reused and fresh.personalization.key == first.key
     assert np.array_equal(render(fresh, imgs, pts), personal)
@@ -290,38 +293,30 @@ def test_export_personalize_trains_once_then_reuses(warp_weights, paper_weights,
     assert code == 2
 
 
-def test_personalize_with_flow_turns_the_learned_flow_on_only_while_applied(tmp_path):
-    """`flow`: the personalized weights render with the learned flow correction on (the general
-    model ships with it off); removing the personalization turns it off again, and a
-    personalization asking to change any other model setting is refused."""
-    import dataclasses
-
+def test_a_personalization_changes_the_render_settings_only_while_applied(reenactor):
+    """A personalization's render settings are passed with every render while it is applied;
+    the Reenactor's general settings and the model stay as they are, and removing it renders as
+    before. One asking to change a setting a personalization may not change, or a bad value, is
+    refused and the state is kept."""
     from caingan.pipeline.personalize import Personalization
 
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_warp(), learned_flow=False)
-    r = Reenactor.from_checkpoint(save_model(tmp_path / "w", build_network(cfg), cfg), device="cpu")
     imgs, pts = faces(3)
-    general = render(r, imgs, pts)
-    p = personalize(r.model, imgs, pts, PersonalizeConfig(steps=3, tune="flow", flow=True, check_every=0, lr=1e-2,
-                                                    blend=False),
-                    base_id=r.model_id)
-    assert p.model_config == {"learned_flow": True}
-    assert set(p.deltas) == set(tuned_names(r.model, "flow"))
-    r.set_personalization(p)
-    assert r.model.cfg.learned_flow and not r.config.learned_flow
-    assert not np.array_equal(render(r, imgs, pts), general)
-    r.set_personalization(None)
-    assert not r.model.cfg.learned_flow
-    assert np.array_equal(render(r, imgs, pts), general)
-    other = Personalization(p.key, p.base_id, {}, {"model_config": {"mouth_gap": "stretch"}})
-    with pytest.raises(PersonalizeError, match="mouth_gap"):
-        r.set_personalization(other)
-    bad = Personalization(p.key, p.base_id, p.deltas, {"model_config": {"learned_flow": "yes"}})
-    with pytest.raises(PersonalizeError, match="learned_flow"):
-        r.set_personalization(bad)
-    assert r.personalization is None and not r.model.cfg.learned_flow
-    assert np.array_equal(render(r, imgs, pts), general)
+    general = render(reenactor, imgs, pts)
+    settings = reenactor.settings
+    p = Personalization("k", reenactor.model_id, {}, {"model_config": {"mix_power": 64.0, "mix_blur": 0.1}})
+    reenactor.set_personalization(p)
+    assert reenactor.render_settings == settings.replace(mix_power=64.0, mix_blur=0.1)
+    assert reenactor.settings == settings and not hasattr(reenactor.model.cfg, "mix_power")
+    assert not np.array_equal(render(reenactor, imgs, pts), general)
+    reenactor.set_personalization(None)
+    assert reenactor.render_settings == settings
+    assert np.array_equal(render(reenactor, imgs, pts), general)
+    for bad, match in (({"mouth_gap": "stretch"}, "mouth_gap"), ({"learned_flow": True}, "learned_flow"),
+                       ({"mix_power": "yes"}, "mix_power")):
+        with pytest.raises(PersonalizeError, match=match):
+            reenactor.set_personalization(Personalization("k", p.base_id, {}, {"model_config": bad}))
+        assert reenactor.personalization is None and reenactor.render_settings == settings
+    assert np.array_equal(render(reenactor, imgs, pts), general)
 
 
 def test_personalize_fits_the_blend_by_leave_one_out_and_keeps_the_general_one_unless_better(
@@ -367,28 +362,28 @@ def test_personalize_fits_the_blend_by_leave_one_out_and_keeps_the_general_one_u
     monkeypatch.setattr(bf, "ssim", scored(better))
     seen = []
     p = personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id, progress=seen.append)
-    assert p.deltas == {} and p.model_config == bf.CANDIDATES[2]
+    assert p.deltas == {} and p.settings == bf.CANDIDATES[2]
     assert [s.step for s in seen] == [1, 2, 3, 4]
     assert "blend fitted" in p.summary() and "0.500 → 0.504" in p.summary()
     reenactor.set_personalization(p)
     for name, value in bf.CANDIDATES[2].items():
-        assert getattr(reenactor.model.cfg, name) == value != getattr(reenactor.config, name)
+        assert getattr(reenactor.render_settings, name) == value != getattr(reenactor.settings, name)
     reenactor.set_personalization(None)
-    assert reenactor.model.cfg == reenactor.config
+    assert reenactor.render_settings == reenactor.settings
     assert np.array_equal(render(reenactor, imgs, pts), general)
 
     # Better faces by SSIM but less like the person (a mix of photos of other light): not chosen.
     Identity.unlike = (2,)
     assert personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id).changes_nothing
     better[1] = 0.5 + bf.MIN_GAIN
-    assert personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id).model_config == bf.CANDIDATES[1]
+    assert personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id).settings == bf.CANDIDATES[1]
     Identity.unlike = ()
 
     # The mean over the photos decides: better for one of four by more than 4 × MIN_GAIN.
     one = [[0.5] * n for _ in imgs]
     one[0][1] = 0.5 + 5 * bf.MIN_GAIN
     monkeypatch.setattr(bf, "ssim", scored(None, one))
-    assert personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id).model_config == bf.CANDIDATES[1]
+    assert personalize(reenactor.model, imgs, pts, base_id=reenactor.model_id).settings == bf.CANDIDATES[1]
 
     barely = [0.5] * n
     barely[3] = 0.5 + bf.MIN_GAIN / 2

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from caingan.config import ConfigError, ModelConfig
+from caingan.config import ConfigError, ModelConfig, RenderSettings
 from caingan.nn import affine_warp as pa
 from caingan.face.landmark_edit import mean_face
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.part_mask import region_mask
 from caingan.nn import tps
 from caingan.nn.checkpoint import load_model, save_model
-from caingan.nn.model import CainGAN, build_network
+from caingan.nn.model import PaperCainGAN, build_network
 from caingan.nn.warp_model import WarpCainGAN
 from caingan.pipeline.inference import InferenceInputError, Reenactor
 
@@ -36,6 +36,13 @@ def textured(size: int, seed: int = 0) -> np.ndarray:
 def tiny_warp(**kw) -> ModelConfig:
     return ModelConfig(image_size=64, width=0.125, embed_channels=16, max_channels=256, warp=True,
                        output_size=kw.pop("output_size", 128), **kw)
+
+
+def plain(size: int = 128, **kw) -> RenderSettings:
+    """Eq. 1 as is, the generator free, no bands or lids (what training renders with), at size²,
+    with `kw` changed."""
+    return RenderSettings(output_size=size, mix_power=1.0, pose_prior=0.0, mix_blur=0.0,
+                          gen_region="free", mouth_gap="stretch", eyelids=False).replace(**kw)
 
 
 # ------------------------------------------------------------------ warps
@@ -99,9 +106,26 @@ def inputs(cfg: ModelConfig, k: int, res: int, seed: int = 0):
 
 def test_build_network_follows_the_config():
     assert isinstance(build_network(tiny_warp()), WarpCainGAN)
-    assert isinstance(build_network(ModelConfig.tiny()), CainGAN)
+    assert isinstance(build_network(ModelConfig.tiny()), PaperCainGAN)
     with pytest.raises(ConfigError):
         ModelConfig(image_size=64, output_size=32)
+    with pytest.raises(ConfigError, match="responsibility"):
+        tiny_warp(responsibility=False)
+
+
+def test_render_takes_its_size_from_the_settings_not_the_sources():
+    """The output size is a setting: sources at another size are refused by name, as are
+    settings below the network's side."""
+    model = WarpCainGAN(tiny_warp()).eval()
+    src, slm, tlm, sp, tp = inputs(model.cfg, 1, 128)
+    with torch.no_grad():
+        assert model.render(src, slm, tlm, sp, tp, plain(128)).image.shape[-1] == 128
+        with pytest.raises(ValueError, match="output size 256"):
+            model.render(src, slm, tlm, sp, tp, plain(256))
+        with pytest.raises(ValueError, match="below the network"):
+            model.render(src[..., :32, :32], slm, tlm, sp, tp, plain(32))
+        with pytest.raises(TypeError, match="RenderSettings"):
+            model.render(src, slm, tlm, sp, tp, {"output_size": 128})
 
 
 def test_untrained_model_starts_at_the_warp_and_renders_at_the_sources_resolution():
@@ -110,8 +134,8 @@ def test_untrained_model_starts_at_the_warp_and_renders_at_the_sources_resolutio
     model = WarpCainGAN(cfg).eval()
     src, slm, tlm, sp, tp = inputs(cfg, 1, 128)
     with torch.no_grad():
-        out = model.render(src, slm, tlm, sp, tp)
-        grid = model.grids(sp, tp, 128)[:, 0]
+        out = model.render(src, slm, tlm, sp, tp, plain())
+        grid = model.grids(sp, tp, plain())[:, 0]
         warp_hi, _ = tps.sample(src[:, 0], tps.resize_grid(grid, 128))
     assert out.image.shape == (1, 3, 128, 128) and out.image_lo.shape == (1, 3, 64, 64)
     assert out.mask.mean() > 0.9                       # begins as the warp…
@@ -129,7 +153,7 @@ def test_responsibilities_mix_k_sources_and_gradients_reach_every_part():
     assert weights.shape == (1, 3, 1, 16, 16)
     assert torch.allclose(weights.sum(1), torch.ones_like(weights[:, 0]), atol=1e-5)
     image.mean().backward()
-    for name in ("embedder.head_r", "embedder.head_e", "generator.out", "embedder.head_flow"):
+    for name in ("embedder.head_r", "embedder.head_e", "generator.out"):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(name)]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
 
@@ -165,67 +189,61 @@ def test_reenactor_renders_a_warp_checkpoint_at_its_output_size(tmp_path):
 
 def test_mix_power_lets_one_source_win_per_region():
     torch.manual_seed(0)
-    soft = WarpCainGAN(tiny_warp())
-    sharp = WarpCainGAN(tiny_warp(mix_power=16.0))
-    sharp.load_state_dict(soft.state_dict())
-    src, slm, tlm, sp, tp = inputs(soft.cfg, 3, 128)
+    model = WarpCainGAN(tiny_warp())
+    src, slm, tlm, sp, tp = inputs(model.cfg, 3, 128)
     with torch.no_grad():
-        w_soft = soft(src, slm, tlm, sp, tp)[1]
-        w_sharp = sharp(src, slm, tlm, sp, tp)[1]
+        w_soft = model(src, slm, tlm, sp, tp, plain())[1]
+        w_sharp = model(src, slm, tlm, sp, tp, plain(mix_power=16.0))[1]
     assert torch.allclose(w_sharp.sum(1), torch.ones_like(w_sharp[:, 0]), atol=1e-5)
     assert w_sharp.amax(1).mean() > w_soft.amax(1).mean() + 0.05
     # The winner per pixel is the same source: sharpening reorders nothing.
     assert torch.equal(w_sharp.argmax(1), w_soft.argmax(1))
     with pytest.raises(ConfigError):
-        tiny_warp(mix_power=0.0)
+        plain(mix_power=0.0)
 
 
 def test_pose_prior_favours_the_source_whose_landmarks_match_the_target():
-    from caingan.nn.warp_model import pose_distance
+    from caingan.nn.warp_mix import pose_distance
 
     torch.manual_seed(0)
-    plain = WarpCainGAN(tiny_warp())
-    prior = WarpCainGAN(tiny_warp(pose_prior=1000.0))
-    prior.load_state_dict(plain.state_dict())
-    src, slm, tlm, sp, tp = inputs(plain.cfg, 3, 128)
+    model = WarpCainGAN(tiny_warp())
+    src, slm, tlm, sp, tp = inputs(model.cfg, 3, 128)
     sp = sp.clone()
     sp[:, [0, 2]] += torch.randn(sp[:, [0, 2]].shape, generator=torch.Generator().manual_seed(1)) * 2
     sp[:, 1] = tp                                        # source 1 is in the target's pose
     d = pose_distance(sp, tp)
     assert d[0, 1] < 1e-5 < d[0, 0] and d[0, 2] > 1e-5
     with torch.no_grad():
-        w_plain = plain(src, slm, tlm, sp, tp)[1]
-        w_prior = prior(src, slm, tlm, sp, tp)[1]
+        w_plain = model(src, slm, tlm, sp, tp, plain())[1]
+        w_prior = model(src, slm, tlm, sp, tp, plain(pose_prior=1000.0))[1]
     assert w_prior[:, 1].mean() > 0.95 > w_plain[:, 1].mean()
     with pytest.raises(ConfigError):
-        tiny_warp(pose_prior=-1.0)
+        plain(pose_prior=-1.0)
 
 
-@pytest.mark.parametrize("field", ["tps", "affine"])
-def test_where_the_mask_trusts_the_warp_the_output_is_the_warped_photo_exactly(field):
-    """Bi-layer output at the sources' resolution: with the blend mask held at the warp and no
-    learned flow, every valid pixel is the source warped at that resolution (no low-pass loss);
-    the "affine" field is the piecewise-affine baseline's own grid."""
+def test_where_the_mask_trusts_the_warp_the_output_is_the_warped_photo_exactly():
+    """Bi-layer output at the sources' resolution: with the blend mask held at the warp, every
+    valid pixel is the source warped at that resolution (no low-pass loss); over the face the
+    field is the piecewise-affine baseline's own grid."""
+    from caingan.nn.part_mask import affine_window
+
     torch.manual_seed(0)
-    cfg = tiny_warp(warp_field=field)
+    cfg = tiny_warp()
     model = WarpCainGAN(cfg).eval()
     with torch.no_grad():
         model.generator.out.weight[3].zero_()
         model.generator.out.bias[3] = 60.0
-        model.embedder.head_flow[-1].weight.zero_()
-        model.embedder.head_flow[-1].bias.zero_()
     src, slm, tlm, sp, tp = inputs(cfg, 1, 128)
     with torch.no_grad():
-        out = model.render(src, slm, tlm, sp, tp)
-        grid = model.grids(sp, tp, 128)[:, 0]
+        out = model.render(src, slm, tlm, sp, tp, plain())
+        grid = model.grids(sp, tp, plain())[:, 0]
         warp_hi, valid = tps.sample(src[:, 0], tps.resize_grid(grid, 128))
     inside = (tps.resize_grid(grid, 128).abs() < 0.95).all(-1)[:, None].expand_as(out.image)
     assert (out.image - warp_hi)[inside].abs().max() < 1e-4
-    if field == "affine":
-        expect = pa.warp_grid(sp[0, 0].numpy(), tp[0].numpy(), 128, 64)
-        np.testing.assert_allclose(grid[0].numpy(), expect, atol=1e-6)
-    with pytest.raises(ConfigError):
-        tiny_warp(warp_field="spline")
+    weight, (y0, y1, x0, x1) = affine_window("face", tp[0].numpy() / 2, 64)
+    expect = pa.warp_grid(sp[0, 0].numpy(), tp[0].numpy(), 128, 64)
+    full = weight >= 1
+    np.testing.assert_allclose(grid[0, y0:y1, x0:x1].numpy()[full], expect[y0:y1, x0:x1][full], atol=1e-6)
 
 
 # ------------------------------------------------------------------ a confined generator
@@ -259,10 +277,11 @@ def test_a_confined_generator_changes_only_the_targets_eyes_and_mouth(region):
     warp only in its region; 'mouth' only where the sources hide the target's open mouth."""
     import cv2
     from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR
-    from caingan.nn.warp_model import GEN_GROW
+    from caingan.nn.warp_generator import GEN_GROW
 
     torch.manual_seed(0)
-    cfg = tiny_warp(gen_region=region, learned_flow=False)
+    cfg = tiny_warp()
+    settings = plain(gen_region=region)
     model = WarpCainGAN(cfg).eval()
     with torch.no_grad():
         model.generator.out.weight[3].zero_()
@@ -273,8 +292,8 @@ def test_a_confined_generator_changes_only_the_targets_eyes_and_mouth(region):
 
     def render(source_points):
         with torch.no_grad():
-            out = model.render(src, slm, tlm, source_points, tp)
-            grid = tps.resize_grid(model.grids(source_points, tp, 128)[:, 0], 128)
+            out = model.render(src, slm, tlm, source_points, tp, settings)
+            grid = tps.resize_grid(model.grids(source_points, tp, settings)[:, 0], 128)
             warp_hi, _ = tps.sample(src[:, 0], grid)
         inside = (grid.abs() < 0.9).all(-1)[0]          # away from uncovered pixels
         return (out.image - warp_hi)[0].abs().amax(0), inside
@@ -298,7 +317,10 @@ def test_a_confined_generator_runs_only_for_frames_that_need_it():
     editor's drags cost the warp and the embedder only); a batch mixing both runs it for the
     frame that opens the mouth, and every image is what running it for all would give."""
     torch.manual_seed(0)
-    model = WarpCainGAN(tiny_warp(gen_region="mouth", learned_flow=False)).eval()
+    import caingan.nn.warp_generator as wg
+
+    model = WarpCainGAN(tiny_warp()).eval()
+    settings = plain(gen_region="mouth")
     with torch.no_grad():
         model.generator.out.bias[3] = -5.0        # a generator that wants its region
     calls = []
@@ -307,38 +329,38 @@ def test_a_confined_generator_runs_only_for_frames_that_need_it():
     sp = with_mouth(sp, 3.0)
     closed, opened = with_mouth(tp, 2.0) + torch.tensor([0.0, 1.0]), with_mouth(tp, 7.0)
     with torch.no_grad():
-        out = model.render(src, slm, tlm, sp, closed)
+        out = model.render(src, slm, tlm, sp, closed, settings)
         assert calls == []
         assert (out.mask == 1).all()
-        grid = tps.resize_grid(model.grids(sp, closed, 128)[:, 0], 128)
+        grid = tps.resize_grid(model.grids(sp, closed, settings)[:, 0], 128)
         warp_hi, _ = tps.sample(src[:, 0], grid)
         assert (out.image - warp_hi.clamp(-1, 1)).abs().max() < 1e-5
 
         both = torch.cat([closed, opened])
         batch = (src.expand(2, -1, -1, -1, -1), slm.expand(2, -1, -1, -1, -1), tlm.expand(2, -1, -1, -1),
                  sp.expand(2, -1, -1, -1), both)
-        out = model.render(*batch)
+        out = model.render(*batch, settings)
         assert calls == [1]                                   # the opened mouth only
         assert (out.mask[0] == 1).all() and out.mask[1].min() < 0.5
-        import caingan.nn.warp_model as wm
-        wm_tol, wm.VALID_TOL = wm.VALID_TOL, -1.0           # force it for every frame
+        wg_tol, wg.VALID_TOL = wg.VALID_TOL, -1.0           # force it for every frame
         try:
-            forced = model.render(*batch)
+            forced = model.render(*batch, settings)
         finally:
-            wm.VALID_TOL = wm_tol
+            wg.VALID_TOL = wg_tol
         assert calls == [1, 2]
         assert (out.image - forced.image).abs().max() < 1e-5
 
     # "uncovered": not even for the opened mouth; only once the warp reads outside the source.
-    model.cfg.gen_region = "uncovered"
     calls.clear()
+    uncovered = settings.replace(gen_region="uncovered")
     with torch.no_grad():
-        out = model.render(*batch)
+        out = model.render(*batch, uncovered)
         assert calls == [] and (out.mask == 1).all()
-        model.cfg.learned_flow = True
-        model.embedder.head_flow[-1].bias.copy_(torch.tensor([10.0, 0.0]))   # everything moves right
-        out = model.render(*batch)
-    assert calls == [2] and out.valid.min() < 1 and out.mask.min() < 0.5
+        away = batch[3].clone()
+        away[1] = away[1] - torch.tensor([60.0, 0.0])         # the second source's face far left
+        out = model.render(*batch[:3], away, batch[4], uncovered)
+    assert calls == [1] and out.valid[1].min() < 1 and out.mask[1].min() < 0.5
+    assert (out.mask[0] == 1).all()
 
 
 def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_render(monkeypatch):
@@ -349,8 +371,8 @@ def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_rend
     import caingan.nn.warp_model as wm
 
     torch.manual_seed(0)
-    model = WarpCainGAN(tiny_warp(pose_prior=1000.0, mix_power=16.0, learned_flow=False,
-                                  gen_region="uncovered")).eval()
+    model = WarpCainGAN(tiny_warp()).eval()
+    settings = plain(pose_prior=1000.0, mix_power=16.0, gen_region="uncovered")
     src, slm, tlm, sp, tp = inputs(model.cfg, 3, 128)
     sp = sp.clone()
     sp[0, 0] = tp[0]                                             # in the first target's pose
@@ -362,9 +384,9 @@ def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_rend
     embedded = []
     model.embedder.body.register_forward_hook(lambda m, i, o: embedded.append(i[0].shape[0]))
     with torch.no_grad():
-        out = model.render(*batch)
+        out = model.render(*batch, settings)
         monkeypatch.setattr(wm, "PRUNE_LOGIT", float("inf"))
-        every = model.render(*batch)
+        every = model.render(*batch, settings)
     # target 1 skips source 2 and embeds 0 and 1; target 2 keeps source 2 alone, which it takes
     # whole (weight 1): nothing to embed
     assert embedded == [2, 6]
@@ -377,13 +399,12 @@ def test_the_pose_gap_that_skips_a_source_grows_with_the_mix_power():
     """A higher mix_power (a personalization may choose 64) gives the responsibilities more say
     against the pose prior, so a source the prior puts 300 below the closest is skipped at mix
     power 16 but rendered at 64."""
-    import dataclasses
-
-    model = WarpCainGAN(tiny_warp(pose_prior=1000.0, mix_power=16.0)).eval()
+    model = WarpCainGAN(tiny_warp()).eval()
+    settings = plain(pose_prior=1000.0, mix_power=16.0)
     distance = torch.tensor([[0.0, 0.3, 0.9]])                  # prior gaps 0, 300, 900
-    assert model.sources_in_use(distance, 1, 3, "cpu").tolist() == [[True, False, False]]
-    model.cfg = dataclasses.replace(model.cfg, mix_power=64.0)
-    assert model.sources_in_use(distance, 1, 3, "cpu").tolist() == [[True, True, False]]
+    assert model.sources_in_use(distance, settings, 1, 3, "cpu").tolist() == [[True, False, False]]
+    settings = settings.replace(mix_power=64.0)
+    assert model.sources_in_use(distance, settings, 1, 3, "cpu").tolist() == [[True, True, False]]
 
 
 def test_mix_blur_softens_where_the_choice_of_source_switches():
@@ -391,17 +412,16 @@ def test_mix_blur_softens_where_the_choice_of_source_switches():
     change spreads over more pixels (no 4-pixel staircase), the mix still sums to one, and a
     single source renders exactly as without it."""
     torch.manual_seed(0)
-    sharp = WarpCainGAN(tiny_warp(mix_power=16.0, gen_region="uncovered", learned_flow=False)).eval()
-    soft = WarpCainGAN(tiny_warp(mix_power=16.0, gen_region="uncovered", learned_flow=False,
-                                 mix_blur=0.05)).eval()
-    soft.load_state_dict(sharp.state_dict())
-    src, slm, tlm, sp, tp = inputs(sharp.cfg, 2, 128)
+    model = WarpCainGAN(tiny_warp()).eval()
+    sharp = plain(mix_power=16.0, gen_region="uncovered")
+    soft = sharp.replace(mix_blur=0.05)
+    src, slm, tlm, sp, tp = inputs(model.cfg, 2, 128)
     src = src.clone()
     src[:, 1] = -src[:, 0]                                 # two very different sources
     with torch.no_grad():
-        a, b = sharp.render(src, slm, tlm, sp, tp), soft.render(src, slm, tlm, sp, tp)
-        one_a = sharp.render(src[:, :1], slm[:, :1], tlm, sp[:, :1], tp)
-        one_b = soft.render(src[:, :1], slm[:, :1], tlm, sp[:, :1], tp)
+        a, b = model.render(src, slm, tlm, sp, tp, sharp), model.render(src, slm, tlm, sp, tp, soft)
+        one_a = model.render(src[:, :1], slm[:, :1], tlm, sp[:, :1], tp, sharp)
+        one_b = model.render(src[:, :1], slm[:, :1], tlm, sp[:, :1], tp, soft)
     assert torch.equal(one_a.image, one_b.image)
     torch.testing.assert_close(b.valid, a.valid, atol=1e-5, rtol=0)   # Σ weights · validity kept
 
@@ -409,7 +429,7 @@ def test_mix_blur_softens_where_the_choice_of_source_switches():
         return max(x.diff(dim=-1).abs().max().item(), x.diff(dim=-2).abs().max().item())
     assert steepest(b.warped) < 0.8 * steepest(a.warped)
     with pytest.raises(ConfigError):
-        tiny_warp(mix_blur=0.5)
+        plain(mix_blur=0.5)
 
 
 def test_reenactor_reuses_the_sources_work_until_the_sources_or_weights_change(tmp_path):
@@ -418,8 +438,9 @@ def test_reenactor_reuses_the_sources_work_until_the_sources_or_weights_change(t
     from caingan.pipeline.personalize import Personalization
 
     torch.manual_seed(0)
-    cfg = tiny_warp(pose_prior=1000.0, mix_power=16.0)
-    path = save_model(tmp_path / "w.safetensors", WarpCainGAN(cfg), cfg, {})
+    cfg = tiny_warp()
+    path = save_model(tmp_path / "w.safetensors", WarpCainGAN(cfg), cfg, {},
+                      plain(pose_prior=1000.0, mix_power=16.0))
     r = Reenactor.from_checkpoint(path, device="cpu")
     imgs, pts = [textured(128, i) for i in range(3)], [face_points(128, i) for i in range(3)]
     target = face_points(64, seed=7)
@@ -447,15 +468,6 @@ def test_reenactor_reuses_the_sources_work_until_the_sources_or_weights_change(t
     assert np.array_equal(r.generate(target).image, first)
 
 
-def test_without_the_learned_flow_the_flow_head_changes_nothing():
-    torch.manual_seed(0)
-    model = WarpCainGAN(tiny_warp(learned_flow=False)).eval()
-    src, slm, tlm, sp, tp = inputs(model.cfg, 2, 128)
-    with torch.no_grad():
-        before = model(src, slm, tlm, sp, tp)[0]
-        model.embedder.head_flow[-1].bias.fill_(0.5)
-        after = model(src, slm, tlm, sp, tp)[0]
-    assert torch.equal(before, after)
 
 
 # ------------------------------------------------------------------ the mouth gap
@@ -498,16 +510,15 @@ def test_mouth_cavity_darkens_only_the_gap_no_source_shows():
     import cv2
 
     torch.manual_seed(0)
-    cavity = WarpCainGAN(tiny_warp(mouth_gap="cavity", learned_flow=False)).eval()
-    bands = WarpCainGAN(tiny_warp(mouth_gap="bands", learned_flow=False)).eval()
-    bands.load_state_dict(cavity.state_dict())
-    src, slm, tlm, sp, tp = inputs(cavity.cfg, 1, 128)
+    model = WarpCainGAN(tiny_warp()).eval()
+    cavity, bands = plain(mouth_gap="cavity"), plain(mouth_gap="bands")
+    src, slm, tlm, sp, tp = inputs(model.cfg, 1, 128)
     tp = with_mouth(tp, 14.0)
     with torch.no_grad():
         for source_gap, opens in ((0.0, True), (16.0, False)):
             s = with_mouth(sp, source_gap)
-            a = cavity.render(src, slm, tlm, s, tp).image
-            b = bands.render(src, slm, tlm, s, tp).image
+            a = model.render(src, slm, tlm, s, tp, cavity).image
+            b = model.render(src, slm, tlm, s, tp, bands).image
             diff = (a - b).abs().amax(1)[0]
             if not opens:
                 assert diff.max() == 0
@@ -534,7 +545,7 @@ def test_mouth_cavity_is_left_to_a_source_that_shows_the_open_mouth():
     assert torch.equal(mouth.fill_gap(image, src, sp, tp, torch.tensor([[0.0, 1.0]])), image)
     assert not torch.equal(mouth.fill_gap(image, src, sp, tp, torch.tensor([[1.0, 0.0]])), image)
     with pytest.raises(ConfigError, match="mouth_gap"):
-        tiny_warp(mouth_gap="smile")
+        plain(mouth_gap="smile")
 
 
 def test_edit_grid_shows_config_variants_beside_the_warp(tmp_path, tiny_cache):
@@ -597,13 +608,13 @@ def test_a_half_closed_eye_keeps_its_size_below_the_lid():
     from caingan.face.landmark_edit import close_eyes
 
     size = 256
-    cfg = ModelConfig(image_size=size, width=0.125, embed_channels=16, max_channels=256, warp=True,
-                      eyelids=True, learned_flow=False)
+    cfg = ModelConfig(image_size=size, width=0.125, embed_channels=16, max_channels=256, warp=True)
     model = WarpCainGAN(cfg).eval()
     p = face_points(size)
     p[[37, 38, 43, 44], 1] -= 4.0                     # a wide-open eye: ~12 px between the lids
     t = close_eyes(p, 0.5)
-    g = model.grids(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None], size)[0, 0].numpy()
+    g = model.grids(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None],
+                    plain(size, eyelids=True))[0, 0].numpy()
     src_y = (g[..., 1] + 1) * size / 2 - 0.5          # the source row each target pixel reads
     for u, lo in ((37, 41), (38, 40), (43, 47), (44, 46)):
         x = int(round(t[u, 0]))
@@ -616,24 +627,29 @@ def test_a_half_closed_eye_keeps_its_size_below_the_lid():
         assert p[u, 1] - 1.5 < above <= p[u, 1] + 0.1, (u, above, p[u, 1])   # the source's lid
 
 
-@pytest.mark.parametrize("region", ["identity", "face"])
-def test_affine_region_moves_the_eyes_only_with_their_own_landmarks(region):
-    """A spline is global: raising the brows also drags the eyes along. With `affine_region` the
-    eyes, brows and nose (or the whole face) take the piecewise-affine field, whose triangles move
-    an eye only with its own points; outside the region's window (the hair, the background) the
-    field is the spline as before."""
+def spline_grid(p: np.ndarray, t: np.ndarray, size: int, net_size: int) -> torch.Tensor:
+    """The thin-plate spline alone from source points p to target points t (size² pixels)."""
+    from caingan.nn.warp_field import LATTICE
+
+    u = lambda q: tps.normalise_points(torch.from_numpy(q).float()[None], size)   # noqa: E731
+    return tps.tps_grids(u(p)[:, None], u(t), LATTICE, net_size)[0, 0]
+
+
+def test_the_face_field_moves_the_eyes_only_with_their_own_landmarks():
+    """A spline is global: raising the brows also drags the eyes along. Over the whole face the
+    field is piecewise-affine, whose triangles move an eye only with its own points; outside the
+    face's window (the hair, the background) it is the spline."""
     from caingan.nn.part_mask import affine_window
+    from caingan.nn.warp_field import landmark_grids
 
     size = 128
     p = (face_points(size) - size / 2) * 0.6 + size / 2     # a face with room around it
     t = p.copy()
     t[17:27, 1] -= 3.0                                      # brows raised 3 px, eyes unchanged
-    cfg = ModelConfig(image_size=size, width=0.125, embed_channels=16, max_channels=256, warp=True,
-                      learned_flow=False)
-    grids = {}
-    for on in (False, True):
-        model = WarpCainGAN(dataclasses.replace(cfg, affine_region=region if on else "none")).eval()
-        grids[on] = model.grids(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None], size)[0, 0]
+    grids = {False: spline_grid(p, t, size, size),
+             True: landmark_grids(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None], size, size,
+                                  bands=True, lids=True)[0, 0]}
+    region = "face"
     still = pa.identity_grid(size)
     moved = lambda g: np.abs(g.numpy() - still).max(-1) * size / 2     # noqa: E731 — pixels
     for a, b in ((36, 39), (42, 45)):
@@ -646,26 +662,25 @@ def test_affine_region_moves_the_eyes_only_with_their_own_landmarks(region):
     far[y0:y1, x0:x1] = weight <= 0
     assert far.mean() > 0.2
     assert (grids[True] - grids[False]).abs().numpy().max(-1)[far].max() < 1e-6
-    if region == "face":                                     # the forehead and the jaw line too
-        for x, y in (np.round(t[19] - [0, 8]).astype(int), np.round(t[8] + [0, 3]).astype(int)):
-            assert weight[y - y0, x - x0] > 0.5
+    for x, y in (np.round(t[19] - [0, 8]).astype(int), np.round(t[8] + [0, 3]).astype(int)):
+        assert weight[y - y0, x - x0] > 0.5                  # the forehead and the jaw line too
 
 
-def test_eyelids_shut_the_eyes_the_spline_leaves_open():
+def test_eyelids_shut_the_eyes_the_other_fields_leave_open():
     """A source with blue irises, a target with the eyes shut: the spline alone leaves the blue
-    showing; with `eyelids` only the line where the lids meet is left of it, and nothing changes
-    outside the eyes' region or when the target does not close them."""
+    showing, and so does the face's piecewise-affine field with the target's lids as they are
+    (its triangles fold where the lids meet); with `eyelids` only the line where the lids meet is
+    left of it, and nothing changes outside the eyes' region or when the target does not close
+    them."""
     import cv2
     from caingan.nn import eyelids
 
     torch.manual_seed(0)
-    cfg = tiny_warp(learned_flow=False, output_size=256)
-    on = WarpCainGAN(dataclasses.replace(cfg, eyelids=True)).eval()
-    off = WarpCainGAN(cfg).eval()
-    off.load_state_dict(on.state_dict())
+    cfg = tiny_warp(output_size=256)
+    model = WarpCainGAN(cfg).eval()
     with torch.no_grad():                     # the output is the warp: mask at 1
-        for m in (on, off):
-            m.generator.out.bias[3] = 60.0
+        model.generator.out.bias[3] = 60.0
+    on, off = plain(256, eyelids=True), plain(256, eyelids=False)
     size = 256
     p = face_points(size)
     img = np.full((size, size, 3), 200, np.uint8)
@@ -677,21 +692,25 @@ def test_eyelids_shut_the_eyes_the_spline_leaves_open():
     s = cfg.image_size
     slm = landmark_images((p[None] + 0.5) * (s / size) - 0.5, s)[None]
 
-    def blue(model, target):
+    def count(out: torch.Tensor) -> int:
+        rgb = ((out.permute(1, 2, 0) + 1) * 127.5).numpy()
+        return int(((rgb[..., 2] > 150) & (rgb[..., 0] < 120)).sum())
+
+    def blue(settings, target):
         tlm = landmark_images((target[None] + 0.5) * (s / size) - 0.5, s)
         with torch.no_grad():
-            out = model.render(src, slm, tlm, sp, torch.from_numpy(target)[None]).image[0]
-        rgb = ((out.permute(1, 2, 0) + 1) * 127.5).numpy()
-        return int(((rgb[..., 2] > 150) & (rgb[..., 0] < 120)).sum()), out
+            out = model.render(src, slm, tlm, sp, torch.from_numpy(target)[None], settings).image[0]
+        return count(out), out
 
     before, _ = blue(off, p)
-    shut_off, _ = blue(off, _shut(p))
+    spline, _ = tps.sample(src[:, 0], spline_grid(p, _shut(p), size, size)[None])
+    shut_off, image_off = blue(off, _shut(p))
     shut_on, image_on = blue(on, _shut(p))
     assert before > 60
-    assert shut_off > 0.8 * before            # the spline keeps the eyes open
+    assert count(spline[0]) > 0.8 * before    # the spline keeps the eyes open
+    assert shut_off > 0.8 * before            # so do folded triangles
     assert shut_on < 0.5 * before             # the lids meet: a line is left of the iris
     _, (y0, y1, x0, x1) = eyelids.eye_window(_shut(p) * (s / size), s)
-    _, image_off = blue(off, _shut(p))
     outside = torch.ones(size, size, dtype=torch.bool)
     k = size // s
     outside[y0 * k - 2:y1 * k + 2, x0 * k - 2:x1 * k + 2] = False

@@ -1,7 +1,9 @@
 """The weights shipped in assets/: export them from a run, and warm-start a new run from them.
 
 The app needs only the generator side: `caingan-warp.safetensors` (the default, warp-guided model)
-or `caingan-small.safetensors` (the paper's model). To let a later session (on a fresh machine)
+or `caingan-small.safetensors` (the paper's model). A warp-guided model ships with the default
+render settings (caingan.config.RenderSettings at its trained size: the render of the bundled
+model), changed only by `--set FIELD=VALUE`. To let a later session (on a fresh machine)
 continue training from what is committed, the discriminators and the step counters ride along in
 `assets/train/` (`discriminators.safetensors` for the paper's model, `<name>-discriminators…`
 for others). Adam's moments are not shipped: with β1 = 0 there is
@@ -13,16 +15,15 @@ no momentum, and the second moment (β2 = 0.9) rebuilds within a few dozen steps
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 
 from caingan.assets import DEFAULT_WEIGHTS, PAPER_WEIGHTS
-from caingan.config import ModelConfig
+from caingan.config import ModelConfig, RenderSettings, apply_overrides
 from caingan.errors import CainGANError
-from caingan.nn.checkpoint import load_checkpoint, load_module_state, save_checkpoint, save_model
+from caingan.nn.checkpoint import drop_retired, load_checkpoint, load_module_state, save_checkpoint, save_model
 
 from . import state as st
 from .config import TrainConfig
@@ -42,12 +43,21 @@ def disc_file(model_name: str) -> str:
     return f"train/{Path(model_name).stem}-discriminators.safetensors"
 
 
-def export(run_dir: Path, out: Path, name: str | None = None, mix_power: float | None = None,
-           pose_prior: float | None = None) -> tuple[Path, Path]:
-    """The run's newest weights → out/name (+ discriminators). mix_power and pose_prior, when
-    given, are inference settings recorded in the shipped config (warp-guided model: how sharply
-    the K sources' responsibilities pick one source per region, and how strongly they favour the
-    source whose pose is closest to the target's)."""
+def shipped_settings(model: ModelConfig, overrides: list[str] | tuple[str, ...] = ()) -> RenderSettings | None:
+    """The render settings a warp-guided model ships with: the default ones at its trained size,
+    with each "FIELD=VALUE" of `overrides` applied (None for the paper's model, which has none)."""
+    if not model.warp:
+        if overrides:
+            raise CainGANError("the paper's model has no render settings to set")
+        return None
+    default = RenderSettings.for_model(model)
+    return RenderSettings.from_dict(apply_overrides(RenderSettings, default.to_dict(), list(overrides)))
+
+
+def export(run_dir: Path, out: Path, name: str | None = None,
+           settings: list[str] | tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """The run's newest weights → out/name (+ discriminators). A warp-guided model's JSON holds
+    the default render settings with `settings` ("FIELD=VALUE", RenderSettings fields) applied."""
     ckpts = st.list_checkpoints(run_dir)
     if not ckpts:
         raise CainGANError(f"{run_dir}: no checkpoints to export")
@@ -55,14 +65,15 @@ def export(run_dir: Path, out: Path, name: str | None = None, mix_power: float |
     tensors, meta = load_checkpoint(path, kind=st.KIND)
     cfg = TrainConfig.from_dict(meta["config"])
     gen = build_generator(cfg)
+    if cfg.model.warp:
+        tensors = drop_retired(tensors, "gen.")
     load_module_state(gen, {k[4:]: v for k, v in tensors.items() if k.startswith("gen.")}, path)
     counters = meta["counters"]
     extra = {"step": step, "epoch": counters["epoch"], "train_config": meta["config"],
              "source_checkpoint": path.name}
     name = name or model_file(cfg.model)
-    settings = {k: v for k, v in (("mix_power", mix_power), ("pose_prior", pose_prior)) if v is not None}
-    model_cfg = dataclasses.replace(cfg.model, **settings)
-    model_path = save_model(out / name, gen, model_cfg, extra)
+    render = shipped_settings(cfg.model, settings)
+    model_path = save_model(out / name, gen, cfg.model, extra, render)
     disc = {k: v for k, v in tensors.items() if k.startswith(("d_i.", "d_p."))}
     disc_path = save_checkpoint(out / disc_file(name), disc, {"kind": DISC_KIND, "counters": counters,
                                                        "config": meta["config"]})
@@ -74,6 +85,8 @@ def warm_start(trainer, source: Path) -> dict[str, Any]:
     source = Path(source)
     model_path = source / model_file(trainer.cfg.model) if source.is_dir() else source
     tensors, meta = load_checkpoint(model_path, kind="caingan-model")
+    if trainer.cfg.model.warp:
+        tensors = drop_retired(tensors)
     load_module_state(trainer.gen, tensors, model_path)
     disc_path = model_path.parent / disc_file(model_path.name)
     counters: dict[str, Any] = {}
@@ -91,13 +104,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=Path("assets"), type=Path)
     p.add_argument("--name", default=None, help="file name (default: by the model's kind, "
                    f"{DEFAULT_WEIGHTS.name} or {PAPER_WEIGHTS.name})")
-    p.add_argument("--mix-power", type=float, default=None,
-                   help="warp-guided model: responsibility sharpening to ship (default: as trained)")
-    p.add_argument("--pose-prior", type=float, default=None,
-                   help="warp-guided model: prior for the closest-pose source (default: as trained)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="warp-guided model: a render setting to ship other than the default "
+                        "(caingan.config.RenderSettings, e.g. mix_power=8)")
     args = p.parse_args(argv)
     try:
-        for path in export(args.run_dir, args.out, args.name, args.mix_power, args.pose_prior):
+        for path in export(args.run_dir, args.out, args.name, args.set):
             print(path)
     except CainGANError as exc:
         print(f"error: {exc}", file=sys.stderr)

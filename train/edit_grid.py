@@ -21,7 +21,7 @@ import sys
 import cv2
 import numpy as np
 
-from caingan.config import ModelConfig, apply_overrides
+from caingan.config import RenderSettings, apply_overrides
 from caingan.errors import CainGANError
 from caingan.face.crop import crop_face
 from caingan.face.landmark_edit import EditParams, apply_sliders
@@ -54,12 +54,14 @@ DEFAULT_EDITS = ("mouth open", "eyes closed", "yaw +20°", "yaw −20°")
 
 
 def variant(reenactor: Reenactor, overrides: list[str]) -> Reenactor:
-    """The same weights rendering with ModelConfig fields changed (inference-time switches such
-    as mouth_gap or warp_field): a new Reenactor around a copy of the model."""
-    cfg = ModelConfig.from_dict(apply_overrides(ModelConfig, reenactor.config.to_dict(), overrides))
-    model = copy.deepcopy(reenactor.model)
-    model.cfg = cfg
-    return Reenactor(model, reenactor.device, "fp32", copy=False)
+    """The same weights rendering with render settings changed (RenderSettings fields such as
+    mouth_gap or eyelids): a new Reenactor around a copy of the model."""
+    if reenactor.settings is None:
+        raise CainGANError("variants change render settings: only the warp-guided model has them")
+    settings = RenderSettings.from_dict(apply_overrides(RenderSettings, reenactor.settings.to_dict(),
+                                                        overrides))
+    return Reenactor(copy.deepcopy(reenactor.model), reenactor.device, "fp32", copy=False,
+                     settings=settings)
 
 
 def edit_row(models: dict[str, Reenactor], image: np.ndarray, points: np.ndarray,

@@ -131,11 +131,16 @@ def baseline_method(kind: str, name: str | None = None) -> Method:
                   baseline=True)
 
 
+def _described(r) -> dict:
+    """A Reenactor's model config, with its render settings (warp-guided model) under "render"."""
+    return {**r.config.to_dict(), **({"render": r.settings.to_dict()} if r.settings else {})}
+
+
 def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
     """A named model from a model file, a training state, a run directory or 'baseline:KIND'."""
     if str(path).startswith(BASELINE_PREFIX):
         return baseline_method(str(path)[len(BASELINE_PREFIX):], name)
-    from caingan.nn.checkpoint import MODEL_KIND, load_checkpoint, load_module_state, read_meta
+    from caingan.nn.checkpoint import MODEL_KIND, drop_retired, load_checkpoint, load_module_state, read_meta
 
     from . import state as st
     from .baselines import build_model
@@ -152,13 +157,15 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
                       path=str(st_path), sha256=digest, step=extra.get("step"),
                       output_size=getattr(r, "output_size", r.image_size),
                       personalized=bool(extra.get("personalized", False)),
-                      config=r.config.to_dict())
+                      config=_described(r))
     if meta.get("kind") != st.KIND:
         raise CainGANError(f"{st_path}: a {meta.get('kind')!r} checkpoint is neither a model "
                            f"({MODEL_KIND!r}) nor a training state ({st.KIND!r})")
     cfg = TrainConfig.from_dict(meta["config"])
     module = build_model(cfg.arch, cfg.model, cfg.k)
     tensors, _ = load_checkpoint(st_path, kind=st.KIND)
+    if cfg.model.warp:
+        tensors = drop_retired(tensors, "gen.")
     load_module_state(module, tensors, st_path, prefix="gen.")
     step = (meta.get("counters") or {}).get("step")
     note = ",".join(cfg.ablations)
@@ -167,7 +174,7 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
         r = Reenactor(module, device=device, precision="fp32")
         return Method(name, r, cfg.model.image_size, arch="caingan", path=str(st_path),
                       sha256=digest, step=step, note=note,
-                      output_size=getattr(r, "output_size", r.image_size), config=cfg.model.to_dict())
+                      output_size=getattr(r, "output_size", r.image_size), config=_described(r))
     k_fixed = cfg.k if cfg.arch == "pix2pixhd" else None
     r = ModuleReenactor(module, cfg.model.image_size, device=str(_device(device)), k_fixed=k_fixed)
     return Method(name, r, cfg.model.image_size, arch=cfg.arch, k_fixed=k_fixed, path=str(st_path),

@@ -5,10 +5,11 @@ once by the frozen model (`bank`), many steps per CPU-minute (`fit`), and is the
 model's weights into one checkpoint (`bundle`):
 
     python -m train.refine bank --cache ~/.cache/caingan/data/s256 --base assets/caingan-warp \\
-        --set warp_field=affine --set learned_flow=false --pairs 4000 --seed 0 --out runs/refine/bank0.npz
+        --pairs 4000 --seed 0 --out runs/refine/bank0.npz
     python -m train.refine fit --bank runs/refine/bank0.npz runs/refine/bank1.npz --run runs/refine
-    python -m train.refine bundle --base assets/caingan-warp --set warp_field=affine \\
-        --set learned_flow=false --run runs/refine --out assets/caingan-warp
+    python -m train.refine bundle --base assets/caingan-warp --run runs/refine --out assets/caingan-warp
+
+`--set FIELD=VALUE` renders the base with other render settings (caingan.config.RenderSettings).
 
 Objective per part crop (the crop as pasted, i.e. faded at its edges): L1 + multi-scale
 perceptual (VGG16-HED) + hinge GAN with feature matching from a patch discriminator that sees the
@@ -29,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from caingan.config import ModelConfig, apply_overrides
+from caingan.config import ModelConfig, RenderSettings, apply_overrides
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
-from caingan.nn.checkpoint import (load_checkpoint, load_module_state, read_meta, save_checkpoint,
-                                   save_model)
+from caingan.nn.checkpoint import (drop_retired, load_checkpoint, load_module_state, model_config,
+                                   read_meta, render_settings, save_checkpoint, save_model)
 from caingan.nn.discriminator import MultiscaleDiscriminator
 from caingan.nn.losses import (PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss,
                                oracle_mask_loss)
@@ -48,19 +49,21 @@ REFINER_KIND = "caingan-part-refiner"
 
 # -- the frozen model --------------------------------------------------------------------------
 
-def base_config(base: str, overrides: list[str]) -> ModelConfig:
+def base_config(base: str, overrides: list[str]) -> tuple[ModelConfig, RenderSettings]:
+    """The base's architecture (without a refiner) and its render settings with `overrides`."""
     meta = read_meta(base)
-    d = apply_overrides(ModelConfig, dict(meta["config"]), overrides)
-    d["part_refiner"] = False
-    return ModelConfig.from_dict(d)
+    cfg = ModelConfig.from_dict({**model_config(meta, base).to_dict(), "part_refiner": False})
+    settings = render_settings(meta, cfg, base)
+    return cfg, RenderSettings.from_dict(apply_overrides(RenderSettings, settings.to_dict(), overrides))
 
 
 def load_base(base: str, overrides: list[str]):
-    cfg = base_config(base, overrides)
+    cfg, settings = base_config(base, overrides)
     model = build_network(cfg)
     tensors, _ = load_checkpoint(base)
-    load_module_state(model, {k: v for k, v in tensors.items() if not k.startswith("refiner.")}, base)
-    return model.eval(), cfg
+    tensors = drop_retired({k: v for k, v in tensors.items() if not k.startswith("refiner.")})
+    load_module_state(model, tensors, base)
+    return model.eval(), cfg, settings
 
 
 # -- bank ------------------------------------------------------------------------------------
@@ -71,7 +74,7 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 def build_bank(a) -> None:
     torch.set_num_threads(a.threads)
-    model, cfg = load_base(a.base, a.set)
+    model, cfg, settings = load_base(a.base, a.set)
     ds = ClipDataset(a.cache, "train", k=1)
     groups = sorted({c["identity_group"] for c in ds.clips})
     held = set(groups[-a.holdout_groups:]) if a.holdout_groups else set()
@@ -91,7 +94,8 @@ def build_bank(a) -> None:
         s_lms = landmark_images(rescale_points(sp.reshape(b * k, 68, 2).numpy(), res, size), size)
         t_lm = landmark_images(rescale_points(tp.numpy(), res, size), size)
         with torch.no_grad():
-            image = model.render(src, s_lms.reshape(b, k, 3, size, size), t_lm, sp, tp).image
+            image = model.render(src, s_lms.reshape(b, k, 3, size, size), t_lm, sp, tp,
+                                 settings.replace(output_size=res)).image
         for part in PARTS:
             c = gather_crops(image, tp, src[:, 0], sp[:, 0], part)
             t = gather_crops(tgt, tp, src[:, 0], sp[:, 0], part)
@@ -102,7 +106,8 @@ def build_bank(a) -> None:
             out.setdefault(f"{part}.ok", []).append(c.ok.numpy())
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez(a.out, **{k: np.concatenate(v)[: a.pairs] for k, v in out.items()},
-             meta=json.dumps({"base": str(a.base), "config": cfg.to_dict(), "cache": str(a.cache),
+             meta=json.dumps({"base": str(a.base), "config": cfg.to_dict(),
+                              "render": settings.to_dict(), "cache": str(a.cache),
                               "held_out_groups": sorted(held), "pairs": a.pairs}))
     print(f"wrote {a.out}: {a.pairs} pairs")
 
@@ -286,7 +291,7 @@ def latest_refiner(run: str | Path) -> tuple[PartRefiner, dict]:
 
 
 def bundle(a) -> None:
-    model, cfg = load_base(a.base, a.set)
+    model, cfg, settings = load_base(a.base, a.set)
     refiner, meta = latest_refiner(a.run)
     width = refiner.width
     cfg = ModelConfig.from_dict({**cfg.to_dict(), "part_refiner": True, "refiner_width": width})
@@ -296,7 +301,7 @@ def bundle(a) -> None:
     extra = dict(read_meta(a.base).get("extra") or {})
     extra["part_refiner"] = {"run": str(a.run), "step": int(meta["counters"]["step"]),
                              "train_config": meta.get("config", {})}
-    path = save_model(a.out, full, cfg, extra)
+    path = save_model(a.out, full, cfg, extra, settings)
     print(f"wrote {path}")
 
 
@@ -317,7 +322,7 @@ def main(argv=None) -> int:
     b.add_argument("--cache", required=True)
     b.add_argument("--base", required=True, help="the warp-guided model checkpoint")
     b.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override the base's ModelConfig (e.g. warp_field=affine)")
+                   help="render the base with this render setting (e.g. mouth_gap=stretch)")
     b.add_argument("--pairs", type=int, default=12000)
     b.add_argument("--batch", type=int, default=16)
     b.add_argument("--holdout-groups", type=int, default=6)

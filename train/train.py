@@ -38,7 +38,8 @@ from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.part_mask import region_mask
 from caingan.nn.face_id import FaceDescriptor
-from caingan.nn.warp_model import WarpCainGAN, area_down
+from caingan.nn.warp_mix import area_down
+from caingan.nn.warp_model import WarpCainGAN
 from caingan.nn.losses import (PerceptualLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss,
                                oracle_mask_loss)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from caingan.errors import CainGANError
-from caingan.nn.warp_model import pose_distance
+from caingan.nn.warp_mix import pose_distance
 
 BASELINES = ("copy", "affine")
 DEFAULT_NAMES = {"copy": "copy source", "affine": "piecewise-affine warp"}
@@ -33,7 +33,7 @@ class BaselineGeneration:
 
 def aligned_distances(sources: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(K,68,2) source point sets, (68,2) target → (K,) distances after a similarity alignment
-    (caingan.nn.warp_model.pose_distance, the measure the model's pose prior uses)."""
+    (caingan.nn.warp_mix.pose_distance, the measure the model's pose prior uses)."""
     src = np.asarray(sources, np.float64)
     dst = np.asarray(target, np.float64)
     if src.ndim != 3 or src.shape[1:] != (68, 2) or dst.shape != (68, 2):

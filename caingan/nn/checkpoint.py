@@ -18,10 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from caingan.config import ModelConfig
+from caingan.config import ConfigError, ModelConfig, RenderSettings
 from caingan.errors import CheckpointError
 from caingan.files import atomic_write
-from caingan.nn.model import build_network
+from caingan.nn.model import Network, build_network
+from caingan.nn.warp_model import RETIRED_TENSORS
 
 FORMAT = "caingan-checkpoint"
 FORMAT_VERSION = 1
@@ -177,27 +178,62 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_model(path: str | Path, model: nn.Module, cfg: ModelConfig,
-               extra: dict[str, Any] | None = None) -> Path:
-    """A CainGAN for inference: weights + {'kind': 'caingan-model', 'config', 'extra'}."""
+               extra: dict[str, Any] | None = None, settings: RenderSettings | None = None) -> Path:
+    """A CainGAN for inference: weights + {'kind': 'caingan-model', 'config' (the architecture),
+    'render' (the warp-guided model's RenderSettings; default: the shipped render at its trained
+    size), 'extra'}."""
     model = _unwrap(model)
     n_params = sum(p.numel() for p in model.parameters())
-    meta = {"kind": MODEL_KIND, "config": cfg.to_dict(), "extra": dict(extra or {}),
-            "parameters": n_params}
+    meta: dict[str, Any] = {"kind": MODEL_KIND, "config": cfg.to_dict()}
+    if cfg.warp:
+        meta["render"] = (settings or RenderSettings.for_model(cfg)).to_dict()
+    meta.update({"extra": dict(extra or {}), "parameters": n_params})
     return save_checkpoint(path, model.state_dict(), meta)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """→ CainGAN in eval mode on `device`; its sidecar is kept as `model.checkpoint_meta`.
+def model_config(meta: dict[str, Any], source: str | Path) -> ModelConfig:
+    """The architecture a model sidecar describes; CheckpointError naming `source` if invalid."""
+    try:
+        return ModelConfig.from_dict(meta.get("config") or {})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid model config: {exc}") from None
 
-    The sidecar's config is validated before any tensor is read or any network allocated.
+
+def render_settings(meta: dict[str, Any], cfg: ModelConfig, source: str | Path) -> RenderSettings | None:
+    """The render settings a warp-guided model's sidecar ships with (None for the paper's
+    model): its 'render' object, or for an older file the render fields of its config
+    (RenderSettings.from_legacy). CheckpointError naming `source` if invalid."""
+    if not cfg.warp:
+        return None
+    try:
+        if "render" in meta:
+            return RenderSettings.from_dict(meta["render"])
+        return RenderSettings.from_legacy(meta.get("config") or {}, cfg)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{source}: invalid render settings: {exc}") from None
+
+
+def drop_retired(tensors: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """A warp-guided model's tensors without those of retired parts (RETIRED_TENSORS, after
+    `prefix`: "gen." in a training state), which older checkpoints hold."""
+    retired = tuple(prefix + name for name in RETIRED_TENSORS)
+    return {k: v for k, v in tensors.items() if not k.startswith(retired)}
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Network:
+    """→ the network in eval mode on `device`; its sidecar is kept as `model.checkpoint_meta`
+    (render_settings(meta, model.cfg, path) reads its render settings).
+
+    The sidecar's config is validated before any tensor is read or any network allocated. A
+    warp-guided checkpoint's tensors of retired parts (RETIRED_TENSORS) are dropped.
     """
     meta = read_meta(path, kind=MODEL_KIND)
     st_path, json_path = checkpoint_paths(path)
-    try:
-        cfg = ModelConfig.from_dict(meta.get("config") or {})
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{json_path}: invalid model config: {exc}") from None
+    cfg = model_config(meta, json_path)
+    render_settings(meta, cfg, json_path)
     tensors = _load_tensors(st_path)
+    if cfg.warp:
+        tensors = drop_retired(tensors)
     model = build_network(cfg)
     load_module_state(model, tensors, st_path)
     model.checkpoint_meta = meta

@@ -2,7 +2,7 @@
 
 The warp-guided model mixes its K warped sources by the sharpened eq. 1,
 w_i ∝ r_i^mix_power · exp(−pose_prior · d_i), its weights blurred by mix_blur
-(caingan.nn.warp_model). How the photos are best mixed depends on the photos, not on the network:
+(caingan.nn.warp_mix). How the photos are best mixed depends on the photos, not on the network:
 frames of one video (same light, same background) blend well; photos taken apart (other light,
 other day) must not be mixed, or the face becomes a mosaic of them. So the setting is chosen per
 set of photos, by self-reconstruction: each photo is rendered from the others under each
@@ -16,12 +16,12 @@ nothing is mixed). Measured in docs/ablations/PERSONALIZE.md.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
+from caingan.config import RenderSettings
 from caingan.face.crop import resize_crop
 from caingan.face.identity import FaceIdentity
 from caingan.face.landmark_file import rescale_points
@@ -47,7 +47,7 @@ FIT_SIDE = 256          # photos are rendered and scored at most at this size
 
 @dataclass
 class BlendFit:
-    settings: dict                       # the model settings chosen ({} = the general ones)
+    settings: dict                       # the render settings chosen ({} = the general ones)
     scores: list[float]                  # each candidate's mean leave-one-out face SSIM
     identity: list[float]                # … and cosine of the face descriptors (as CSIM)
     candidates: tuple[dict, ...]
@@ -61,13 +61,16 @@ def describe(settings: dict) -> str:
 
 
 def fit_blend(model, images: Sequence[np.ndarray], points: Sequence[np.ndarray], *,
-              device="cpu", candidates: tuple[dict, ...] | None = None,
+              settings: RenderSettings | None = None, device="cpu",
+              candidates: tuple[dict, ...] | None = None,
               on_photo: Callable[[int], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> BlendFit | None:
     """Score each candidate setting by leave-one-out self-reconstruction among the photos
-    (square uint8 crops with their (68,2) pixel points; at least MIN_SOURCES) → the BlendFit,
-    or None when `should_stop()` said so. `model` (the warp-guided CainGAN) is not changed: a
-    copy renders. `on_photo(i)` is called when photo i has been rendered under every candidate."""
+    (square uint8 crops with their (68,2) points in the crop's pixels; at least MIN_SOURCES) →
+    the BlendFit, or None when `should_stop()` said so. Each candidate changes the general render
+    `settings` (default: the model's own); the photos are rendered at min(FIT_SIDE, their output
+    size). `model` (the warp-guided CainGAN) is not changed: a copy renders. `on_photo(i)` is
+    called when photo i has been rendered under every candidate."""
     from caingan.pipeline.inference import Reenactor
 
     candidates = CANDIDATES if candidates is None else candidates
@@ -76,10 +79,10 @@ def fit_blend(model, images: Sequence[np.ndarray], points: Sequence[np.ndarray],
         raise ValueError(f"fitting the blend needs at least {MIN_SOURCES} photos, got {k}")
     if not candidates or candidates[0]:
         raise ValueError("the first candidate must be the general setting {}")
-    side = min(FIT_SIDE, int(model.cfg.output_size or model.cfg.image_size))
+    r = Reenactor(model, device, copy=True, settings=settings)
+    general = r.settings.replace(output_size=max(r.image_size, min(FIT_SIDE, r.output_size)))
+    side = general.output_size
     crops, pts = zip(*(resize_crop(img, p, side) for img, p in zip(images, points)))
-    r = Reenactor(model, device, copy=True)
-    general = r.model.cfg
     net_side = r.image_size
     ident = FaceIdentity()
     real_id = _unit(ident.descriptors(crops, pts))
@@ -87,17 +90,17 @@ def fit_blend(model, images: Sequence[np.ndarray], points: Sequence[np.ndarray],
     same = np.zeros((len(candidates), k))
     for i in range(k):            # sources outside: their own work is done once per left-out photo
         others = [j for j in range(k) if j != i]
-        r.set_sources([crops[j] for j in others], [pts[j] for j in others], output_size=side)
-        target = rescale_points(pts[i], side, net_side)
+        r.set_settings(general)
+        r.set_sources([crops[j] for j in others], [pts[j] for j in others])
+        target = rescale_points(pts[i], side, net_side)              # network pixels
         face = region_mask(pts[i], side, FACE_GROW, (tuple(range(68)),))
         for c, setting in enumerate(candidates):
             if should_stop is not None and should_stop():
                 return None
-            r.model.cfg = dataclasses.replace(general, **setting)
+            r.set_settings(general.replace(**setting))
             image = r.generate(target).image
             scores[c, i] = ssim(image, crops[i], face)
             same[c, i] = float(_unit(ident.descriptors([image], [pts[i]]))[0] @ real_id[i])
-        r.model.cfg = general
         if on_photo is not None:
             on_photo(i)
     mean, ids = scores.mean(1), same.mean(1)

@@ -4,6 +4,11 @@ Sources are uploaded to the device once (set_sources); each target then costs on
 drawing plus one embedder pass (targeted model: the embedding depends on the target) or none
 (non-targeted model: per-source embeddings are cached) and one generator pass.
 
+Two pixel frames, named where points cross: target points given to `generate` are in network
+pixels (of an image_size² crop, the size the landmark images are drawn at); the warp-guided
+model's sources, their points and its rendered image are in output pixels (of an output_size²
+crop, `settings.output_size`). Source crops of any size are resized to the frame they are kept in.
+
 Thread-safety: a Reenactor holds mutable caches and is not locked; use one from one worker
 thread at a time (the app's preview worker owns its own instance).
 """
@@ -11,7 +16,6 @@ thread at a time (the app's preview worker owns its own instance).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from copy import deepcopy as copy_module
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +27,16 @@ import torch
 import torch.nn.functional as F
 
 from caingan.nn.blocks import remove_spectral_norms, use_channels_last_norms
-from caingan.nn.checkpoint import load_model, weights_id
-from caingan.config import PERSONAL_SETTINGS, ModelConfig
+from caingan.nn.checkpoint import load_model, render_settings, weights_id
+from caingan.config import PERSONAL_SETTINGS, ModelConfig, RenderSettings
 from caingan.device import device_name, pick_device
 from caingan.errors import CainGANError, PersonalizeError
 from caingan.face.landmark_file import outside_crop, rescale_points
 from caingan.face.landmark_image import landmark_images
-from caingan.nn.model import CainGAN
+from caingan.nn.model import Network
 
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_OUTPUT_SIZE = 2048      # the largest side a Reenactor renders at
 
 
 class InferenceInputError(CainGANError, ValueError):
@@ -40,8 +45,8 @@ class InferenceInputError(CainGANError, ValueError):
 
 @dataclass
 class Generation:
-    image: np.ndarray    # (S,S,3) uint8, or (B,S,S,3) from generate_batch
-    weights: np.ndarray  # (K,S,S) float32 summing to 1 over K, or (B,K,S,S)
+    image: np.ndarray    # (R,R,3) uint8 at the output size R, or (B,R,R,3) from generate_batch
+    weights: np.ndarray  # (K,S,S) float32 at the network's side S, summing to 1 over K; or (B,K,S,S)
 
 
 @runtime_checkable
@@ -52,7 +57,9 @@ class ReenactorProtocol(Protocol):
 
     config: ModelConfig
     image_size: int
-    output_size: int
+
+    @property
+    def output_size(self) -> int: ...
 
     @property
     def warp(self) -> bool: ...
@@ -82,7 +89,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def optimize_for_inference(model: CainGAN, device: torch.device) -> CainGAN:
+def optimize_for_inference(model: Network, device: torch.device) -> Network:
     """Eval mode, spectral norms baked in (nothing recomputed per frame), on `device`, and
     channels-last weights on CPU/CUDA: oneDNN/cuDNN convolutions run faster in NHWC (CPU,
     docs/benchmarks.md: ~10 % on the generator, ~15 % on the embedder), with instance norms
@@ -114,24 +121,33 @@ def _check_points(points, what: str, batch: bool = False, size: int | None = Non
 
 
 class Reenactor:
-    def __init__(self, model: CainGAN, device: str | torch.device = "auto", precision: str = "auto",
-                 meta: dict | None = None, copy: bool = True):
-        """`copy=False` hands the model over: its spectral norms are removed in place."""
+    """Renders targets from a set of sources with one model. Holds the architecture (`config`),
+    the general render settings of the warp-guided model (`settings`, from the checkpoint's JSON)
+    and an applied personalization's changes to them, and passes the two combined
+    (`render_settings`) to the model with every call."""
+
+    def __init__(self, model: Network, device: str | torch.device = "auto", precision: str = "auto",
+                 meta: dict | None = None, copy: bool = True, settings: RenderSettings | None = None):
+        """`settings` (warp-guided model): the general render settings; default: those of the
+        checkpoint's sidecar (`meta`, or the model's checkpoint_meta), else the shipped render at
+        the model's trained size. `copy=False` hands the model over: its spectral norms are
+        removed in place."""
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.config: ModelConfig = model.cfg
         self.image_size: int = model.cfg.image_size
-        # Side of the generated images: the networks' size, or for the warp-guided model the
-        # resolution its bi-layer detail renders at (set_output_size changes it).
-        self.output_size: int = model.cfg.output_size or model.cfg.image_size
         self.meta = meta or getattr(model, "checkpoint_meta", {}) or {}
+        if settings is None and self.warp:
+            settings = (render_settings(self.meta, self.config, "the model's checkpoint") if self.meta
+                        else RenderSettings.for_model(self.config))
+        self.settings: RenderSettings | None = self._checked(settings) if self.warp else None
         model = (copy_module(model) if copy else model)
         self.model = optimize_for_inference(model, self.device)
-        self._sources: torch.Tensor | None = None
-        self._source_lms: torch.Tensor | None = None
+        self._sources: torch.Tensor | None = None       # (1,K,3,R,R), R = output_size (warp) or S
+        self._source_lms: torch.Tensor | None = None    # (1,K,3,S,S) landmark images
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
         self._prep = None                               # warp model: its SourcePrep of the sources
-        self._points: torch.Tensor | None = None       # warp model: (1,K,68,2) at output_size
+        self._source_points: torch.Tensor | None = None   # warp model: (1,K,68,2) in output pixels
         self._raw: tuple[list, list] | None = None      # the last sources as given
         self.personalization = None                     # the applied Personalization, if any
         self._general: dict[str, torch.Tensor] = {}     # the parameters it replaced
@@ -142,23 +158,56 @@ class Reenactor:
         """Whether this is the warp-guided model (it renders at output_size from its sources)."""
         return bool(self.config.warp)
 
-    def _checked_output_size(self, size: int) -> int:
+    @property
+    def output_size(self) -> int:
+        """Side of the generated images: the render settings' output_size (warp-guided model),
+        else the networks' side."""
+        return self.settings.output_size if self.settings is not None else self.image_size
+
+    @property
+    def render_settings(self) -> RenderSettings | None:
+        """What the model renders with: the general settings with the applied personalization's
+        changes (None for the paper's model)."""
+        if self.settings is None or self.personalization is None:
+            return self.settings
+        return self.settings.replace(**self.personalization.settings)
+
+    def _checked(self, settings: RenderSettings) -> RenderSettings:
+        if not isinstance(settings, RenderSettings):
+            raise CainGANError(f"render settings must be a RenderSettings, got {type(settings).__name__}")
+        if not self.image_size <= settings.output_size <= MAX_OUTPUT_SIZE:
+            raise InferenceInputError(f"output size must be in [{self.image_size}, {MAX_OUTPUT_SIZE}], "
+                                      f"got {settings.output_size}")
+        return settings
+
+    def set_settings(self, settings: RenderSettings) -> None:
+        """Warp-guided model only: render with these general settings from now on (a
+        personalization's changes still apply on top). A new output size re-reads the sources at
+        it; a refused setting leaves everything as it was."""
         if not self.warp:
-            raise CainGANError("only the warp-guided model renders above its network size")
-        size = int(size)
-        if not self.image_size <= size <= 2048:
-            raise InferenceInputError(f"output size must be in [{self.image_size}, 2048], got {size}")
-        return size
+            raise CainGANError("only the warp-guided model has render settings")
+        settings = self._checked(settings)
+        resized = settings.output_size != self.settings.output_size
+        self.settings = settings
+        if resized and self._raw is not None:
+            self.set_sources(*self._raw)
 
     def set_output_size(self, size: int) -> None:
         """Warp-guided model only: render at size² (the photo's resolution of the face, for
         instance); its detail comes from the sources, so they are re-read at that size. (With
         new sources at hand, set_sources(..., output_size=) does both in one upload.)"""
-        size = self._checked_output_size(size)
-        if size != self.output_size:
-            self.output_size = size
-            if self._raw is not None:
-                self.set_sources(*self._raw)
+        self.set_settings(self._sized(size))
+
+    def _sized(self, size) -> RenderSettings:
+        if not self.warp:
+            raise CainGANError("only the warp-guided model renders above its network size")
+        try:
+            size = int(size)
+        except (TypeError, ValueError):
+            raise InferenceInputError(f"output size must be a whole number, got {size!r}") from None
+        if not self.image_size <= size <= MAX_OUTPUT_SIZE:
+            raise InferenceInputError(f"output size must be in [{self.image_size}, {MAX_OUTPUT_SIZE}], got {size}")
+        return self.settings.replace(output_size=size)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto"
@@ -182,9 +231,9 @@ class Reenactor:
         return self._model_id
 
     def set_personalization(self, personalization=None) -> None:
-        """Apply a caingan.pipeline.personalize.Personalization (its parameter changes) in
-        place, or None to go back to the general model. One made for other weights is refused
-        and the current state is kept."""
+        """Apply a caingan.pipeline.personalize.Personalization (its parameter changes in place,
+        its render settings for every call), or None to go back to the general model. One made
+        for other weights, or that does not fit, is refused and the current state is kept."""
         params = dict(self.model.named_parameters())
         if personalization is not None:
             if personalization.base_id != self.model_id:
@@ -192,15 +241,17 @@ class Reenactor:
                                        f"({personalization.base_id[:12]}…, these are {self.model_id[:12]}…)")
             bad = [n for n, d in personalization.deltas.items()
                    if n not in params or tuple(d.shape) != tuple(params[n].shape)]
-            bad += [f"setting {n}" for n in personalization.model_config if n not in PERSONAL_SETTINGS]
+            bad += [f"setting {n}" for n in personalization.settings if n not in PERSONAL_SETTINGS]
             if bad:
                 raise PersonalizeError(f"personalization does not fit this model: {', '.join(bad[:4])}")
             try:
-                cfg = dataclasses.replace(self.config, **personalization.model_config)
+                if personalization.settings:
+                    if self.settings is None:
+                        raise CainGANError("the paper's model has no render settings to change")
+                    self.settings.replace(**personalization.settings)
             except (CainGANError, TypeError, ValueError) as e:
-                raise PersonalizeError(f"personalization has a bad model setting: {e}") from None
+                raise PersonalizeError(f"personalization has a bad render setting: {e}") from None
         self._prep = None                               # made with the weights being replaced
-        self.model.cfg = self.config                    # the general model's settings
         with torch.no_grad():
             for name, value in self._general.items():
                 params[name].copy_(value)
@@ -211,7 +262,6 @@ class Reenactor:
             for name, delta in personalization.deltas.items():
                 self._general[name] = params[name].detach().clone()
                 params[name].add_(delta.to(params[name].device, params[name].dtype))
-        self.model.cfg = cfg
         self.personalization = personalization
 
     @property
@@ -226,16 +276,17 @@ class Reenactor:
     # ------------------------------------------------------------------ sources
     def set_sources(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
                     output_size: int | None = None) -> None:
-        """K face crops (H,W,3) uint8 with their (68,2) points. Crops not at the model size are
-        resized and their points scaled to match. output_size (warp-guided model): render at
-        that size from now on (see set_output_size)."""
-        out = self.output_size if output_size is None else self._checked_output_size(output_size)
+        """K face crops (H,W,3) uint8 with their (68,2) points in the crop's own pixels. Crops
+        are resized to the frame they are kept in (output pixels for the warp-guided model,
+        network pixels for the paper's) and their points scaled to match. output_size
+        (warp-guided model): render at that size from now on (see set_output_size)."""
+        settings = self.settings if output_size is None else self._sized(output_size)
         images, landmarks = list(images), list(landmarks)
         if not images:
             raise InferenceInputError("at least one source image is needed")
         if len(images) != len(landmarks):
             raise InferenceInputError(f"{len(images)} source images but {len(landmarks)} landmark sets")
-        s = out if self.warp else self.image_size
+        side = settings.output_size if self.warp else self.image_size
         crops, points = [], []
         for i, (img, pts) in enumerate(zip(images, landmarks)):
             img = np.asarray(img)
@@ -245,18 +296,18 @@ class Reenactor:
                 raise InferenceInputError(f"source {i}: image must be uint8, got {img.dtype}")
             p = _check_points(pts, f"source {i}").copy()
             h, w = img.shape[:2]
-            _check_points(rescale_points(p, (w, h), s), f"source {i}", size=s)
-            if (h, w) != (s, s):
-                interp = cv2.INTER_AREA if min(h, w) > s else cv2.INTER_LINEAR
-                img = cv2.resize(img, (s, s), interpolation=interp)
-                p = rescale_points(p, (w, h), s)   # pixel centres onto pixel centres
+            _check_points(rescale_points(p, (w, h), side), f"source {i}", size=side)
+            if (h, w) != (side, side):
+                interp = cv2.INTER_AREA if min(h, w) > side else cv2.INTER_LINEAR
+                img = cv2.resize(img, (side, side), interpolation=interp)
+                p = rescale_points(p, (w, h), side)   # pixel centres onto pixel centres
             crops.append(np.ascontiguousarray(img))
             points.append(p)
         src = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        lms = landmark_images(rescale_points(np.stack(points), s, self.image_size), self.image_size)
-        self.output_size = out
+        lms = landmark_images(rescale_points(np.stack(points), side, self.image_size), self.image_size)
+        self.settings = settings
         self._raw = (images, landmarks)
-        self._points = torch.from_numpy(np.stack(points)).unsqueeze(0).to(self.device)
+        self._source_points = torch.from_numpy(np.stack(points)).unsqueeze(0).to(self.device)
         self._sources = src.unsqueeze(0).to(self.device)
         self._source_lms = lms.unsqueeze(0).to(self.device)
         self._cached = None
@@ -267,14 +318,15 @@ class Reenactor:
 
     # ------------------------------------------------------------------ targets
     def generate(self, points) -> Generation:
-        """(68,2) target points in model-size (image_size) crop pixels → image (R,R,3) with
+        """(68,2) target points in network pixels (of an image_size² crop) → image (R,R,3) with
         R = output_size, weights (K,S,S) with S = image_size."""
         pts = _check_points(points, "target", size=self.image_size)
         out = self._run(pts[None])
         return Generation(out.image[0], out.weights[0])
 
     def generate_batch(self, points, max_batch: int = 16) -> Generation:
-        """(B,68,2) → image (B,S,S,3), weights (B,K,S,S); run in chunks of max_batch."""
+        """(B,68,2) target points in network pixels → image (B,R,R,3), weights (B,K,S,S); run in
+        chunks of max_batch."""
         pts = _check_points(points, "targets", batch=True, size=self.image_size)
         if len(pts) == 0:
             s, k, r = self.image_size, self.num_sources, self.output_size
@@ -285,6 +337,7 @@ class Reenactor:
                           np.concatenate([p.weights for p in parts]))
 
     def _run(self, pts: np.ndarray) -> Generation:
+        """(B,68,2) target points in network pixels → the B renders."""
         if self._sources is None:
             raise CainGANError("no sources set: call set_sources() before generating")
         b, s = len(pts), self.image_size
@@ -292,13 +345,16 @@ class Reenactor:
         with torch.inference_mode(), self._autocast():
             k = self._sources.shape[1]
             if self.warp:
-                res = self.output_size
-                tgt = torch.from_numpy(rescale_points(pts, s, res)).to(self.device)
+                settings = self.render_settings
+                res = settings.output_size
+                target_points = torch.from_numpy(rescale_points(pts, s, res)).to(self.device)
                 if self._prep is None:     # the sources' own work, once per set of sources
                     self._prep = self.model.prepare_sources(self._sources, self._source_lms)
-                image, weights = self.model(
+                out = self.model.render(
                     self._sources.expand(b, k, 3, res, res), self._source_lms.expand(b, k, 3, s, s),
-                    target_lm, self._points.expand(b, k, 68, 2), tgt, prep=self._prep)
+                    target_lm, self._source_points.expand(b, k, 68, 2), target_points, settings,
+                    prep=self._prep)
+                image, weights = out.image, out.weights
             else:
                 if self._cached is not None:
                     e, r = self._cached

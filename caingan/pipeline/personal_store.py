@@ -101,8 +101,8 @@ class PersonalStore:
         return Personalization(key, meta["base_id"], deltas, meta)
 
     def reusable(self, key: str, cfg) -> Personalization | None:
-        """The stored personalization for `key` when it was made with cfg's tune mode, flow and
-        blend settings and (when it tunes weights) at least cfg's steps — what a new run would
+        """The stored personalization for `key` when it was made with cfg's tune mode and blend
+        setting and (when it tunes weights) at least cfg's steps — what a new run would
         give — else None."""
         found = self.load(key)
         if found is None:
@@ -110,7 +110,7 @@ class PersonalStore:
         made = found.meta.get("config") or {}
         tunes = cfg.tune != "none"
         if found.meta.get("tune") == cfg.tune \
-                and bool(made.get("flow", False)) == bool(cfg.flow) \
+                and not made.get("flow", False) \
                 and bool(made.get("blend", False)) == bool(cfg.blend) \
                 and (not tunes or int(found.meta.get("steps", 0)) >= cfg.steps):
             return found
@@ -190,7 +190,7 @@ def personalize_reenactor(reenactor, images, points, *, cfg=None, key_sources=No
     reenactor.set_personalization(None)
     try:
         p = personalize(reenactor.model, images, points, cfg, key=key, base_id=reenactor.model_id,
-                        progress=progress, should_stop=should_stop, device=reenactor.device)
+                        settings=reenactor.settings, progress=progress, should_stop=should_stop, device=reenactor.device)
     except BaseException:
         reenactor.set_personalization(applied)
         raise

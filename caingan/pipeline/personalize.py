@@ -9,17 +9,19 @@ similarity); with one photo the target is that photo moved, rendered from itself
 more photos some are held out, and the weights that render them best are kept — the general
 ones when fine-tuning does not help.
 
-The result is a `Personalization`: the change of the tuned parameters (tuned − general, float16)
-for the model it was made from (`base_id`, a hash of the general weights), keyed by the sources'
-content (`sources_key`). Reenactor.set_personalization applies or removes it in place; the store
-(caingan.pipeline.personal_store) keeps it on disk. The defaults were chosen by measurement
-(docs/ablations/PERSONALIZE.md), which also shows that it does not yet improve the bundled model.
+The result is a `Personalization`: the render settings the blend fit chose and the change of the
+tuned parameters (tuned − general, float16) for the model it was made from (`base_id`, a hash of
+the general weights), keyed by the sources' content (`sources_key`). Reenactor.set_personalization
+applies or removes it; the store (caingan.pipeline.personal_store) keeps it on disk. The defaults
+were chosen by measurement (docs/ablations/PERSONALIZE.md): the blend fit is the default; tuning
+the generator's weights is an option that does not yet improve the bundled model (whose
+generator paints only where no source reaches); tuning other parts measured worse or no gain and
+is not offered.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import math
 import time
@@ -30,37 +32,31 @@ import cv2
 import numpy as np
 import torch
 
+from caingan.config import MAX_SOURCES, RenderSettings
 from caingan.errors import CainGANError, PersonalizeError  # noqa: F401  (re-exported)
 from caingan.face.crop import resize_crop
 from caingan.face.landmark_edit import MIRROR
 from caingan.face.landmark_file import rescale_points
 from caingan.face.landmark_image import landmark_images
 from caingan.nn.part_mask import region_mask
-from caingan.nn.checkpoint import weights_id
+from caingan.nn.checkpoint import render_settings, weights_id
 from caingan.pipeline import blend_fit
 
 KIND = "caingan-personalization"
-TUNE_MODES = ("none", "all", "generator", "tail", "embedder", "refiner", "flow")
-_TUNE_PREFIXES = {"generator": "generator.", "embedder": "embedder.", "refiner": "refiner.",
-                  "flow": "embedder.head_flow."}   # the tune modes that are one part of the model
+TUNE_MODES = ("none", "generator")
 DEFAULT_STEPS = 75
-MAX_SOURCES = 16
 
 
 @dataclass(frozen=True)
 class PersonalizeConfig:
     # Defaults measured on the held-out validation groups: docs/ablations/PERSONALIZE.md.
     steps: int = DEFAULT_STEPS
-    # none (no weights: only the blend is fitted) | all | generator | tail (its last two blocks)
-    # | embedder | refiner (the mouth and eye networks) | flow (the embedder's flow head: the
-    # learned correction of the landmark warp). `steps` are the weights' fine-tuning steps.
+    # none (no weights: only the blend is fitted) | generator (fine-tune the generator's weights
+    # for `steps` steps).
     tune: str = "none"
     # Fit the blend of the photos first (caingan.pipeline.blend_fit: how hard eq. 1 picks one
     # photo, chosen by leave-one-out SSIM; needs 3 photos or more).
     blend: bool = True
-    # Switch the learned flow correction on for the personalized weights (the general model ships
-    # with it off: `ModelConfig.learned_flow`); the Personalization carries that setting.
-    flow: bool = False
     lr: float = 1e-4               # 1e-3 blurred faces on photo collections (PERSONALIZE.md)
     batch: int = 2                 # examples per step
     context: int = 4               # at most this many other sources per example
@@ -88,9 +84,8 @@ class PersonalizeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise PersonalizeError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
-        for name in ("flow", "blend"):
-            if not isinstance(getattr(self, name), bool):
-                raise PersonalizeError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.blend, bool):
+            raise PersonalizeError(f"blend must be true or false, got {self.blend!r}")
         if self.tune == "none" and not self.blend:
             raise PersonalizeError("tune 'none' with blend off would change nothing")
         if not (isinstance(self.move, (int, float)) and 0 <= self.move <= 1):
@@ -113,15 +108,15 @@ class Personalization:
         return str(self.meta.get("tune", ""))
 
     @property
-    def model_config(self) -> dict:
-        """The model settings it renders with instead of the general model's (one of
-        caingan.config.PERSONAL_SETTINGS)."""
+    def settings(self) -> dict:
+        """The render settings it renders with instead of the general ones (RenderSettings
+        fields among caingan.config.PERSONAL_SETTINGS), as stored in its meta's "model_config"."""
         return dict(self.meta.get("model_config") or {})
 
     @property
     def changes_nothing(self) -> bool:
-        """The held-out check kept the general weights (fine-tuning did not help)."""
-        return not self.deltas and not self.model_config
+        """Neither the blend fit nor fine-tuning changed anything (the general model is kept)."""
+        return not self.deltas and not self.settings
 
     def summary(self) -> str:
         """One line for people: what was done and what the held-out photos said."""
@@ -192,22 +187,10 @@ def sources_key(fingerprints: Sequence[str], base_id: str) -> str:
 
 def tuned_names(model: torch.nn.Module, tune: str) -> list[str]:
     """The parameters a tune mode fine-tunes."""
-    names = [n for n, _ in model.named_parameters()]
     if tune == "none":
         return []
-    if tune == "all":
-        return names
-    if tune in _TUNE_PREFIXES:
-        chosen = [n for n in names if n.startswith(_TUNE_PREFIXES[tune])]
-        if not chosen:
-            why = " (its config has part_refiner off)" if tune == "refiner" else ""
-            raise PersonalizeError(f"this model has no {tune} to tune{why}; choose another tune mode")
-        return chosen
-    if tune == "tail":
-        gen = getattr(model, "generator", None)
-        last = len(getattr(gen, "up", ())) - 1
-        heads = tuple(f"generator.{part}.{i}." for part in ("up", "skip", "spade") for i in (last - 1, last))
-        return [n for n in names if n.startswith(heads) or n.startswith("generator.out.")]
+    if tune == "generator":
+        return [n for n, _ in model.named_parameters() if n.startswith("generator.")]
     raise PersonalizeError(f"unknown tune {tune!r}; choose from {', '.join(TUNE_MODES)}")
 
 
@@ -321,10 +304,10 @@ def _held_out(k: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(k - 1, 0, n + 2)[1:-1]})
 
 
-def _loss(net, x: dict, cfg: PersonalizeConfig, face_id) -> torch.Tensor:
+def _loss(net, x: dict, cfg: PersonalizeConfig, face_id, settings: RenderSettings) -> torch.Tensor:
     """L1 over the valid pixels + region_weight · L1 on eyes and mouth (+ identity)."""
     out = net.render(x["sources"], x["source_lms"], x["target_lm"], x["source_points"],
-                     x["target_points"])
+                     x["target_points"], settings)
     err = (out.image.float() - x["target"]).abs() * x["valid"]
     loss = err.sum() / (x["valid"].sum() * 3).clamp_min(1)
     if cfg.region_weight > 0:
@@ -337,10 +320,10 @@ def _loss(net, x: dict, cfg: PersonalizeConfig, face_id) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _held_loss(net, held: dict, cfg: PersonalizeConfig, face_id) -> float:
+def _held_loss(net, held: dict, cfg: PersonalizeConfig, face_id, settings: RenderSettings) -> float:
     """The loss of rendering each held-out source from the training sources, as they are
     (`held`: that batch, built once: it has no augmentation)."""
-    return float(_loss(net, held, cfg, face_id))
+    return float(_loss(net, held, cfg, face_id, settings))
 
 
 def _face_descriptor(cfg: PersonalizeConfig, device: torch.device):
@@ -354,22 +337,35 @@ def _face_descriptor(cfg: PersonalizeConfig, device: torch.device):
         return None, f"identity loss skipped: {exc}"
 
 
+def general_settings(model: torch.nn.Module) -> RenderSettings:
+    """The render settings a warp-guided model ships with: its checkpoint's (when it was loaded
+    from one), else the shipped render at its trained size."""
+    meta = getattr(model, "checkpoint_meta", None)
+    if meta:
+        return render_settings(meta, model.cfg, "the model's checkpoint")
+    return RenderSettings.for_model(model.cfg)
+
+
 def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Sequence[np.ndarray],
                 cfg: PersonalizeConfig | None = None, *, key: str = "", base_id: str | None = None,
+                settings: RenderSettings | None = None,
                 progress: Callable[[Progress], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
                 device: str | torch.device = "cpu") -> Personalization | None:
-    """Fit the blend to the sources (with 3 or more) and fine-tune a copy of `model` (the
-    warp-guided CainGAN, as a Reenactor holds it) on self-reconstruction among them → the
-    chosen settings and the change of the tuned parameters, or None when `should_stop()` said
-    so (nothing of a cancelled run is kept). `model` itself is not touched. `images`: square
-    uint8 crops of the face (any size); `points`: their (68,2) pixel landmarks. Progress counts
-    one step per photo of the blend fit, then the fine-tuning steps."""
+    """Fit the blend to the sources (with 3 or more) and, when cfg.tune asks, fine-tune a copy
+    of `model` (the warp-guided CainGAN, as a Reenactor holds it) on self-reconstruction among
+    them → the chosen render settings and the change of the tuned parameters, or None when
+    `should_stop()` said so (nothing of a cancelled run is kept). `model` itself is not touched.
+    `settings`: the general render settings it is personalized from (default: the model's own,
+    general_settings). `images`: square uint8 crops of the face (any size); `points`: their
+    (68,2) landmarks in each crop's pixels. Progress counts one step per photo of the blend fit,
+    then the fine-tuning steps."""
     cfg = cfg or PersonalizeConfig()
     if not getattr(model, "needs_points", False):
         raise PersonalizeError("personalization needs the warp-guided model (the paper's model "
                                "has no fine-tuning path here)")
     images, pts = _check_sources(images, points)
+    settings = general_settings(model) if settings is None else settings
     device = torch.device(device)
     base_id = base_id or model_id(model)
     t0 = time.perf_counter()
@@ -389,8 +385,8 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
                   "sources": k}
     blend: dict = {}
     if fits_blend:
-        fit = blend_fit.fit_blend(model, images, pts, device=device, should_stop=should_stop,
-                                  on_photo=lambda i: report(i + 1))
+        fit = blend_fit.fit_blend(model, images, pts, settings=settings, device=device,
+                                  should_stop=should_stop, on_photo=lambda i: report(i + 1))
         if fit is None:
             return None
         blend = fit.settings
@@ -400,29 +396,28 @@ def personalize(model: torch.nn.Module, images: Sequence[np.ndarray], points: Se
         meta["blend"] = {"chosen": {}, "note": f"fitting the blend needs {blend_fit.MIN_SOURCES} "
                                                "photos or more"}
     deltas: dict[str, torch.Tensor] = {}
-    overrides = dict(blend)
     if tunes:
-        tuned = _fine_tune(model, images, pts, cfg, blend, device, meta, losses, should_stop,
-                           lambda step: report(total - cfg.steps + step))
-        if tuned is None:
+        deltas = _fine_tune(model, images, pts, cfg, settings.replace(**blend), device, meta, losses,
+                            should_stop, lambda step: report(total - cfg.steps + step))
+        if deltas is None:
             return None
-        deltas, flow = tuned
-        overrides.update(flow)
     meta.update(seconds=round(time.perf_counter() - t0, 2),
                 created=time.strftime("%Y-%m-%d %H:%M:%S"),
-                **({"model_config": overrides} if overrides else {}))
+                **({"model_config": blend} if blend else {}))
     return Personalization(key, base_id, deltas, meta)
 
 
-def _fine_tune(model, images, pts, cfg: PersonalizeConfig, blend: dict, device, meta: dict,
-               losses: list[float], should_stop, report) -> tuple[dict, dict] | None:
+def _fine_tune(model, images, pts, cfg: PersonalizeConfig, settings: RenderSettings, device, meta: dict,
+               losses: list[float], should_stop, report) -> dict | None:
     """The weights' part of personalize: cfg.steps of fine-tuning a copy of `model` rendering
-    with the `blend` settings → (parameter changes, the model settings they need), or None when
-    stopped. With a held-out check that keeps the general weights, the changes are {}. Writes
-    its losses and the check's result into `meta`."""
+    under `settings` (at cfg.train_side) → the parameter changes, or None when stopped. With a
+    held-out check that keeps the general weights, the changes are {}. Writes its losses and the
+    check's result into `meta`."""
+    net_side = int(model.cfg.image_size)
+    if cfg.train_side < net_side:
+        raise PersonalizeError(f"train_side {cfg.train_side} is below the network's side {net_side}")
+    settings = settings.replace(output_size=cfg.train_side)
     net = copy.deepcopy(model).to(device)
-    general_cfg = dataclasses.replace(net.cfg, **blend)
-    flow = {"learned_flow": True} if cfg.flow else {}
     names = set(tuned_names(net, cfg.tune))
     params = []
     for n, p in net.named_parameters():
@@ -430,7 +425,6 @@ def _fine_tune(model, images, pts, cfg: PersonalizeConfig, blend: dict, device, 
         if n in names:
             params.append(p)
     net.train()
-    net.cfg = general_cfg
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
     torch.manual_seed(cfg.seed)
     data = _Examples(images, pts, cfg.train_side, cfg.seed, cfg.move)
@@ -438,18 +432,16 @@ def _fine_tune(model, images, pts, cfg: PersonalizeConfig, blend: dict, device, 
     held = _held_out(k) if cfg.check_every else []
     data.pool = [i for i in range(k) if i not in held]
     n_context = 1 if len(data.pool) == 1 else min(len(data.pool) - 1, cfg.context)
-    net_side = int(net.cfg.image_size)
     face_id, note = _face_descriptor(cfg, device)
     held_batch = (data.batch(len(held), 0, net_side, device,
                              picks=[(h, data.pool[:cfg.context]) for h in held]) if held else None)
-    best = (_held_loss(net, held_batch, cfg, face_id), 0, None) if held else None   # as shipped
+    best = (_held_loss(net, held_batch, cfg, face_id, settings), 0, None) if held else None   # as shipped
     general_loss = best[0] if best else None
-    net.cfg = dataclasses.replace(general_cfg, **flow)
     for step in range(1, cfg.steps + 1):
         if should_stop is not None and should_stop():
             return None
         x = data.batch(cfg.batch, n_context, net_side, device)
-        loss = _loss(net, x, cfg, face_id)
+        loss = _loss(net, x, cfg, face_id, settings)
         if not torch.isfinite(loss):
             raise PersonalizeError(f"the loss became {loss.item()} at step {step}; nothing was kept")
         opt.zero_grad(set_to_none=True)
@@ -457,7 +449,7 @@ def _fine_tune(model, images, pts, cfg: PersonalizeConfig, blend: dict, device, 
         opt.step()
         losses.append(float(loss.item()))
         if held and (step % cfg.check_every == 0 or step == cfg.steps):
-            value = _held_loss(net, held_batch, cfg, face_id)
+            value = _held_loss(net, held_batch, cfg, face_id, settings)
             if value < best[0]:
                 best = (value, step, {n: p.detach().clone() for n, p in net.named_parameters() if n in names})
         report(step)
@@ -465,8 +457,6 @@ def _fine_tune(model, images, pts, cfg: PersonalizeConfig, blend: dict, device, 
     tuned = dict(net.named_parameters())
     if best is not None:
         tuned = best[2] or {}                 # step 0: fine-tuning did not help, no change
-        if best[1] == 0:
-            flow = {}
     with torch.no_grad():
         deltas = {n: (p.detach().float().cpu() - general[n].detach().float().cpu()).to(torch.float16)
                   .contiguous() for n, p in tuned.items() if n in names}
@@ -475,4 +465,4 @@ def _fine_tune(model, images, pts, cfg: PersonalizeConfig, blend: dict, device, 
     if best is not None:
         meta.update(held_out=held, held_out_loss=[round(general_loss, 5), round(best[0], 5)],
                     kept_step=best[1])
-    return deltas, flow
+    return deltas
