@@ -393,3 +393,23 @@ def test_personalize_fits_the_blend_by_leave_one_out_and_keeps_the_general_one_u
     # Two photos: nothing is mixed when one is rendered from the other; nothing to fit.
     two = personalize(reenactor.model, *faces(2), base_id=reenactor.model_id)
     assert two.changes_nothing and "needs 3 photos" in two.summary()
+
+
+def test_the_source_limit_is_one_number():
+    """At most MAX_SOURCES photos: the editor, caingan-export and personalization take the one
+    constant of caingan.config; no module defines its own."""
+    import ast
+
+    from caingan import config
+    from caingan.pipeline import export_inputs, personalize as pz
+
+    assert export_inputs.MAX_SOURCES is pz.MAX_SOURCES is config.MAX_SOURCES == 16
+    repo = Path(__file__).resolve().parents[1]
+    defined = []
+    for package in ("caingan", "app", "train"):
+        for path in sorted((repo / package).rglob("*.py")):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MAX_SOURCES"
+                                                        for t in node.targets):
+                    defined.append(str(path.relative_to(repo)))
+    assert defined == ["caingan/config.py"]

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from caingan.config import MAX_FPS, MIN_FPS
+from caingan.config import MAX_FPS, MAX_SOURCES, MIN_FPS
 from caingan.errors import CainGANError, NoFaceError
 from caingan.face import landmark_file as lmf
 from caingan.face.crop import crop_face
@@ -27,8 +27,6 @@ from caingan.media.images import load_image
 from caingan.media.video import VideoReader
 from caingan.media.writers import check_fps
 from caingan.pipeline.reenact import FaceTracker
-
-MAX_SOURCES = 16
 
 
 # -- sources ----------------------------------------------------------------------------------
