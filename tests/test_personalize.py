@@ -413,3 +413,20 @@ def test_the_source_limit_is_one_number():
                                                         for t in node.targets):
                     defined.append(str(path.relative_to(repo)))
     assert defined == ["caingan/config.py"]
+
+
+def test_an_export_of_other_render_settings_is_another_job(reenactor):
+    """The exporter's job hash (what decides whether frames on disk are reused) follows the
+    render settings a frame is rendered with: a personalization that only changes the blend is
+    another job, removing it is the first again."""
+    from caingan.pipeline.export_store import job_hash
+    from caingan.pipeline.personalize import Personalization
+
+    imgs, pts = faces(3)
+    reenactor.set_sources(imgs, pts)
+    general = job_hash(reenactor, imgs, pts, None, None)
+    p = Personalization("k", reenactor.model_id, {}, {"model_config": {"mix_blur": 0.1}})
+    reenactor.set_personalization(p)
+    assert job_hash(reenactor, imgs, pts, None, None) != general
+    reenactor.set_personalization(None)
+    assert job_hash(reenactor, imgs, pts, None, None) == general

@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also evaluate this --checkpoint personalized to each clip's K sources "
                         "(caingan.pipeline.personalize; rows flagged personalized; repeatable)")
     p.add_argument("--personalize-steps", type=int, default=None, help="steps (default: the app's)")
-    p.add_argument("--personalize-tune", default=None, help="all | generator | tail | embedder")
+    p.add_argument("--personalize-tune", default=None, help="none | generator")
     p.add_argument("--personalize-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any PersonalizeConfig field (repeatable), e.g. lr=1e-4, train_side=128, "
                         "lambda_id=1, move=0")

@@ -46,10 +46,13 @@ def target_hash(points) -> str:
 
 
 def _model_identity(reenactor) -> dict:
-    """What of the model decides the pixels: its config and a digest of its weights."""
+    """What of the model decides the pixels: its config, a digest of its weights and the render
+    settings it renders with (a personalization's included)."""
     from caingan.nn.checkpoint import state_digest
 
-    return {"config": reenactor.config.to_dict(), "weights": state_digest(reenactor.model)}
+    settings = getattr(reenactor, "render_settings", None)
+    return {"config": reenactor.config.to_dict(), "weights": state_digest(reenactor.model),
+            **({"render": settings.to_dict()} if settings is not None else {})}
 
 
 def job_hash(reenactor, images, points, paste, job: dict | None) -> str:
