@@ -12,11 +12,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHB
                                QListWidget, QListWidgetItem, QMenu, QPushButton, QVBoxLayout,
                                QWidget)
 
+from caingan.config import MAX_SOURCES
+
 from .convert import qpixmap_from_rgb
 from .image_pane import FaceBoxesPane
 from .part_colors import point_colors
 
-MAX_SOURCES = 16
 THUMB = 96
 PICKER_MAX_SIDE = 1024      # the face picker shows the photo at most this large
 ID_ROLE = Qt.ItemDataRole.UserRole

@@ -21,16 +21,19 @@ LONG_RUN = "5000"       # steps for runs that are cancelled or closed mid-way
 
 @pytest.fixture(scope="session")
 def warp_weights(tmp_path_factory) -> Path:
-    """A tiny warp-guided model (the one kind that can be personalized)."""
+    """A tiny warp-guided model (the one kind that can be personalized), its generator free to
+    paint anywhere (so fine-tuning it shows in the render)."""
     import torch
 
-    from caingan.config import ModelConfig
+    from caingan.config import ModelConfig, RenderSettings
     from caingan.nn.checkpoint import save_model
     from caingan.nn.model import build_network
 
     torch.manual_seed(0)
     cfg = replace(ModelConfig.tiny(64), warp=True, output_size=128)
-    return save_model(tmp_path_factory.mktemp("warp-model") / "tiny-warp", build_network(cfg), cfg)
+    settings = RenderSettings.for_model(cfg).replace(gen_region="free")
+    return save_model(tmp_path_factory.mktemp("warp-model") / "tiny-warp", build_network(cfg), cfg,
+                      settings=settings)
 
 
 @pytest.fixture(autouse=True)
