@@ -8,10 +8,27 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 . .venv/bin/activate
+# pip's lines that say nothing to a user are dropped: index folders of the machine's pip
+# configuration that hold no copy of a package ("Location … is ignored") and setuptools' notice
+# that an editable install is one. Everything else (and all of it on a failure) is shown.
+quiet_pip() {
+  local log status=0
+  log=$(mktemp)
+  python -m pip "$@" >"$log" 2>&1 || status=$?
+  if [ "$status" -ne 0 ]; then
+    cat "$log" >&2
+  else
+    grep -v "is ignored: it is neither a file nor a directory" "$log" \
+      | sed '/BuildBackendWarning: Editable installation/,/with strategy, WheelFile/d' || true
+  fi
+  rm -f "$log"
+  return "$status"
+}
 if [ ! -f "$stamp" ]; then
-  python -m pip install -q --upgrade pip
+  echo "Setting up .venv (first run: installs torch and the other dependencies, a few minutes)…"
+  quiet_pip install -q --upgrade pip
   # pyproject pins torch==2.13.0 (the CPU build); the test extra brings pytest + pytest-qt.
-  python -m pip install -q -e ".[test]"
+  quiet_pip install -q -e ".[test]"
   touch "$stamp"
 fi
 # The face-api descriptor weights (identity loss, CSIM with landmarks) come from npm: bring npm when
