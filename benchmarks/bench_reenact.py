@@ -112,26 +112,35 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
     from caingan.pipeline.live import LiveLoop
 
     shown: list[tuple[float, object]] = []       # (time delivered, result)
+    # (wall time, this thread's CPU time) each time a thread finishes a frame: the CPU work per
+    # frame of the tracking and the render thread, which other processes' load barely changes
+    marks: dict[str, list[tuple[float, float]]] = {"track": [], "render": []}
 
     def deliver(frame, res, payload):
         shown.append((time.perf_counter(), res))
+        marks["render"].append((time.perf_counter(), time.thread_time()))
+
+    def prepare(frame, tracked):
+        marks["track"].append((time.perf_counter(), time.thread_time()))
 
     frames = NewestFrames(source) if newest else source
     load = None
     t_start = time.perf_counter()
     dropped0 = threads = None
+    cpu0 = 0.0
 
     def dropped() -> int:          # by the newest-frame reader, and by the paced file itself
         return (frames.dropped if frames is not source else 0) + getattr(source, "dropped", 0)
 
     try:
-        loop = LiveLoop(pipeline, deliver).start() if loop_kind == "live" else None
+        loop = (LiveLoop(pipeline, deliver, prepare=prepare).start() if loop_kind == "live"
+                else None)
         budget = ThreadBudget(every=1.0, opencv=True) if loop_kind == "step-budget" else None
         try:
             for frame in frames:
                 now = time.perf_counter()
                 if dropped0 is None and now - t_start >= warmup:
-                    dropped0, load = dropped(), CpuLoad()
+                    dropped0, load, cpu0 = dropped(), CpuLoad(), time.process_time()
                 if now - t_start >= warmup + seconds:
                     break
                 if loop is not None:
@@ -147,7 +156,13 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
     finally:
         frames.close()
     others = load.others(0.0) if load is not None else float("nan")
+    cpu = time.process_time() - cpu0 if load is not None else float("nan")
     t_measure = t_start + warmup
+
+    def cpu_per_frame(kind: str) -> float:
+        m = [c for t, c in marks[kind] if t >= t_measure]
+        return 1000 * statistics.median(np.diff(m)) if len(m) > 2 else float("nan")
+
     rows = [r for t, r in shown if t >= t_measure]
     good = [r for r in rows if r is not None and not r.skipped]
     wall = max(1e-9, (shown[-1][0] if shown else t_measure) - t_measure)
@@ -159,7 +174,9 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
     out.update(fps=len(good) / wall, shown=len(good), skipped=len(rows) - len(good),
                frames=len(rows), dropped=dropped() - (dropped0 or 0),
                seconds=wall,
-               source_fps=source.fps, threads=threads, others=others, load=load_avg())
+               source_fps=source.fps, threads=threads, others=others, load=load_avg(),
+               cpu_ms=1000 * cpu / max(1, len(rows)), cpu_track=cpu_per_frame("track"),
+               cpu_render=cpu_per_frame("render"))
     return out
 
 
@@ -196,7 +213,15 @@ def live_line(r: dict) -> str:
             f"{r['detect']:.1f}, retarget {r['retarget']:.2f}, generate {r['generate']:.1f}; "
             f"render threads {r['threads']}; dropped {r['dropped']} of "
             f"{r['frames'] + r['dropped']} camera frames; no face {r['skipped']}; other "
-            f"processes kept {r['others']:.2f} CPUs busy; load average {r['load']}")
+            f"processes kept {r['others']:.2f} CPUs busy; load average {r['load']}; CPU ms per "
+            f"frame: {cpu_cell(r)}")
+
+
+def cpu_cell(r: dict) -> str:
+    """CPU ms per frame: the tracking / the render thread (sequential: its one thread), and the
+    whole process in brackets."""
+    track = "–" if np.isnan(r["cpu_track"]) else f"{r['cpu_track']:.1f}"
+    return f"{track} / {r['cpu_render']:.1f} ({r['cpu_ms']:.1f})"
 
 
 def load_section(args, reenactor, detector, images, points, clip, model_desc) -> int:
@@ -239,7 +264,7 @@ def load_section(args, reenactor, detector, images, points, clip, model_desc) ->
     def row(r, busy, kind):
         machine = "+ one busy process" if busy else "benchmark alone"
         return (f"| {machine} | {LOOPS[kind]} | {r['fps']:.1f} | {r['detect']:.1f} | "
-                f"{r['generate']:.1f} | {r['threads']} | {r['dropped']} / "
+                f"{r['generate']:.1f} | {r['threads']} | {cpu_cell(r)} | {r['dropped']} / "
                 f"{r['frames'] + r['dropped']} | {r['others']:.2f} | {r['load']} |")
 
     table = "\n".join(row(rows[b, k], b, k) for b in (False, True) for k in LOOPS)
@@ -255,10 +280,13 @@ newest frame.
 `python -c "while True: pass"` started by the benchmark. "Others busy" is how many CPUs other
 processes kept busy during the row (/proc/stat, `caingan.device.CpuLoad`), the load average
 the 1-minute one at its end: other people's work on this machine counts in both ("benchmark
-alone" means nothing else started by the benchmark, not an idle machine).
+alone" means nothing else started by the benchmark, not an idle machine). "CPU ms / frame":
+the CPU time the tracking / the render thread spent per frame (sequential: its one thread; in
+brackets the whole process, frame reading included), medians — the work itself, which the
+others' load changes far less than the wall times.
 
-| machine | loop | fps | detect ms | generate ms | render threads | frames dropped | others busy (CPUs) | load avg |
-|---|---|---|---|---|---|---|---|---|
+| machine | loop | fps | detect ms | generate ms | render threads | CPU ms / frame | frames dropped | others busy (CPUs) | load avg |
+|---|---|---|---|---|---|---|---|---|---|
 {table}
 
 *LiveLoop* (`caingan.pipeline.live`, what the window runs): tracking in one thread, generation in
