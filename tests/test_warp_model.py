@@ -549,10 +549,10 @@ def test_mouth_cavity_is_left_to_a_source_that_shows_the_open_mouth():
 
 
 def test_edit_grid_shows_config_variants_beside_the_warp(tmp_path, tiny_cache):
-    """train.edit_grid --variant: extra columns of the same weights with a field changed; a
-    malformed variant is refused by name."""
+    """train.evaluation.edit_grid --variant: extra columns of the same weights with a field
+    changed; a malformed variant is refused by name."""
     import cv2
-    from train.edit_grid import main
+    from train.evaluation.edit_grid import main
 
     torch.manual_seed(0)
     cfg = tiny_warp()

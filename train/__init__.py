@@ -1,1 +1,2 @@
-"""Training side of CainGAN: data cache, dataset, loop, evaluation (may import caingan, never app)."""
+"""Training side of CainGAN: data cache, dataset, training loop, and `train.evaluation`
+(may import caingan, never app)."""

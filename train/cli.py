@@ -26,4 +26,4 @@ def prepare(argv: Sequence[str] | None = None) -> int:
 
 
 def evaluate(argv: Sequence[str] | None = None) -> int:
-    return run_main("caingan-eval", _main_of("train.evaluate"), argv)
+    return run_main("caingan-eval", _main_of("train.evaluation.run"), argv)

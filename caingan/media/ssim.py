@@ -1,5 +1,6 @@
 """SSIM as the paper and most reenactment work report it, in one place: the evaluator scores
-with it (train.metrics) and personalization (caingan.pipeline.blend_fit) chooses with it."""
+with it (train.evaluation.metrics) and personalization (caingan.pipeline.blend_fit) chooses
+with it."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def ssim(generated: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = Non
     skimage's `structural_similarity(**SSIM_SETTINGS)` computed with OpenCV's separable filter
     (~15× faster at 256²): the same 11-tap kernel in float64, local statistics, constants and the
     mean over the image less a 5-pixel border (where skimage's padding mode would matter), per
-    channel then over channels. Agrees with skimage to ~1e-12 (tests/test_metrics.py).
+    channel then over channels. Agrees with skimage to ~1e-12
+    (tests/train/evaluation/test_metrics.py).
     """
     import cv2
 

@@ -32,7 +32,7 @@ def pose_distance(sources: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     rotation, shift) mapping one onto the other, relative to the target's RMS radius. Points not
     finite in either set are left out; a source with fewer than 3 usable points is infinitely
     far. The one measure of "closest source" (the pose prior here, the baselines' choice in
-    train.warp_baselines)."""
+    train.evaluation.warp_baselines)."""
     ok = torch.isfinite(sources).all(-1) & torch.isfinite(target).all(-1).unsqueeze(1)  # (B,K,68)
     w = ok.to(sources.dtype)
     n = w.sum(-1, keepdim=True).clamp_min(1)

@@ -1,6 +1,6 @@
 """FID of the paper's protocol: TF Inception (2015-12-05) pool features and the Fréchet distance.
 
-Part of train.metrics (which re-exports everything here); kept apart for length.
+Part of train.evaluation.metrics (which re-exports everything here); kept apart for length.
 """
 
 from __future__ import annotations

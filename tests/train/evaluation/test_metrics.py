@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from train import metrics
 from caingan.errors import NoFaceError
+from testdata import STILLS
+from train.evaluation import metrics
 
 torch.set_num_threads(1)
-STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 
 
 def smooth_images(n: int, size: int, seed: int) -> np.ndarray:

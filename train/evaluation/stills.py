@@ -6,7 +6,7 @@ sources (leave-one-out, so the target is never trained on); the general and the 
 default model are scored against the real photo at 256² (SSIM, and CSIM with dlib's descriptor
 as in docs/RESULTS.md), with the piecewise-affine warp of the closest source beside them.
 
-    python -m train.eval_stills --out docs/ablations/PERSONALIZE_STILLS.md [--folds 1]
+    python -m train.evaluation.stills --out docs/ablations/PERSONALIZE_STILLS.md [--folds 1]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STILLS = REPO.parent / "shared" / "data" / "stills"
 SIDE = 256
 
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     save_image(out.with_suffix(".png"), np.vstack(grid))
     lines = [
         "# Personalization on photo collections (../shared/data/stills)", "",
-        f"Command: `python -m train.eval_stills {' '.join(argv or sys.argv[1:])}` — "
+        f"Command: `python -m train.evaluation.stills {' '.join(argv or sys.argv[1:])}` — "
         f"{time.strftime('%Y-%m-%d')}, {len(rows)} targets, {(time.time() - t0) / 60:.1f} min on "
         f"the 2-core CPU. Each person's photo is rendered from its landmarks given the person's "
         f"other photos (never trained on the target); personalization with the app's default "

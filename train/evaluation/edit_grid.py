@@ -1,6 +1,6 @@
 """Edits a warp cannot do well, beside the warp baseline: a grid for docs/.
 
-    python -m train.edit_grid --checkpoint assets/caingan-warp.safetensors --out docs/edits.png
+    python -m train.evaluation.edit_grid --checkpoint assets/caingan-warp.safetensors --out docs/edits.png
 
 For each face (frame 0 of the first test clips of a data cache, or photos given with --photo): the
 source, then for each
@@ -8,7 +8,7 @@ edit (mouth opened from a closed mouth, eyes closed from open, head yaw ±20°) 
 warp of the source by the edited landmarks and the model's rendering of the same landmarks.
 `--variant LABEL:FIELD=VALUE` adds a column of the same weights with a config field changed, e.g.
 
-    python -m train.edit_grid --checkpoint assets/caingan-warp.safetensors --cache CACHE \
+    python -m train.evaluation.edit_grid --checkpoint assets/caingan-warp.safetensors --cache CACHE \
         --edit "mouth half open" --edit "mouth open" --variant stretch:mouth_gap=stretch
 """
 
@@ -31,7 +31,7 @@ from caingan.nn.affine_warp import warp_image
 from caingan.media.images import load_image, save_image
 from caingan.pipeline.inference import Reenactor
 
-from .dataset import ClipDataset
+from train.dataset import ClipDataset
 
 EDITS = {
     "mouth open": EditParams(mouth_open=1.0),

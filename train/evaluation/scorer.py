@@ -1,4 +1,4 @@
-"""Scores generated frames against one protocol's real targets (train.metrics underneath).
+"""Scores generated frames against one protocol's real targets (train.evaluation.metrics underneath).
 
 Per-image results that depend only on the pixels (Inception features, dlib's detection and
 descriptor, the landmark detector's points) are kept in a memo keyed by a hash of the pixels and
@@ -16,7 +16,7 @@ import numpy as np
 
 from caingan.errors import CainGANError, NoFaceError
 
-from .eval_protocol import EvalSet
+from .protocol import EvalSet
 
 _MISS = "miss"
 
@@ -85,7 +85,7 @@ class Scorer:
     def __init__(self, data: EvalSet, inception=None, descriptor=None, detector=None,
                  fid_method: str = "sqrtm", progress: bool = True, face_id: Any = "auto",
                  memo: dict | None = None):
-        from train import metrics
+        from . import metrics
 
         self.m = metrics
         self.data = data

@@ -14,9 +14,9 @@ import numpy as np
 
 from caingan.files import atomic_write
 
-from .eval_protocol import PROTOCOLS, EvalSet
+from .protocol import PROTOCOLS, EvalSet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METRIC_KEYS = ("ssim", "csim", "csim_torch", "fid", "landmark_error", "faces_missed")
 TABLE_HEADER = ("| protocol | method | K | SSIM ↑ | CSIM ↑ | CSIM (landmarks) ↑ | FID ↓ | "
                 "landmark error ↓ | faces missed |\n"
@@ -129,7 +129,7 @@ def _net_text(net) -> str:
 
 
 def render_report(rows: Sequence[dict[str, Any]], methods: Sequence, ctx: dict[str, Any]) -> str:
-    from train.metrics import SSIM_SETTINGS
+    from .metrics import SSIM_SETTINGS
 
     s = ctx["image_size"]
     out = [

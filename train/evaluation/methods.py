@@ -1,10 +1,10 @@
-"""The methods train.evaluate compares: anything with set_sources(images, points) and
+"""The methods caingan-eval compares: anything with set_sources(images, points) and
 generate_batch(points).image (caingan.pipeline.inference.ReenactorProtocol's core).
 
 A method is a model file (caingan.nn.checkpoint.save_model), a training state
 (runs/X/checkpoints/step_*.safetensors: pix2pixHD and FSHM only have those), a run directory (its
 newest training state) or a weightless baseline ('baseline:copy', 'baseline:affine';
-train.warp_baselines). Every method is evaluated at the evaluation size: it gets the sources at
+train.evaluation.warp_baselines). Every method is evaluated at the evaluation size: it gets the sources at
 that size, target points in its own image_size pixels, and its output is resized to the
 evaluation size when it differs (INTER_AREA down, INTER_CUBIC up), which is what a user sees.
 """
@@ -22,7 +22,7 @@ from caingan.errors import CainGANError
 from caingan.face.landmark_file import rescale_points
 from caingan.files import file_hash
 
-from .eval_protocol import EvalSet, resize_crops
+from .protocol import EvalSet, resize_crops
 from .warp_baselines import BASELINES, DEFAULT_NAMES, make_baseline
 
 BASELINE_PREFIX = "baseline:"
@@ -110,7 +110,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
     p = Path(path).expanduser()
     if p.is_dir():
-        from .state import list_checkpoints
+        from train.state import list_checkpoints
         found = list_checkpoints(p)
         if not found:
             raise CainGANError(f"{p}: run directory without complete checkpoints/step_*.safetensors")
@@ -142,9 +142,9 @@ def load_method(name: str, path: str | Path, device: str = "cpu") -> Method:
         return baseline_method(str(path)[len(BASELINE_PREFIX):], name)
     from caingan.nn.checkpoint import MODEL_KIND, drop_retired, load_checkpoint, load_module_state, read_meta
 
-    from . import state as st
-    from .baselines import build_model
-    from .config import TrainConfig
+    from train import state as st
+    from train.baselines import build_model
+    from train.config import TrainConfig
 
     st_path = resolve_checkpoint(path)
     meta = read_meta(st_path)

@@ -1,11 +1,11 @@
-"""train.eval_paired: differences between two methods on the same frames, with intervals from a
-bootstrap over clips."""
+"""train.evaluation.paired: differences between two methods on the same frames, with intervals
+from a bootstrap over clips."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from train.eval_paired import cluster_bootstrap, compare
+from train.evaluation.paired import cluster_bootstrap, compare
 
 
 def test_cluster_bootstrap_resamples_whole_clips():

@@ -16,10 +16,11 @@ import torch
 from caingan.errors import CainGANError
 from caingan.face.landmark_file import rescale_points
 from caingan.files import file_hash
-from train import eval_methods as em
-from train import eval_protocol as ep
-from train import eval_report as er
-from train import evaluate as ev
+from train.evaluation import methods as em
+from train.evaluation import protocol as ep
+from train.evaluation import report as er
+from testdata import STILLS
+from train.evaluation import run as ev
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -445,7 +446,6 @@ def test_warp_model_renders_above_its_network_size_and_is_scored_at_the_evaluati
 
 
 # --- the real metrics on real faces ---------------------------------------------------------
-STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 
 
 def stills_clip(name: str, detector) -> ep.TestClip:
@@ -460,8 +460,8 @@ def stills_clip(name: str, detector) -> ep.TestClip:
 
 @pytest.mark.slow
 def test_scorer_perfect_copy_beats_another_person(tmp_path):
-    from train import metrics
-    from train.eval_scorer import Scorer
+    from train.evaluation import metrics
+    from train.evaluation.scorer import Scorer
     from caingan.face.landmarks import LandmarkDetector
     from caingan.thirdparty import fid_inception_path
 
@@ -501,7 +501,7 @@ def test_scorer_perfect_copy_beats_another_person(tmp_path):
 
 def test_headroom_regions_cover_their_part_and_outside_inverts():
     from caingan.face.landmark_edit import mean_face
-    from train.headroom import OUTSIDE_FACE, REGIONS, region_alpha
+    from train.evaluation.headroom import OUTSIDE_FACE, REGIONS, region_alpha
 
     p = mean_face(128.0)[None].astype(np.float32)
     mouth = region_alpha(p, 128, REGIONS["inner mouth"], 4)[0, ..., 0]

@@ -1,4 +1,4 @@
-"""Which frames the evaluation renders and from which sources (train.evaluate's protocol).
+"""Which frames the evaluation renders and from which sources (caingan-eval's protocol).
 
 same-clip (the paper's, after Zakharov et al. 2019): for each test clip, T target frames evenly
 spaced over the clip are rendered from their landmarks, given K source frames of the same clip that
@@ -195,7 +195,7 @@ def list_test_clips(cache: str | Path, split: str = "test", max_clips: int | Non
     """The split's clips in the data cache written by train.prepare, in a stable order;
     `holdout_groups`: only those of the last N identity groups (sorted by name), which is how
     training picks its validation groups (train.data.build_datasets)."""
-    from .dataset import ClipDataset, load_clip
+    from train.dataset import ClipDataset, load_clip
 
     ds = ClipDataset(str(cache), split=split, k=1)
     clips = []

@@ -7,7 +7,7 @@ import pytest
 
 from caingan.errors import CainGANError
 from caingan.nn.affine_warp import warp_image
-from train.warp_baselines import (AffineWarp, CopySource, aligned_distances, closest_source,
+from train.evaluation.warp_baselines import (AffineWarp, CopySource, aligned_distances, closest_source,
                                   make_baseline)
 
 S = 96

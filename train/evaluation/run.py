@@ -3,10 +3,10 @@
 For every clip of the test split (identity groups never seen in training) a fixed set of target
 frames is rendered from their landmarks, given K source frames that are never among the targets:
 of the same clip (protocol "same-clip", the paper's) and, where an identity group has two or more
-clips, of another clip of the same person ("cross-clip"). Frames are chosen by
-train.eval_protocol, methods loaded by train.eval_methods, scored by train.eval_scorer (SSIM,
-CSIM, CSIM with known landmarks, FID, landmark error) and written by train.eval_report as the
-paper's Tables 1–2 (markdown) plus a JSON of every (method, protocol, K) row and sample figures.
+clips, of another clip of the same person ("cross-clip"). Frames are chosen by `protocol`,
+methods loaded by `methods`, scored by `scorer` (SSIM, CSIM, CSIM with known landmarks, FID,
+landmark error) and written by `report` as the paper's Tables 1–2 (markdown) plus a JSON of
+every (method, protocol, K) row and sample figures.
 
     caingan-eval --cache ~/.cache/caingan/data/s256 \\
         --checkpoint paper=assets/caingan-small.safetensors --baseline copy --baseline affine \\
@@ -35,13 +35,13 @@ from caingan.cli import interrupted
 from caingan.errors import CainGANError
 from caingan.media.images import save_image
 
-from .eval_methods import Method, generate, load_method, method_specs, personalized_methods
-from .eval_protocol import (DEFAULT_RESERVE, PROTOCOLS, EvalSet, TestClip, build_eval_set,
+from .methods import Method, generate, load_method, method_specs, personalized_methods
+from .protocol import (DEFAULT_RESERVE, PROTOCOLS, EvalSet, TestClip, build_eval_set,
                             cross_clip_set, list_test_clips)
-from .eval_report import (atomic_write_bytes, figure_grid, figure_rows, git_commit, hardware,
+from .report import (atomic_write_bytes, figure_grid, figure_rows, git_commit, hardware,
                           render_report, results_json)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "docs" / "RESULTS.md"
 
 
@@ -115,9 +115,9 @@ def make_scorers(args, sets: Sequence[EvalSet], progress: bool) -> list:
     """One Scorer per protocol, sharing the networks and the per-image memo."""
     from caingan.face.landmarks import LandmarkDetector
     from caingan.thirdparty import cache_dir
-    from train import metrics
+    from . import metrics
 
-    from .eval_scorer import Scorer, load_landmark_descriptor
+    from .scorer import Scorer, load_landmark_descriptor
 
     feat_dir = args.feature_cache or str(cache_dir() / "fid-features")
     inception = metrics.InceptionFeatures(device=str(_device(args.device)), batch_size=args.batch,
@@ -271,7 +271,7 @@ def run(args: argparse.Namespace, methods: Sequence[Method] | None = None, score
 
 
 def main(argv=None) -> int:
-    """`caingan-eval` / `python -m train.evaluate`; Ctrl-C: exit status 130 and one line."""
+    """`caingan-eval` / `python -m train.evaluation.run`; Ctrl-C: exit status 130 and one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.argv = argv

@@ -1,7 +1,7 @@
 """Headroom of a generator over the warp: how much would SSIM, CSIM and FID gain if a region of
 the piecewise-affine warp were perfect (replaced by the true target's pixels)?
 
-    python -m train.headroom --cache ~/.cache/caingan/data/s256 --split train --holdout-groups 6 \\
+    python -m train.evaluation.headroom --cache ~/.cache/caingan/data/s256 --split train --holdout-groups 6 \\
         --out docs/ablations/HEADROOM.md
 
 It answers where a generator is worth training: the inner mouth, the lips, the eyes, or what lies
@@ -21,9 +21,9 @@ from caingan.errors import CainGANError
 from caingan.face.landmark_image import PARTS
 from caingan.files import atomic_write
 
-from .eval_methods import baseline_method, generate
-from .eval_protocol import build_eval_set, list_test_clips
-from .evaluate import make_scorers, parse_args as eval_args
+from .methods import baseline_method, generate
+from .protocol import build_eval_set, list_test_clips
+from .run import make_scorers, parse_args as eval_args
 
 _EYES = [list(PARTS["right_eye"]), list(PARTS["left_eye"])]
 REGIONS: dict[str, list[list[int]]] = {
@@ -51,7 +51,7 @@ def region_alpha(points: np.ndarray, size: int, parts: list[list[int]], grow_px:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.headroom", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m train.evaluation.headroom", description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--holdout-groups", type=int, default=6)
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {area} | {r['ssim']:.4f} | {r['csim']:.4f} | {r['fid']:.2f} | "
                      f"{r['landmark_error']:.4f} |")
         print(lines[-1], flush=True)
-    head = (f"# Headroom over the warp\n\n`python -m train.headroom {' '.join(argv or sys.argv[1:])}`"
+    head = (f"# Headroom over the warp\n\n`python -m train.evaluation.headroom {' '.join(argv or sys.argv[1:])}`"
             f"\n\n{len(data)} targets of {len(data.clip_names)} clips ({a.split} split"
             f"{f', last {a.holdout_groups} identity groups' if a.holdout_groups else ''}), K = 1, "
             f"regions grown by {a.grow} px and feathered (σ 1.5 px); area = mean fraction of the "

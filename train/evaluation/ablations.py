@@ -1,10 +1,10 @@
 """The paper's comparison under one budget: CainGAN, its ablations and the two baselines.
 
 Every method trains for the same number of steps on the same cache, seed, batch and K, then
-train.evaluate scores them all on the same held-out frames. Each run resumes where it stopped
+caingan-eval (train.evaluation.run) scores them all on the same held-out frames. Each run resumes where it stopped
 (train.train's own resume), so the sweep can be killed and re-run at any time.
 
-    python -m train.ablations --cache ~/.cache/caingan/data/s64 --steps 500 --out runs/ablations
+    python -m train.evaluation.ablations --cache ~/.cache/caingan/data/s64 --steps 500 --out runs/ablations
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         checkpoints += ["--checkpoint", f"{name}={run}"]
     if a.skip_eval:
         return 0
-    cmd = [sys.executable, "-m", "train.evaluate", "--cache", a.cache, *checkpoints,
+    cmd = [sys.executable, "-m", "train.evaluation.run", "--cache", a.cache, *checkpoints,
            "--k", *map(str, a.eval_k), "--targets", str(a.targets), "--threads", str(a.threads),
            "--out", a.report]
     print(f"== evaluate: {' '.join(cmd[1:])}", flush=True)

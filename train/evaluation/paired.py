@@ -1,6 +1,6 @@
 """Is one method better than another, or is it noise? A paired comparison on the same frames.
 
-    python -m train.eval_paired --cache ~/.cache/caingan/data/s256 \\
+    python -m train.evaluation.paired --cache ~/.cache/caingan/data/s256 \\
         --checkpoint CainGAN-warp=assets/caingan-warp.safetensors --baseline affine --k 1
 
 Both methods render the frames of docs/RESULTS.md (caingan-eval's protocol, draw and scorers; the
@@ -48,7 +48,7 @@ def compare(a: dict, b: dict, real_features: np.ndarray, clips: np.ndarray,
             resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """a, b: per-frame 'ssim' (N,), 'csim' (N,) and Inception 'features' (N,D) of two methods on
     the same frames → {metric: {'difference', 'low', 'high'}} for A − B."""
-    from train.metrics import fid_from_features
+    from .metrics import fid_from_features
 
     def fid_gap(rows: np.ndarray) -> float:
         real = real_features[rows]
@@ -68,7 +68,7 @@ def compare(a: dict, b: dict, real_features: np.ndarray, clips: np.ndarray,
 
 def per_frame(scorer, generated: np.ndarray) -> dict:
     """SSIM, dlib CSIM and Inception features of each generated frame (caingan-eval's scorer)."""
-    from train import metrics
+    from . import metrics
 
     return {"ssim": np.asarray(metrics.ssim_batch(generated, scorer.data.target_frames)),
             "csim": scorer.csim_frames(generated)[0], "features": scorer.features(generated)}
@@ -105,9 +105,9 @@ def main(argv=None) -> int:
 def run(a: argparse.Namespace) -> dict:
     import torch
 
-    from .eval_methods import generate, load_method, method_specs
-    from .eval_protocol import DEFAULT_RESERVE, build_eval_set, cross_clip_set, list_test_clips
-    from .evaluate import make_scorers
+    from .methods import generate, load_method, method_specs
+    from .protocol import DEFAULT_RESERVE, build_eval_set, cross_clip_set, list_test_clips
+    from .run import make_scorers
 
     if a.threads:
         torch.set_num_threads(a.threads)
