@@ -6,6 +6,8 @@ removed before it starts is skipped. Failures come back as messages naming the p
 Every face of a photo is kept (largest first), so the user can switch to another one without
 detecting again (LoadedSource.with_face). Photos are bounded to PHOTO_MAX_SIDE while decoding;
 the face is also cropped at the photo's own resolution (up to VIEW_MAX_SIDE) for the Target view.
+Each used face also gets dlib's identity descriptor here (app.people), ~0.1 s: for a photo as it
+is added, and for another face of it on request (`identify`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class LoadedSource:
     faces: list = field(default_factory=list)    # every FaceDetection in the photo, largest first
     face_index: int = 0                          # which of them `crop` shows
     view: np.ndarray | None = None               # the crop's square at the photo's resolution
+    descriptor: np.ndarray | None = None         # dlib's 128-D identity of the face (app.people)
 
     @property
     def output_side(self) -> int:
@@ -109,7 +112,9 @@ class DetectWorker(QObject):
     detected = Signal(object)            # LoadedSource
     failed = Signal(int, str, str)       # job_id, label, message
     detectorReady = Signal(str)          # backend description
+    identified = Signal(int, int, object)  # job_id, face index, descriptor (identify's answer)
     _job = Signal(object)
+    _identify = Signal(object)
 
     def __init__(self, detector_factory: Callable[[], Any] = default_detector_factory):
         super().__init__()
@@ -117,7 +122,10 @@ class DetectWorker(QObject):
         self._detector = None
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
+        self._identity = None                # caingan.face.identity.FaceIdentity, made once
+        self._identity_failed = False
         self._job.connect(self._process)
+        self._identify.connect(self._do_identify)
 
     # -- GUI side
     def submit(self, job: SourceJob) -> None:
@@ -126,6 +134,10 @@ class DetectWorker(QObject):
     def cancel(self, job_id: int) -> None:
         with self._lock:
             self._cancelled.add(job_id)
+
+    def identify(self, src: LoadedSource) -> None:
+        """Describe this LoadedSource's face → identified(job_id, face_index, descriptor)."""
+        self._identify.emit(src)
 
     # -- worker thread
     def _detector_instance(self):
@@ -159,4 +171,29 @@ class DetectWorker(QObject):
         faces = find_all(original) if find_all is not None else []
         if not faces:      # none (or a detector without detect_all): detect() says why
             faces = [detector.detect(original)]     # (the GUI adds the photo's name)
-        return make_source(job.job_id, job.label, job.path, original, faces, 0, job.image_size)
+        src = make_source(job.job_id, job.label, job.path, original, faces, 0, job.image_size)
+        src.descriptor = self._descriptor(src)
+        return src
+
+    @Slot(object)
+    def _do_identify(self, src: LoadedSource) -> None:
+        descriptor = self._descriptor(src)
+        if descriptor is not None:
+            self.identified.emit(src.job_id, src.face_index, descriptor)
+
+    def _descriptor(self, src: LoadedSource) -> np.ndarray | None:
+        """dlib's descriptor of the source's face, or None when it cannot be computed (said in
+        the source's notes once: the photos are then all used)."""
+        from caingan.face.identity import FaceIdentity
+
+        from .people import face_descriptor
+        try:
+            if self._identity is None:
+                self._identity = FaceIdentity()
+            return face_descriptor(self._identity, src)
+        except Exception as e:  # noqa: BLE001 — the check is advice; the photo is still used
+            if not self._identity_failed:
+                self._identity_failed = True
+                src.notes.append(f"Cannot tell whether the photos show one person "
+                                 f"({_describe(e)}); every photo is used.")
+            return None

@@ -87,6 +87,7 @@ class EditDocument(QObject):
         super().__init__(parent)
         self.undo_stack = QUndoStack(self)
         self.original: EditState | None = None
+        self._saved: EditState | None = None      # the state last saved (or started from)
         self._state: EditState | None = None
         self._shown: np.ndarray | None = None
         self._drag: tuple | None = None          # (start state, indices, grabbed, symmetric)
@@ -110,7 +111,10 @@ class EditDocument(QObject):
         return self._shown
 
     def is_dirty(self) -> bool:
-        return not self.undo_stack.isClean()
+        """The edits differ from what was last saved (or from the start): compared by state, so
+        edits that were undone or moved back by hand (Reset sliders) leave nothing unsaved."""
+        return (self._state is not None and self._saved is not None
+                and not self._state.same_as(self._saved))
 
     # -- whole-document changes
     def start(self, points: np.ndarray, params: le.EditParams | None = None) -> None:
@@ -120,10 +124,11 @@ class EditDocument(QObject):
         self._drag = self._slider_start = None
         self._state = None
         self._set_state(EditState.of(points, _checked(params)))
+        self._saved = self._state
         self.undo_stack.setClean()
 
     def clear(self) -> None:
-        self.original = self._state = self._shown = None
+        self.original = self._state = self._shown = self._saved = None
         self.undo_stack.clear()
         self.changed.emit()
         self.paramsReplaced.emit()
@@ -142,6 +147,7 @@ class EditDocument(QObject):
             self.replace(EditState.of(self.original.base), "Reset")
 
     def mark_saved(self) -> None:
+        self._saved = self._state
         self.undo_stack.setClean()
 
     # -- drags (one undo step from press to release)

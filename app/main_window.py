@@ -7,8 +7,10 @@ the PreviewWorker as the newest request; its results come back as signals and ar
 Nothing here runs the model or the detector on the GUI thread.
 
 The reenactment window and the export dialog see the sources only as an app.sources.Sources
-snapshot: `current_sources()`, and `sourcesChanged` whenever the photos, their order or the
-target change.
+snapshot: `current_sources()`, and `sourcesChanged` whenever the photos, their order, the
+target or which photos are used change. Adding, removing and choosing the photos is
+app.editor_sources' part of the window; saving and opening files (and asking before unsaved
+edits are dropped) app.editor_files'; the actions and menus app.menus'.
 """
 
 from __future__ import annotations
@@ -18,28 +20,25 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
-                               QMessageBox, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QMainWindow, QSplitter,
+                               QVBoxLayout, QWidget)
 
 from caingan.assets import DEFAULT_WEIGHTS
 from caingan.face import landmark_edit as le
-from caingan.face import landmark_file as lmf
-from caingan.errors import CainGANError
 
-from .convert import rgb_from_qimage
-from .dialogs import IMAGE_FILTER, start_folder
 from .detect_worker import DetectWorker, LoadedSource, SourceJob, default_detector_factory
 from .document import EditDocument, EditState
+from .editor_files import EditorFiles
+from .editor_sources import EditorSources
 from .image_pane import ImagePane, show_crop, titled
 from .landmark_view import LandmarkView
 from .menus import build_actions
-from .notifications import Banner, MessagesDialog, Notifier
+from .notifications import Banner, MessagesDialog, Notifier, name_files
+from .people import People
 from .personalize_panel import PersonalizePanel
 from .preview_worker import PreviewResult, PreviewWorker, default_loader, sources_overlay
 from .sliders import SlidersPanel
-from .sources import Sources
-from .sources_panel import MAX_SOURCES, SourcesPanel, choose_face, thumbnail
+from .sources_panel import SourcesPanel, choose_face
 from .workers import WorkerThread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +53,7 @@ def _fixed_label(text: str, width: int, tip: str) -> QLabel:
     return label
 
 
-class MainWindow(QMainWindow):
+class MainWindow(EditorSources, EditorFiles, QMainWindow):
     previewShown = Signal(object)     # PreviewResult, after the preview pane shows it
     sourceAdded = Signal(int)         # id, after a photo is detected and shown
     sourceFailed = Signal(int, str)   # id, message
@@ -73,6 +72,9 @@ class MainWindow(QMainWindow):
         self.image_size: int | None = None       # the model's crop size, known once it loads
         self.sources: dict[int, LoadedSource] = {}
         self.target: LoadedSource | None = None
+        self.people = People()                   # which photos show the edited person
+        self._job_paths: dict[int, str | None] = {}    # photos being detected: their files
+        self._sample_job: int | None = None
         self.last_result: PreviewResult | None = None
         self.model_info = None
         self._waiting: list[SourceJob] = []      # jobs held until image_size is known
@@ -167,6 +169,7 @@ class MainWindow(QMainWindow):
         sp.orderChanged.connect(lambda _ids: self._sources_changed())
         sp.targetRequested.connect(lambda i: self.set_target(self.sources[i]))
         sp.faceRequested.connect(lambda i: choose_face(self, i))
+        sp.useAnywayRequested.connect(self.use_anyway)
 
         self.editor.dragStarted.connect(
             lambda i, part: self.doc.begin_drag(i, part, self.symmetric_action.isChecked()))
@@ -191,6 +194,7 @@ class MainWindow(QMainWindow):
         self.detect.detected.connect(self._detected)
         self.detect.failed.connect(self._detect_failed)
         self.detect.detectorReady.connect(self._detector_ready)
+        self.detect.identified.connect(self._identified)
 
     def _detector_ready(self, text: str) -> None:
         """The backend's name in the status bar; why it fell back (long) in the tooltip."""
@@ -205,9 +209,11 @@ class MainWindow(QMainWindow):
     def _start_model(self) -> None:
         if not self.weights.is_file():
             self.preview_pane.set_message(
-                f"No model weights found at {self.weights}; run training or pass --weights PATH.")
+                f"No model weights found at {self.weights.name}; run training or pass "
+                "--weights PATH.")
+            self.preview_pane.setToolTip(str(self.weights.absolute()))
             self.notifier.warning(f"No model weights at {self.weights}: the editor works, "
-                                  "the preview stays empty.")
+                                  "the preview stays empty.", files=[self.weights])
             self._set_image_size(_fallback_image_size())
             return
         self.preview_pane.set_message("Loading model…")
@@ -216,13 +222,16 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info) -> None:
         self.model_info = info
         self.device_label.setText(f"Device: {info.device_name}")
-        self.preview_pane.set_message("" if self.sources else "Add a source photo to start.")
+        self.preview_pane.set_message("")
         self._set_image_size(info.image_size)
         self._sources_changed()
 
     def _model_failed(self, msg: str) -> None:
-        self.preview_pane.set_message(f"Could not load the model from {self.weights}:\n{msg}")
-        self.notifier.error(f"Model not loaded: {msg}")
+        text, _ = name_files(f"Could not load the model from {self.weights}:\n{msg}",
+                             [self.weights])
+        self.preview_pane.set_message(text)
+        self.preview_pane.setToolTip(str(self.weights.absolute()))
+        self.notifier.error(f"Model not loaded: {msg}", files=[self.weights])
         self._set_image_size(_fallback_image_size())
 
     def _set_image_size(self, size: int) -> None:
@@ -232,106 +241,6 @@ class MainWindow(QMainWindow):
             for job in waiting:
                 job.image_size = size
                 self.detect.submit(job)
-
-    # ------------------------------------------------------------------ sources
-    def add_sample(self) -> None:
-        """The astronaut photo that ships with scikit-image, so the editor opens with a face."""
-        from skimage import data
-        self._submit("astronaut (sample)", image=data.astronaut())
-
-    def add_photos_dialog(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Add source photos", self.dialog_folder(),
-                                                IMAGE_FILTER)
-        if paths:
-            self.last_folder = str(Path(paths[0]).parent)
-            self.add_files(paths)
-
-    def add_files(self, paths: list[str]) -> None:
-        for p in paths:
-            self._submit(Path(p).name, path=str(p))
-
-    def add_image(self, image: np.ndarray, label: str | None = None) -> int | None:
-        self._paste_count += 1
-        return self._submit(label or f"pasted image {self._paste_count}", image=image)
-
-    def paste_from_clipboard(self) -> None:
-        md = QGuiApplication.clipboard().mimeData()
-        if md is not None and md.hasImage():
-            img = QGuiApplication.clipboard().image()
-            if not img.isNull():
-                self.add_image(rgb_from_qimage(img))
-                return
-        if md is not None and md.hasUrls():
-            files = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
-            if files:
-                self.add_files(files)
-                return
-        self.notifier.warning("The clipboard holds no image or image file to paste.")
-
-    def _submit(self, label: str, path: str | None = None, image: np.ndarray | None = None):
-        if self.sources_panel.count() >= MAX_SOURCES:
-            self.notifier.warning(f"At most {MAX_SOURCES} source photos; {label} was not added.")
-            return None
-        job_id = self._next_id
-        self._next_id += 1
-        self.sources_panel.add_pending(job_id, label)
-        job = SourceJob(job_id, label, self.image_size or 0, path=path, image=image)
-        if self.image_size is None:
-            self._waiting.append(job)
-        else:
-            self.detect.submit(job)
-        return job_id
-
-    def _detected(self, src: LoadedSource) -> None:
-        if src.job_id not in self.sources_panel.ids(include_pending=True):
-            return   # removed while it was being detected
-        self.sources[src.job_id] = src
-        note = "; ".join(src.notes)
-        self.sources_panel.set_loaded(src.job_id, src.label,
-                                      thumbnail(src.crop.image, src.crop.points), src.short_note,
-                                      src.n_faces)
-        for n in src.notes:
-            self.notifier.info(n)
-        if not note:
-            self.statusBar().showMessage(f"Added {src.label}", 3000)
-        if self.target is None:
-            self.set_target(src, ask=False)
-        self._sources_changed()
-        self.sourceAdded.emit(src.job_id)
-
-    def _detect_failed(self, job_id: int, label: str, msg: str) -> None:
-        self.sources_panel.remove(job_id)
-        self.notifier.error(msg if label in msg else f"{label}: {msg}")
-        self.sourceFailed.emit(job_id, msg)
-
-    def remove_sources(self, ids: list[int]) -> None:
-        for i in ids:
-            self.detect.cancel(i)
-            self.sources.pop(i, None)
-            self.sources_panel.remove(i)
-        self._sources_changed()
-
-    def source_ids(self) -> list[int]:
-        return [i for i in self.sources_panel.ids() if i in self.sources]
-
-    def current_sources(self) -> Sources | None:
-        """The detected photos in panel order and the target face (None without photos).
-        A target whose photo was removed stays editable here; the others then animate the
-        first photo."""
-        return Sources.of([self.sources[i] for i in self.source_ids()], self.target)
-
-    def _sources_changed(self) -> None:
-        current = self.current_sources()
-        self.sourcesChanged.emit(current)
-        if self.model_info is None:
-            return
-        if current is None:
-            self.preview.set_sources((), [], [])
-            self.preview_pane.set_image(None)
-            self.preview_pane.set_message("Add a source photo to start.")
-            return
-        self.preview.set_sources(current.ids, *current.model_inputs(current.render_side(self.model_info)))
-        self.request_preview()
 
     # ------------------------------------------------------------------ target and edits
     def set_target(self, src: LoadedSource, ask: bool = True) -> None:
@@ -345,7 +254,7 @@ class MainWindow(QMainWindow):
         self.doc.start(src.crop.points)
         self._paste_back_toggled(self.paste_back_box.isChecked())
         self.statusBar().showMessage(f"Editing the face from {src.label}", 4000)
-        self.sourcesChanged.emit(self.current_sources())
+        self._sources_changed()           # the edited person decides which photos are used
 
     def _set_part_mode(self, on: bool) -> None:
         self.editor.part_mode = on
@@ -390,7 +299,8 @@ class MainWindow(QMainWindow):
         if self.last_result is not None and result.request_id < self.last_result.request_id:
             return
         self.last_result = result
-        if set(result.source_ids) == set(self.source_ids()) and self.source_ids():
+        current = self.current_sources()
+        if current is not None and set(result.source_ids) == set(current.ids):
             self.preview_pane.set_message("")
         self._show_preview()
         ms = (time.perf_counter() - result.t_request) * 1000
@@ -411,113 +321,6 @@ class MainWindow(QMainWindow):
                 self.preview_pane.set_image(sources_overlay(r.image, r.weights, crops))
                 return
         self.preview_pane.set_image(r.display)
-
-    # ------------------------------------------------------------------ files
-    def save_result_dialog(self) -> None:
-        if self.last_result is None:
-            self.notifier.warning("There is no result to save yet.")
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Save result",
-                                              self.dialog_path(self._result_name()),
-                                              "PNG image (*.png);;JPEG image (*.jpg *.jpeg)")
-        if path:
-            self.last_folder = str(Path(path).parent)
-            self.save_result(path)
-
-    def dialog_folder(self) -> str:
-        """Where file dialogs start: the folder last used, else the target photo's folder,
-        else Pictures or home (start_folder)."""
-        photo = self.target.path if self.target is not None else None
-        return start_folder(self.last_folder, photo and Path(photo).parent)
-
-    def dialog_path(self, name: str) -> str:
-        return str(Path(self.dialog_folder()) / name)
-
-    def _result_name(self, suffix: str = ".png") -> str:
-        """A save name from the target photo's (portrait.jpg → portrait-edited.png)."""
-        stem = Path(self.target.path).stem if self.target is not None and self.target.path \
-            else "result"
-        return f"{stem}-edited{suffix}"
-
-    def save_result(self, path: str | Path) -> bool:
-        from caingan.media.images import save_image
-        r = self.last_result
-        if r is None:
-            self.notifier.warning("There is no result to save yet.")
-            return False
-        path = Path(path)
-        if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            path = path.with_suffix(".png")
-        try:
-            image = self.target.at_photo_size(r.image) if self.target else r.image
-            if r.pasted is not None and self.paste_back_box.isChecked():
-                QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-                try:
-                    image = r.full_size_pasted()
-                finally:
-                    QGuiApplication.restoreOverrideCursor()
-            save_image(path, image)
-        except (CainGANError, OSError, ValueError) as e:
-            self.notifier.error(f"Could not save {path}: {e}")
-            return False
-        self.doc.mark_saved()
-        self.notifier.info(f"Saved {path}")
-        return True
-
-    def save_landmarks_dialog(self) -> bool:
-        if not self.doc.active:
-            self.notifier.warning("No landmarks to save: add a source photo first.")
-            return False
-        path, _ = QFileDialog.getSaveFileName(self, "Save landmarks",
-                                              self.dialog_path(self._result_name(".json")),
-                                              "Landmarks (*.json)")
-        if path:
-            self.last_folder = str(Path(path).parent)
-        return bool(path) and self.save_landmarks(path)
-
-    def save_landmarks(self, path: str | Path) -> bool:
-        st = self.doc.state
-        if st is None:
-            return False
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            path = path.with_suffix(".json")
-        try:
-            lmf.save_landmarks(path, self.doc.shown_points(), self.image_size, base=st.base,
-                               params=st.params)
-        except CainGANError as e:
-            self.notifier.error(str(e))
-            return False
-        self.doc.mark_saved()
-        self.notifier.info(f"Saved landmarks to {path}")
-        return True
-
-    def open_landmarks_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open landmarks", self.dialog_folder(),
-                                              "Landmarks (*.json);;All files (*)")
-        if path:
-            self.last_folder = str(Path(path).parent)
-            self.open_landmarks(path)
-
-    def open_landmarks(self, path: str | Path) -> bool:
-        """Apply a saved pose to the current target (one undoable step)."""
-        if not self.doc.active:
-            self.notifier.warning("Add a source photo before opening landmarks.")
-            return False
-        try:
-            lf = lmf.load_pose_file(path)
-        except CainGANError as e:
-            self.notifier.error(str(e))
-            return False
-        if lf.image_size != self.image_size:
-            lf = lf.scaled_to(self.image_size)
-        if lf.base is not None and lf.params is not None:
-            state = EditState.of(lf.base, lf.params)
-        else:
-            state = EditState.of(lf.points)
-        self.doc.replace(state, "Open landmarks")
-        self.notifier.info(f"Opened landmarks from {path}")
-        return True
 
     # ------------------------------------------------------------------ reenactment and export
     def open_reenact(self):
@@ -562,20 +365,6 @@ class MainWindow(QMainWindow):
         if paths:
             e.acceptProposedAction()
             self.add_files(paths)
-
-    def _may_discard(self, why: str) -> bool:
-        """True when there is nothing unsaved or the user agrees to drop it (or saved it)."""
-        if not self.confirm_discard or not self.doc.is_dirty():
-            return True
-        box = QMessageBox(QMessageBox.Icon.Question, "Unsaved edits",
-                          f"{why}\nSave the landmarks first?",
-                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                          | QMessageBox.StandardButton.Cancel, self)
-        box.setDefaultButton(QMessageBox.StandardButton.Save)
-        answer = box.exec()
-        if answer == QMessageBox.StandardButton.Save:
-            return self.save_landmarks_dialog()
-        return answer == QMessageBox.StandardButton.Discard
 
     def closeEvent(self, e) -> None:  # noqa: N802
         if not self._may_discard("The landmark edits are not saved."):

@@ -4,12 +4,18 @@ The banner floats above the central widget instead of sitting in a layout, so sh
 it never moves the views (see image_pane). Errors from any thread end up here via signals.
 Messages that arrive while the banner is showing are added to it (several photos failing at
 once each get their line), not swapped for the newest; closing it or its timeout clears it.
+
+A message names a file one way everywhere: by its name; the full path is the message's details
+(the banner's tooltip, and View ▸ Messages). Post with `files=[path, …]` and any full path in the
+text is shortened to the name (`name_files`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFrame, QHBoxLayout, QLabel,
@@ -31,6 +37,21 @@ class Message:
     level: str
     text: str
     when: float = field(default_factory=time.time)
+    details: str = ""           # the full paths of the files the text names, one a line
+
+
+def name_files(text: str, files=()) -> tuple[str, str]:
+    """`text` with each of `files` named by its name instead of its full path (a file inside a
+    folder of `files` by its name too), and those full paths as details."""
+    details = []
+    for f in files:
+        if not f:
+            continue
+        p = Path(f)
+        for full in sorted({str(p), os.path.abspath(p)}, key=len, reverse=True):
+            text = text.replace(full + os.sep, "").replace(full, p.name)
+        details.append(os.path.abspath(p))
+    return text, "\n".join(dict.fromkeys(details))
 
 
 class Notifier(QObject):
@@ -42,21 +63,23 @@ class Notifier(QObject):
         super().__init__(parent)
         self.history: list[Message] = []
 
-    def post(self, level: str, text: str) -> Message:
-        msg = Message(level, text)
+    def post(self, level: str, text: str, files=()) -> Message:
+        """Show `text`; the full paths of `files` go to its details, their names in the text."""
+        text, details = name_files(text, files)
+        msg = Message(level, text, details=details)
         self.history.append(msg)
         del self.history[:-500]
         self.posted.emit(msg)
         return msg
 
-    def info(self, text: str) -> Message:
-        return self.post(INFO, text)
+    def info(self, text: str, files=()) -> Message:
+        return self.post(INFO, text, files)
 
-    def warning(self, text: str) -> Message:
-        return self.post(WARNING, text)
+    def warning(self, text: str, files=()) -> Message:
+        return self.post(WARNING, text, files)
 
-    def error(self, text: str) -> Message:
-        return self.post(ERROR, text)
+    def error(self, text: str, files=()) -> Message:
+        return self.post(ERROR, text, files)
 
     def last(self, level: str | None = None) -> Message | None:
         for m in reversed(self.history):
@@ -101,6 +124,9 @@ class Banner(QFrame):
         if hidden:
             lines.insert(0, f"(and {hidden} earlier message{'s' * (hidden > 1)}: View ▸ Messages…)")
         self.label.setText("\n".join(lines))
+        details = "\n".join(dict.fromkeys(m.details for m in self.shown if m.details))
+        self.setToolTip(details)
+        self.label.setToolTip(details)
         self._place()
         self.show()
         self.raise_()
@@ -138,7 +164,9 @@ class MessagesDialog(QDialog):
         text.setReadOnly(True)
         text.setPlainText("\n".join(
             f"{time.strftime('%H:%M:%S', time.localtime(m.when))}  {m.level.upper():8s} {m.text}"
+            + "".join(f"\n{'':19s}{d}" for d in m.details.splitlines())
             for m in notifier.history) or "No messages.")
+        self.text = text
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)

@@ -25,10 +25,11 @@ from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QHBoxLayout
 
 from caingan.errors import CainGANError
 
-from .personalize_worker import Job, PersonalizeWorker, personalize_config
+from .personalize_worker import Job, PersonalizeWorker, outcome, personalize_config
 
 PAPER_MODEL = ("Personalize needs the warp-guided model; the loaded model ({}) is the paper's, "
                "which cannot be fine-tuned here. Start the editor with the default weights.")
+STATUS_LINES = 3          # the status line's height: what the result says fits, word-wrapped
 
 
 def time_left(seconds: float) -> str:
@@ -94,8 +95,9 @@ class PersonalizePanel(QWidget):
         self.stack = QStackedWidget()          # one height either way: nothing re-flows
         self.stack.addWidget(self.status)
         self.stack.addWidget(running)
-        self.stack.setFixedHeight(max(running.sizeHint().height(),
-                                      2 * self.status.fontMetrics().lineSpacing() + 2))
+        self._min_height = max(running.sizeHint().height(),
+                               STATUS_LINES * self.status.fontMetrics().lineSpacing() + 4)
+        self.stack.setFixedHeight(self._min_height)
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(self.button)
@@ -111,7 +113,7 @@ class PersonalizePanel(QWidget):
         w = self.worker
         w.stage.connect(self._stage)
         w.progress.connect(self._progress)
-        w.warned.connect(lambda text: self.win.notifier.warning(text))
+        w.warned.connect(lambda text: self.win.notifier.warning(text, files=self._folder()))
         w.finished.connect(self._finished)
         w.cancelled.connect(self._cancelled)
         w.failed.connect(self._failed)
@@ -139,6 +141,13 @@ class PersonalizePanel(QWidget):
     def store(self):
         from caingan.pipeline.personal_store import PersonalStore
         return PersonalStore(self.store_root)
+
+    def _folder(self) -> list:
+        """The store's folder, for messages that name its files (by their names)."""
+        try:
+            return [self.store().root]
+        except (CainGANError, OSError):
+            return []
 
     def key_for(self, sources) -> str:
         """The key of these photos with the loaded model ("" when it cannot be personalized)."""
@@ -174,14 +183,30 @@ class PersonalizePanel(QWidget):
         self.win.request_preview()
 
     def _show_status(self) -> None:
+        """One short line in a user's words; the numbers behind it in the tooltip."""
         p = self.personalization
+        tip = ""
         if p is None:
             text = "General model."
         elif self.personalized_action.isChecked():
-            text = f"Personalized: {p.summary()}."
+            n = p.meta.get("sources", "?")
+            text = f"Personalized on {n} photo{'s' * (n != 1)}. {outcome(p)}."
+            tip = f"Personalization of these photos: {p.summary()}."
         else:
             text = "General model (personalization off, to compare)."
         self.status.setText(text)
+        self.status.setToolTip(tip)
+        self._fit_status()
+
+    def _fit_status(self) -> None:
+        """Room for every line of the status (word-wrapped; STATUS_LINES whatever it says, so
+        it changes only for a longer text in a narrow window)."""
+        need = self.status.heightForWidth(max(1, self.width())) + 4     # the stack spans it
+        self.stack.setFixedHeight(max(self._min_height, need))
+
+    def resizeEvent(self, e) -> None:  # noqa: N802
+        super().resizeEvent(e)
+        self._fit_status()
 
     # ------------------------------------------------------------------ photos change
     def _sources_changed(self, sources) -> None:
@@ -204,7 +229,7 @@ class PersonalizePanel(QWidget):
         try:
             stored = bool(key) and self.store().has(key)
         except (CainGANError, OSError) as e:
-            self.win.notifier.error(f"Personalizations: {e}")
+            self.win.notifier.error(f"Personalizations: {e}", files=self._folder())
             stored = False
         if stored:
             self.worker.lookup(self.store_root, key)
@@ -223,7 +248,7 @@ class PersonalizePanel(QWidget):
             self.win.notifier.error(f"Could not read the stored personalization of these photos: "
                                     f"{msg}. The preview uses the general model; Personalize "
                                     "again to replace it, or delete it in Model ▸ "
-                                    "Personalizations…")
+                                    "Personalizations…", files=self._folder())
 
     def _preview_refused(self, msg: str) -> None:
         self.win.notifier.error(f"The personalization could not be used: {msg}")
@@ -241,7 +266,7 @@ class PersonalizePanel(QWidget):
             win.notifier.warning("No model is loaded, so there is nothing to personalize yet.")
             return False
         if not info.config.warp:
-            win.notifier.error(PAPER_MODEL.format(win.weights))
+            win.notifier.error(PAPER_MODEL.format(win.weights), files=[win.weights])
             return False
         if sources is None:
             win.notifier.warning("Add 1–16 photos of one person first, then Personalize.")
@@ -299,8 +324,8 @@ class PersonalizePanel(QWidget):
         if reused:
             self.win.notifier.info("Using the stored personalization of these photos.")
         else:
-            self.win.notifier.info(f"Personalized in {p.meta.get('seconds', '?')} s: {p.summary()}; "
-                                   "untick Personalized to compare with the general model.")
+            self.win.notifier.info(f"Personalized in {p.meta.get('seconds', '?')} s. {outcome(p)}. "
+                                   "Untick Personalized to compare with the general model.")
 
     def _cancelled(self) -> None:
         self._idle()
@@ -311,7 +336,8 @@ class PersonalizePanel(QWidget):
     def _failed(self, msg: str) -> None:
         self._idle()
         if not self._closed:
-            self.win.notifier.error(f"Personalize failed: {msg}")
+            self.win.notifier.error(f"Personalize failed: {msg}",
+                                    files=[self.win.weights, *self._folder()])
 
     # ------------------------------------------------------------------ the store, closing
     def open_manager(self) -> "PersonalizationsDialog":
@@ -397,7 +423,8 @@ class PersonalizationsDialog(QDialog):
             try:
                 self.panel.store().delete(key)
             except (CainGANError, OSError) as e:
-                self.panel.win.notifier.error(f"Could not delete the personalization: {e}")
+                self.panel.win.notifier.error(f"Could not delete the personalization: {e}",
+                                              files=self.panel._folder())
                 continue
             self.panel.deleted(key)
         self.refresh()

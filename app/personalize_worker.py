@@ -2,7 +2,8 @@
 
 One job at a time runs on Qt's thread pool (a superqt thread worker, as in app.reenact_worker):
 it loads its own Reenactor from the editor's weights (the preview worker's is never shared),
-checks that the photos show one person (caingan.face.identity), reuses a stored
+checks that the photos show the edited face's person (caingan.face.identity; the editor leaves
+other people's photos out unless the user chose to use them, app.people), reuses a stored
 personalization of the same photos or makes one (caingan.pipeline.personal_store: the blend
 fitted to the photos, and fine-tuned weights when asked for), and saves
 the result to the store. What it made comes back as a signal carrying the Personalization; the
@@ -10,7 +11,8 @@ editor hands that to the preview worker, which applies it to its own Reenactor.
 
 Cancel (and closing the editor) sets an event that the job checks between faces, between the
 blend fit's renders and between training steps; a cancelled run keeps nothing, and the store is
-only ever written atomically.
+only ever written atomically. What the run noticed (another person among the photos, a damaged
+stored file) is reported when it has ended, in words that fit how it ended.
 Looking up a stored personalization (a few MB) is a job too, so the GUI never reads it.
 """
 
@@ -26,13 +28,13 @@ from PySide6.QtCore import QObject, Signal
 
 from caingan.errors import CainGANError
 
+from .people import face_descriptor, people_phrase
 from .sources import Sources
 from .workers import PoolJobs, ThreadBudget, describe
 
 # Also fine-tune the generator's weights for this many steps (tests, trying it out; the default
 # only fits the blend, which measured better: docs/ablations/PERSONALIZE.md).
 STEPS_ENV = "CAINGAN_PERSONALIZE_STEPS"
-IDENTITY_SIDE = 160        # faces are compared at about dlib's 150 px chip (64 px crops blur it)
 
 
 def personalize_config():
@@ -50,11 +52,44 @@ def personalize_config():
                                "from 1 to 100000") from None
 
 
-def different_people_message(labels: list[str]) -> str:
-    names = ", ".join(labels)
-    return (f"These photos look like a different person from the others: {names}. "
-            "Personalizing on two people blends their faces; Cancel, remove them and "
-            "personalize again.")
+def different_people_message(labels: list[str], target: str) -> str:
+    """After a run that used photos of another person than the edited face (`target`)."""
+    them = "it" if len(labels) == 1 else "them"
+    return (f"{people_phrase(labels)} like another person than the face you edit ({target}) "
+            f"and {'was' if them == 'it' else 'were'} used, as you chose: the personalization "
+            f"blends their faces. To leave {them} out, select {them}, uncheck Use anyway and "
+            "Personalize again.")
+
+
+def outcome(p) -> str:
+    """What a Personalization changed, in a user's words (its summary() has the numbers):
+    'Blending fitted to your photos: faces rebuilt from each other match 1.4 % better'."""
+    from caingan.pipeline.blend_fit import MIN_SOURCES
+
+    m, parts = p.meta, []
+    blend = m.get("blend") or {}
+    if blend.get("ssim"):
+        scores, chosen = blend["ssim"], blend.get("chosen") or {}
+        candidates = [dict(c) for c in blend.get("candidates", [])]
+        if chosen and chosen in candidates:
+            gain = 100 * (scores[candidates.index(chosen)] / max(scores[0], 1e-12) - 1)
+            parts.append(f"blending fitted to your photos: faces rebuilt from each other match "
+                         f"{gain:.1f} % better")
+        else:
+            parts.append("the usual blending already rebuilds your photos best")
+    elif blend.get("note"):
+        parts.append(f"with fewer than {MIN_SOURCES} photos there is no blending to fit")
+    steps, loss = m.get("steps"), m.get("held_out_loss")
+    if steps and loss and not p.deltas:
+        parts.append("fine-tuning did not help, so the weights are unchanged")
+    elif steps and loss:
+        gain = 100 * (1 - loss[1] / max(loss[0], 1e-12))
+        parts.append("fine-tuned: photos kept aside rebuilt "
+                     + (f"{gain:.1f} % better" if gain >= 0.1 else "a little better (< 0.1 %)"))
+    elif steps:
+        parts.append(f"fine-tuned on your photos ({steps} steps)")
+    text = "; ".join(parts) or "nothing changed"
+    return text[0].upper() + text[1:]
 
 
 @dataclass
@@ -74,7 +109,7 @@ class PersonalizeWorker(QObject):
 
     stage = Signal(str)                 # "Loading the model…", "Comparing the faces…"
     progress = Signal(object)           # caingan.pipeline.personalize.Progress
-    warned = Signal(str)                # e.g. the photos show two people (the run goes on)
+    warned = Signal(str)                # what the run noticed, sent once it has ended
     finished = Signal(object, bool)     # Personalization, reused from the store
     cancelled = Signal()
     failed = Signal(str)                # the run ended with an error (nothing changed)
@@ -134,22 +169,27 @@ class PersonalizeWorker(QObject):
             self.found.emit(key, p)
 
     def _run(self, job: Job) -> None:
-        outcome: tuple = ("cancelled",)
+        result: tuple = ("cancelled",)
+        noticed: dict = {}
         try:
-            outcome = self._personalize(job)
+            result = self._personalize(job, noticed)
         except Exception as e:  # noqa: BLE001 — shown in the window; nothing was changed
-            outcome = ("failed", describe(e))
+            result = ("failed", describe(e))
         finally:
             with self._lock:
                 self._running = False
-            if outcome[0] == "done":
-                self.finished.emit(outcome[1], outcome[2])
-            elif outcome[0] == "failed":
-                self.failed.emit(outcome[1])
+            for text in _after(result[0], noticed, job.sources):
+                self.warned.emit(text)
+            if result[0] == "done":
+                self.finished.emit(result[1], result[2])
+            elif result[0] == "failed":
+                self.failed.emit(result[1])
             else:
                 self.cancelled.emit()
 
-    def _personalize(self, job: Job) -> tuple:
+    def _personalize(self, job: Job, noticed: dict) -> tuple:
+        """The run → ("done", Personalization, reused) | ("cancelled",); what it notices on the
+        way goes into `noticed` (reported by _after when the run has ended)."""
         from caingan.pipeline.personal_store import PersonalStore, personalize_reenactor
         from caingan.pipeline.personalize import (PersonalizeError, source_fingerprints,
                                                   sources_key)
@@ -169,7 +209,7 @@ class PersonalizeWorker(QObject):
         try:
             stored = store.reusable(key, job.config)
         except CainGANError as e:       # damaged: a new run replaces it (atomically)
-            self.warned.emit(f"{e}. Personalizing again replaces it.")
+            noticed["damaged"] = str(e)
             stored = None
         if stored is not None:
             return "done", stored, True
@@ -180,12 +220,11 @@ class PersonalizeWorker(QObject):
             try:
                 outliers = self._outliers(src, stop)
             except Exception as e:  # noqa: BLE001 — the check is advice; the run goes on
-                self.warned.emit(f"Could not compare the faces: {describe(e)}")
+                noticed["uncompared"] = describe(e)
                 outliers = []
             if outliers is None:
                 return ("cancelled",)
-            if outliers:
-                self.warned.emit(different_people_message([src.labels[i] for i in outliers]))
+            noticed["others"] = [src.labels[i] for i in outliers]
         self.stage.emit("Personalizing…")
         images, points = src.model_inputs(job.config.train_side)
 
@@ -201,7 +240,7 @@ class PersonalizeWorker(QObject):
         try:
             store.save(p, src.labels)
         except (CainGANError, OSError) as e:    # still used now; only not kept for next time
-            self.warned.emit(f"The personalization is in use but could not be saved: {describe(e)}")
+            noticed["unsaved"] = describe(e)
         return "done", p, False
 
     def _model(self, weights: str, device: str):
@@ -213,17 +252,40 @@ class PersonalizeWorker(QObject):
         return self._reenactor
 
     def _outliers(self, src: Sources, stop) -> list[int] | None:
-        """Indices of the photos that are not the majority person; None when cancelled."""
+        """Indices of the photos that are not the edited face's person; None when cancelled.
+        The descriptors the editor computed when the photos were added are used as they are."""
         from caingan.face.identity import FaceIdentity, identity_outliers
-        if self._identity is None:
-            self._identity = FaceIdentity()
-        images, points = src.model_inputs(IDENTITY_SIDE)
         found = []
-        for img, pts in zip(images, points):
+        for photo in src.photos:
             if stop():
                 return None
-            found.append(self._identity.descriptors([img], [pts])[0])
-        return identity_outliers(np.stack(found))
+            d = getattr(photo, "descriptor", None)
+            if d is None:
+                if self._identity is None:
+                    self._identity = FaceIdentity()
+                d = face_descriptor(self._identity, photo)
+            found.append(d)
+        return identity_outliers(np.stack(found), reference=src.target_index)
+
+
+def _after(how: str, noticed: dict, sources: Sources) -> list[str]:
+    """What the run noticed, said in words that fit how it ended ("done", "cancelled",
+    "failed")."""
+    done, out = how == "done", []
+    if "damaged" in noticed:
+        out.append(f"The stored personalization of these photos could not be read "
+                   f"({noticed['damaged']}); "
+                   + ("this run replaced it." if done and "unsaved" not in noticed
+                      else "Personalize again to replace it."))
+    if done and noticed.get("others"):
+        out.append(different_people_message(noticed["others"], sources.target.label))
+    if done and "uncompared" in noticed:
+        out.append(f"Could not compare the faces ({noticed['uncompared']}), so the "
+                   "personalization was made without checking that they show one person.")
+    if done and "unsaved" in noticed:
+        out.append(f"The personalization is in use but could not be saved for next time: "
+                   f"{noticed['unsaved']}")
+    return out
 
 
 def _background_threads(n: int) -> None:

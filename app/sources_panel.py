@@ -1,5 +1,8 @@
 """Source photos: thumbnails with their landmarks, add/remove/reorder, and which face to edit.
 
+A photo of another person than the edited face (app.people) is marked "another person — not
+used" (greyed), with *Use anyway* (button and right-click menu) to mix it in all the same.
+
 (Where the model took each region from, r_i, is shown over the preview on demand: the editor's
 "Show which source" option, app.preview_worker.sources_overlay.)"""
 
@@ -23,6 +26,17 @@ PICKER_MAX_SIDE = 1024      # the face picker shows the photo at most this large
 ID_ROLE = Qt.ItemDataRole.UserRole
 PENDING_ROLE = Qt.ItemDataRole.UserRole + 1
 FACES_ROLE = Qt.ItemDataRole.UserRole + 2     # how many faces the photo has
+LABEL_ROLE = Qt.ItemDataRole.UserRole + 3     # (label, note) the entry shows
+PERSON_ROLE = Qt.ItemDataRole.UserRole + 4    # SAME_PERSON, NOT_USED or USED_ANYWAY
+SAME_PERSON, NOT_USED, USED_ANYWAY = 0, 1, 2
+PERSON_NOTES = {NOT_USED: "another person — not used", USED_ANYWAY: "another person — used anyway"}
+PERSON_TIPS = {
+    NOT_USED: "This face looks like another person than the face you edit, so the model does "
+              "not blend it in (mixing two people washes the face out). Use anyway (button or "
+              "right-click) to blend it in all the same.",
+    USED_ANYWAY: "This face looks like another person than the face you edit; you chose to "
+                 "blend it in all the same. Don't use (button or right-click) leaves it out.",
+}
 
 
 def thumbnail(image: np.ndarray, points: np.ndarray, side: int = THUMB) -> QPixmap:
@@ -158,6 +172,7 @@ def use_face(window, job_id: int, index: int) -> bool:
         return False
     new = src.with_face(index)
     window.sources[job_id] = new
+    window.detect.identify(new)               # its descriptor comes back later (app.people)
     if window.target is not None and window.target.job_id == job_id:
         window.set_target(new)                 # asks before discarding edits
         if window.target is not new:
@@ -177,6 +192,7 @@ class SourcesPanel(QWidget):
     orderChanged = Signal(list)       # ids in the new order
     targetRequested = Signal(int)     # id
     faceRequested = Signal(int)       # id: the user wants to pick another face of this photo
+    useAnywayRequested = Signal(int, bool)   # id, on: mix in a photo of another person or not
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -208,6 +224,12 @@ class SourcesPanel(QWidget):
         self.face_button.setToolTip("This photo has several faces: click the one to use")
         self.face_button.clicked.connect(self._faces_selected)
         self.face_button.setEnabled(False)
+        self.use_button = QPushButton("Use anyway")
+        self.use_button.setCheckable(True)
+        self.use_button.setEnabled(False)
+        self.use_button.setToolTip("The selected photo looks like another person: blend it in "
+                                   "all the same (checked) or leave it out")
+        self.use_button.clicked.connect(self._use_selected)
         self.list.currentItemChanged.connect(lambda *_: self._update_face_button())
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._context_menu)
@@ -218,12 +240,15 @@ class SourcesPanel(QWidget):
         for b in (up, down):
             row2.addWidget(b)
         row2.addWidget(target, 1)
+        title = QHBoxLayout()
+        title.addWidget(QLabel("<b>Source photos</b>"), 1)
+        title.addWidget(self.count_label)
         row0 = QHBoxLayout()
-        row0.addWidget(self.count_label, 1)
-        row0.addWidget(self.face_button)
+        row0.addWidget(self.face_button, 1)
+        row0.addWidget(self.use_button, 1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(QLabel("<b>Source photos</b>"))
+        lay.addLayout(title)
         lay.addWidget(self.list, 1)
         lay.addLayout(row0)
         lay.addLayout(row1)
@@ -249,16 +274,40 @@ class SourcesPanel(QWidget):
         it = self._item(item_id)
         if it is None:
             return
-        it.setText(label + (f"\n{note}" if note else ""))
-        tip = label + (f"\n{note}" if note else "")
-        if faces > 1:
-            tip += "\nFaces… (or right-click) shows the photo: click the face to use."
-        it.setToolTip(tip)
+        it.setData(LABEL_ROLE, (label, note))
         it.setIcon(QIcon(pixmap))
         it.setData(PENDING_ROLE, False)
         it.setData(FACES_ROLE, int(faces))
         it.setFlags(it.flags() | Qt.ItemFlag.ItemIsDragEnabled)
+        self._show_item(it)
         self._update_face_button()
+
+    def set_person(self, item_id: int, state: int) -> None:
+        """SAME_PERSON, NOT_USED (another person, left out) or USED_ANYWAY."""
+        it = self._item(item_id)
+        if it is not None and int(it.data(PERSON_ROLE) or SAME_PERSON) != state:
+            it.setData(PERSON_ROLE, state)
+            self._show_item(it)
+            self._update_face_button()
+
+    def person(self, item_id: int) -> int:
+        it = self._item(item_id)
+        return int(it.data(PERSON_ROLE) or SAME_PERSON) if it is not None else SAME_PERSON
+
+    def _show_item(self, it: QListWidgetItem) -> None:
+        label, note = it.data(LABEL_ROLE) or (it.text(), "")
+        state = int(it.data(PERSON_ROLE) or SAME_PERSON)
+        lines = [label] + [n for n in (note, PERSON_NOTES.get(state)) if n]
+        it.setText("\n".join(lines))
+        tip = "\n".join(lines)
+        if int(it.data(FACES_ROLE) or 1) > 1:
+            tip += "\nFaces… (or right-click) shows the photo: click the face to use."
+        if state in PERSON_TIPS:
+            tip += "\n" + PERSON_TIPS[state]
+        it.setToolTip(tip)
+        grey = self.palette().color(self.palette().ColorGroup.Disabled,
+                                    self.palette().ColorRole.Text)
+        it.setForeground(grey if state == NOT_USED else self.palette().text())
 
     def faces(self, item_id: int) -> int:
         it = self._item(item_id)
@@ -329,7 +378,17 @@ class SourcesPanel(QWidget):
         return it is not None and not it.data(PENDING_ROLE) and int(it.data(FACES_ROLE) or 1) > 1
 
     def _update_face_button(self) -> None:
-        self.face_button.setEnabled(self._has_faces(self.list.currentItem()))
+        it = self.list.currentItem()
+        self.face_button.setEnabled(self._has_faces(it))
+        state = int(it.data(PERSON_ROLE) or SAME_PERSON) if it is not None else SAME_PERSON
+        self.use_button.setEnabled(state != SAME_PERSON)
+        self.use_button.setChecked(state == USED_ANYWAY)
+
+    def _use_selected(self, on: bool) -> None:
+        it = self.list.currentItem()
+        if it is not None and int(it.data(PERSON_ROLE) or SAME_PERSON) != SAME_PERSON:
+            self.useAnywayRequested.emit(int(it.data(ID_ROLE)), on)
+        self._update_face_button()
 
     def _faces_selected(self) -> None:
         it = self.list.currentItem()
@@ -345,6 +404,11 @@ class SourcesPanel(QWidget):
         faces = menu.addAction("Choose face…",
                                lambda: self.faceRequested.emit(int(it.data(ID_ROLE))))
         faces.setEnabled(self._has_faces(it))
+        state = int(it.data(PERSON_ROLE) or SAME_PERSON)
+        if state != SAME_PERSON:
+            on = state == NOT_USED
+            menu.addAction("Use anyway" if on else "Don't use",
+                           lambda: self.useAnywayRequested.emit(int(it.data(ID_ROLE)), on))
         menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def keyPressEvent(self, e) -> None:  # noqa: N802

@@ -40,10 +40,12 @@ class FaceIdentity:
         return np.stack(out) if out else np.zeros((0, 128))
 
 
-def identity_outliers(descriptors: np.ndarray, threshold: float = SAME_PERSON_DISTANCE) -> list[int]:
+def identity_outliers(descriptors: np.ndarray, threshold: float = SAME_PERSON_DISTANCE,
+                      reference: int | None = None) -> list[int]:
     """Indices of the faces that are not the person most of the others are: faces link when their
     descriptors are closer than `threshold`; the largest linked group is the person (the first
-    face's group on ties) and every face outside it is returned."""
+    face's group on ties) and every face outside it is returned. With `reference` (an index),
+    the person is that face's group instead (the face being edited)."""
     d = np.asarray(descriptors, np.float64)
     n = len(d)
     if n < 2:
@@ -59,6 +61,9 @@ def identity_outliers(descriptors: np.ndarray, threshold: float = SAME_PERSON_DI
             for m in np.flatnonzero(close[j] & (group < 0)):
                 group[m] = i
                 stack.append(int(m))
-    sizes = {g: int((group == g).sum()) for g in set(group.tolist())}
-    best = max(sizes, key=lambda g: (sizes[g], -g))
+    if reference is not None:
+        best = group[reference]
+    else:
+        sizes = {g: int((group == g).sum()) for g in set(group.tolist())}
+        best = max(sizes, key=lambda g: (sizes[g], -g))
     return [i for i in range(n) if group[i] != best]

@@ -163,6 +163,26 @@ def test_reset_and_replace(doc):
     assert doc.is_dirty()
 
 
+def test_unsaved_edits_are_judged_by_the_state_not_by_the_steps(doc):
+    """Steps that lead back to what was saved (or started from) leave nothing unsaved."""
+    doc.begin_slider()
+    doc.set_params(le.EditParams(smile=0.4, yaw=10.0))
+    doc.end_slider()
+    assert doc.is_dirty()
+    doc.begin_slider()                            # Reset sliders: all back to 0, one step
+    doc.set_params(le.EditParams())
+    doc.end_slider()
+    assert doc.undo_stack.count() == 2 and not doc.is_dirty()
+    doc.undo_stack.undo()
+    assert doc.is_dirty()
+    doc.mark_saved()                              # saved with smile 0.4
+    assert not doc.is_dirty()
+    doc.undo_stack.redo()
+    assert doc.is_dirty()                         # differs from what was saved
+    doc.undo_stack.undo()
+    assert not doc.is_dirty()
+
+
 @pytest.mark.parametrize("bad", [NAN, math.inf, -math.inf])
 def test_non_finite_slider_values_are_ignored(doc, bad):
     doc.set_params(le.EditParams(smile=0.4))

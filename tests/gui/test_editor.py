@@ -122,8 +122,12 @@ def test_paste_image_from_clipboard(qtbot, make_window, good_photo):
 def test_missing_weights_still_open_with_a_clear_message(qtbot, make_window, tmp_path, good_photo):
     missing = tmp_path / "nope.safetensors"
     w = make_window(weights=missing)
-    assert "No model weights found at" in w.preview_pane.message()
-    assert str(missing) in w.preview_pane.message()
+    assert "No model weights found at nope.safetensors" in w.preview_pane.message()
+    assert str(missing) not in w.preview_pane.message()          # the name; the path as a tip
+    assert w.preview_pane.toolTip() == str(missing)
+    warning = w.notifier.last("warning")
+    assert "nope.safetensors" in warning.text and str(missing) not in warning.text
+    assert warning.details == str(missing)
     # photos and editing still work without a model
     with qtbot.waitSignal(w.sourceAdded, timeout=20000):
         w.add_files([str(good_photo)])
@@ -589,3 +593,107 @@ def test_busy_machine_gets_fewer_model_threads(qtbot, make_window, good_photo):
     wait_model(qtbot, w)
     add_photo(qtbot, w, good_photo)
     assert w.preview.stats()["threads"] >= 1
+
+
+# ----------------------------------------------------------------------------- small things
+
+def test_the_preview_says_the_sample_face_is_loading(qtbot, tiny_weights, detector):
+    """Until the sample photo's face is found, the preview says so, not "Add a source photo"."""
+    from app.main_window import MainWindow
+
+    gate = threading.Event()
+
+    class SlowDetector:                     # holds the sample's detection until the gate opens
+        backend = detector.backend
+
+        def detect_all(self, image):
+            gate.wait(30)
+            return detector.detect_all(image)
+
+        def detect(self, image):
+            return detector.detect(image)
+
+    w = MainWindow(tiny_weights, "cpu", detector_factory=SlowDetector, confirm_discard=False)
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        wait_model(qtbot, w)
+        qtbot.wait(100)                     # whatever the model's arrival set off has run
+        assert w.preview_pane.message() == "Loading sample face…"
+        with qtbot.waitSignal(w.previewShown, timeout=30000):
+            gate.set()
+        assert w.preview_pane.message() == "" and w.preview_pane.image() is not None
+    finally:
+        gate.set()
+        w.shutdown()
+
+
+def test_sliders_reset_to_zero_leave_nothing_to_save(qtbot, make_window, good_photo,
+                                                      second_photo, monkeypatch):
+    w = make_window(confirm_discard=True)
+    wait_model(qtbot, w)
+    add_photo(qtbot, w, good_photo)
+    b = add_photo(qtbot, w, second_photo)
+    try:
+        _reset_then_edit_another_face(qtbot, w, b, monkeypatch)
+    finally:
+        w.confirm_discard = False               # closing at the end asks nothing, pass or fail
+
+
+def _reset_then_edit_another_face(qtbot, w, b, monkeypatch):
+    from PySide6.QtWidgets import QPushButton
+
+    w.sliders.set_value("smile", 0.4)
+    w.sliders.set_value("yaw", 12)
+    assert w.doc.is_dirty() and w.windowTitle().endswith("*")
+    qtbot.mouseClick(w.sliders.reset_button, Qt.MouseButton.LeftButton)
+    assert w.sliders.params().is_neutral()
+    assert not w.doc.is_dirty() and not w.windowTitle().endswith("*")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "exec",
+                        lambda box: asked.append(box.text()) or QMessageBox.StandardButton.Cancel)
+    w.sources_panel.select(b)
+    edit = next(x for x in w.sources_panel.findChildren(QPushButton) if x.text() == "Edit this face")
+    qtbot.mouseClick(edit, Qt.MouseButton.LeftButton)
+    assert asked == [] and w.target.job_id == b
+    w.sliders.set_value("smile", 0.2)                   # a real edit is still asked about
+    w.sources_panel.select(next(i for i in w.source_ids() if i != b))
+    qtbot.mouseClick(edit, Qt.MouseButton.LeftButton)
+    assert len(asked) == 1 and w.target.job_id == b
+
+
+def test_messages_name_files_by_name_with_the_full_path_as_details(
+        qtbot, make_window, good_photo, corrupt_photo, faceless_photo, tmp_path):
+    w = make_window()
+    wait_model(qtbot, w)
+    failed = []
+    w.sourceFailed.connect(lambda i, msg: failed.append(msg))
+    w.add_files([str(corrupt_photo), str(faceless_photo)])
+    qtbot.waitUntil(lambda: len(failed) == 2, timeout=30000)
+    add_photo(qtbot, w, good_photo)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text(json.dumps({"points": [[1, 2]] * 10, "image_size": 64}))
+    assert not w.open_landmarks(bad_json)
+    (tmp_path / "a_file").write_text("")
+    assert not w.save_result(tmp_path / "a_file" / "x.png")
+    assert not w.save_landmarks(tmp_path / "a_file" / "pose.json")
+    assert w.save_result(tmp_path / "out.png")
+
+    cases = [(corrupt_photo, "error"), (faceless_photo, "error"), (bad_json, "error"),
+             (tmp_path / "a_file" / "x.png", "error"), (tmp_path / "a_file" / "pose.json", "error"),
+             (tmp_path / "out.png", "info")]
+    history = [m for m in w.notifier.history if m.level in ("error", "info")]
+    for path, level in cases:
+        msg = next(m for m in history if m.level == level and path.name in m.text)
+        assert str(path.parent) not in msg.text, msg.text       # the name, never the path
+        assert str(path.absolute()) in msg.details.splitlines(), (msg.text, msg.details)
+    for path in (corrupt_photo, faceless_photo):                # a photo: "name: problem"
+        msg = next(m for m in history if path.name in m.text)
+        assert msg.text.startswith(f"{path.name}: ")
+    # The full paths are one hover (banner) or one dialog (View ▸ Messages) away.
+    assert str(tmp_path / "out.png") in w.banner.toolTip()
+    from app.notifications import MessagesDialog
+    dialog = MessagesDialog(w.notifier, w)
+    log = dialog.text.toPlainText()
+    assert str(corrupt_photo) in log and str(bad_json) in log
+    dialog.close()
