@@ -3,7 +3,7 @@
 The app needs only the generator side: `caingan-warp.safetensors` (the default, warp-guided model)
 or `caingan-small.safetensors` (the paper's model). A warp-guided model ships with the default
 render settings (caingan.config.RenderSettings at its trained size: the render of the bundled
-model), changed only by `--set FIELD=VALUE`. To let a later session (on a fresh machine)
+model), changed only by `--set FIELD=VALUE`. To let a later run (on a fresh machine)
 continue training from what is committed, the discriminators and the step counters ride along in
 `assets/train/` (`discriminators.safetensors` for the paper's model, `<name>-discriminators…`
 for others). Adam's moments are not shipped: with β1 = 0 there is
@@ -39,7 +39,7 @@ def model_file(model: ModelConfig) -> str:
 
 def disc_file(model_name: str) -> str:
     if model_name == PAPER_WEIGHTS.name:
-        return "train/discriminators.safetensors"   # the name earlier sessions shipped
+        return "train/discriminators.safetensors"   # the paper model's file keeps its first name
     return f"train/{Path(model_name).stem}-discriminators.safetensors"
 
 
