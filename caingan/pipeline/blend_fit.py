@@ -31,8 +31,9 @@ from caingan.nn.part_mask import region_mask
 # The settings tried, the general one ({}) first: a sharper say of the learned responsibilities
 # (a higher mix power) and a softer seam between photos (a wider blur of the mixing weights).
 # A weaker pose prior (a softer choice of photo) scored better by SSIM but lowered CSIM and
-# sharpness, so it is not among them (docs/ablations/PERSONALIZE.md, *Fitting the blend*). Mix power 64
-# can let hair ghost where two photos of other head positions mix (seen there, cross-clip).
+# sharpness, so it is not among them (docs/ablations/PERSONALIZE.md, *Fitting the blend*).
+# Mix power 64 can let hair ghost where two photos of other head positions mix (seen there,
+# cross-clip).
 CANDIDATES: tuple[dict, ...] = (
     {},
     {"mix_blur": 0.08},
