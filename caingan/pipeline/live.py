@@ -91,16 +91,10 @@ class LiveLoop:
         self._put(("frame", frame, tracked, payload))
         self.submitted += 1
 
-    def run(self, frames: Iterable[Frame], should_stop: Callable[[], bool] = lambda: False,
-            payload: Callable[[Frame], Any] | None = None) -> int:
-        """Submit every frame of `frames` until it ends or `should_stop()`; the frames submitted."""
-        n = 0
+    def run(self, frames: Iterable[Frame]) -> None:
+        """Submit every frame of `frames`."""
         for frame in frames:
-            if should_stop():
-                break
-            self.submit(frame, None if payload is None else payload(frame))
-            n += 1
-        return n
+            self.submit(frame)
 
     def call(self, fn: Callable[[], Any]) -> None:
         """Run `fn()` in the render thread after the frames submitted so far."""
@@ -128,12 +122,13 @@ class LiveLoop:
             raise self.error
 
     def _put(self, item, check: bool = True) -> None:
+        if self._thread.ident is None:
+            raise RuntimeError("LiveLoop.start() has not been called")
         while True:
             if check:
                 self._check()
-            if not self._thread.is_alive() and self._thread.ident is not None:
+            if not self._thread.is_alive():
                 if check:
-                    self._check()
                     raise RuntimeError("the render thread has ended")
                 return
             try:
