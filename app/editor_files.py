@@ -8,7 +8,6 @@ full path in their details (app.notifications).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -20,6 +19,7 @@ from caingan.face import landmark_file as lmf
 
 from .dialogs import start_folder
 from .document import EditState
+from .notifications import without_file
 
 
 class EditorFiles:
@@ -72,7 +72,7 @@ class EditorFiles:
                     QGuiApplication.restoreOverrideCursor()
             save_image(path, image)
         except (CainGANError, OSError, ValueError) as e:
-            self.notifier.error(f"Could not save {path}: {_problem(str(e), path)}",
+            self.notifier.error(f"Could not save {path}: {without_file(str(e), path)}",
                                 files=[path, path.parent])
             return False
         self.doc.mark_saved()
@@ -102,7 +102,7 @@ class EditorFiles:
             lmf.save_landmarks(path, self.doc.shown_points(), self.image_size, base=st.base,
                                params=st.params)
         except CainGANError as e:
-            self.notifier.error(f"Could not save {path}: {_problem(str(e), path)}",
+            self.notifier.error(f"Could not save {path}: {without_file(str(e), path)}",
                                 files=[path, path.parent])
             return False
         self.doc.mark_saved()
@@ -158,10 +158,3 @@ def _naming(message: str, path) -> str:
     p = Path(path)
     return message if p.name in message else f"{p.name}: {message}"
 
-
-def _problem(message: str, path) -> str:
-    """An error's text without the file it starts with (the message names that file)."""
-    for spelling in (str(path), os.path.abspath(path), Path(path).name):
-        if message.startswith(spelling + ": "):
-            return message[len(spelling) + 2:]
-    return message

@@ -32,6 +32,7 @@ from caingan.pipeline.export import ExportOptions, ExportResult, run_export
 from caingan.pipeline.export_inputs import DrivingSpec, SourceSet
 
 from .dialogs import VIDEO_FILTER
+from .notifications import name_files, without_file
 from .preview_worker import WorkerThread, _describe
 
 JSON_FILTER = "Landmark files (*.json);;All files (*)"
@@ -115,6 +116,7 @@ class ExportDialog(QDialog):
         self.keyframe_poses: list[np.ndarray] = []     # in the editor's crop pixels
         self.last_result = None
         self.last_message = ""
+        self._job_files: list = []            # the running export's driving file and folder
         self.message_box: QMessageBox | None = None
         self.progress: QProgressDialog | None = None
         self._build()
@@ -290,16 +292,21 @@ class ExportDialog(QDialog):
         try:
             save_keyframes(path, track)
         except (CainGANError, OSError, ValueError) as e:
-            self._set_status(f"Could not save {path}: {e}", error=True)
+            self._set_status(f"Could not save {path}: {without_file(str(e), path)}", error=True,
+                             files=[path, Path(path).parent])
             return False
         self._set_status(f"Saved {len(track.keyframes)} keyframes to {path} "
-                         f"(caingan-export --keyframes {Path(path).name} …)")
+                         f"(caingan-export --keyframes {Path(path).name} …)", files=[path])
         return True
 
     # ------------------------------------------------------------------ export
-    def _set_status(self, text: str, error: bool = False) -> None:
+    def _set_status(self, text: str, error: bool = False, files=()) -> None:
+        """The dialog's status line; `files` are named by their names, their full paths in the
+        tooltip (as in the editor's messages, app.notifications)."""
+        text, details = name_files(text, files)
         self.status_label.setStyleSheet("color: #c0392b;" if error else "")
         self.status_label.setText(text)
+        self.status_label.setToolTip(details)
 
     def build_job(self) -> ExportJob | None:
         """The export as set in the dialog, or None (with the reason shown)."""
@@ -364,6 +371,8 @@ class ExportDialog(QDialog):
         p.canceled.connect(self._cancel)
         p.show()
         self.progress = p
+        self._job_files = [f for f in (job.driving.source, job.options.out_dir)
+                           if isinstance(f, (str, Path))]
         self.worker.submit(job)
         return True
 
@@ -425,17 +434,20 @@ class ExportDialog(QDialog):
     def _failed(self, msg: str) -> None:
         self._close_progress()
         text = f"Export failed: {msg}"
-        self._set_status(text, error=True)
-        self._announce(text, QMessageBox.Icon.Critical)
+        self._set_status(text, error=True, files=self._job_files)
+        self._announce(text, QMessageBox.Icon.Critical, self._job_files)
         self.exportFailed.emit(msg)
 
-    def _announce(self, text: str, icon) -> None:
+    def _announce(self, text: str, icon, files=()) -> None:
+        text, details = name_files(text, files)
         self.last_message = text
         notifier = self.editor.notifier
-        (notifier.error if icon == QMessageBox.Icon.Critical else notifier.info)(text)
+        (notifier.error if icon == QMessageBox.Icon.Critical else notifier.info)(text, files)
         if self.message_box is not None:
             self.message_box.close()
         box = QMessageBox(icon, "Export frames", text, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
         box.open()          # not exec(): nothing waits on the user
         self.message_box = box
 

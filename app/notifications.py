@@ -54,6 +54,15 @@ def name_files(text: str, files=()) -> tuple[str, str]:
     return text, "\n".join(dict.fromkeys(details))
 
 
+def without_file(message: str, path) -> str:
+    """An error's text without the file it starts with ('/a/b.png: not an image' → 'not an
+    image'), for a message that names the file itself."""
+    for spelling in (str(path), os.path.abspath(path), Path(path).name):
+        if message.startswith(spelling + ": "):
+            return message[len(spelling) + 2:]
+    return message
+
+
 class Notifier(QObject):
     """Collects messages; anything (worker signal handlers, menus) posts here."""
 
