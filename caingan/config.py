@@ -277,7 +277,7 @@ LEGACY_RENDER: dict[str, Any] = {"mix_power": 1.0, "pose_prior": 0.0, "mix_blur"
 # Options an older model config may hold that no longer exist: the learned flow correction (off
 # in the shipped render; its head's tensors are dropped on load), the field's smoothing and its
 # other kinds (the shipped field is the spline with the piecewise-affine field over the face).
-# Measured in docs/EVALUATION.md and docs/ablations/WARP_FIELD.md.
+# Measured in CHANGELOG.md (2026-12-02, 2026-12-03) and docs/ablations/WARP_FIELD.md.
 RETIRED_FIELDS = ("learned_flow", "warp_field", "field_smooth", "affine_region")
 
 

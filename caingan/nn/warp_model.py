@@ -52,7 +52,7 @@ PRUNE_LOGIT = 160.0
 PRUNE_POWER = 16.0   # the mix_power the spread was measured at
 WEIGHT_EPS = 1e-4  # a source with no weight above this gets no detail layer (≤ 0.03 grey levels)
 # Tensors of retired parts that older checkpoints hold and loading drops (caingan.nn.checkpoint):
-# the learned flow correction's head (off in the shipped render; docs/EVALUATION.md).
+# the learned flow correction's head (retired: it cost CSIM; CHANGELOG.md, 2026-12-03).
 RETIRED_TENSORS = ("embedder.head_flow.",)
 
 
