@@ -18,3 +18,11 @@ DATA = SHARED_DATA if HAS_CORPUS else FIXTURE_DATA
 STILLS = DATA / "stills"
 NO_CORPUS = (f"needs the training corpus at {SHARED_DATA} (clips.csv, clips/; "
              f"set CAINGAN_SHARED_DATA to use another place)")
+PEOPLE = sorted(p.name for p in STILLS.iterdir() if p.is_dir()) if STILLS.is_dir() else []
+
+
+def still(person: int, photo: int) -> Path:
+    """Photo `photo` (1-5) of the `person`-th person of the stills (folders in name order: each
+    folder is one person, in the corpus and in tests/data alike)."""
+    name = PEOPLE[person]
+    return STILLS / name / f"{name}{photo}.png"

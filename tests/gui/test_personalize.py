@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QRect, Qt
 
-from .conftest import STILLS, wait_model, wait_quiet
+from testdata import still
+
+from .conftest import wait_model, wait_quiet
 
 LONG_RUN = "5000"       # steps for runs that are cancelled or closed mid-way
 
@@ -43,13 +45,6 @@ def store_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CAINGAN_PERSONAL_DIR", str(folder))
     monkeypatch.setenv("CAINGAN_PERSONALIZE_STEPS", "3")
     return folder
-
-
-def still(name: str) -> Path:
-    path = STILLS / name.rstrip("0123456789") / f"{name}.png"
-    if not path.is_file():
-        pytest.skip(f"needs the stills in {STILLS}")
-    return path
 
 
 def load(qtbot, w, paths, timeout=40000) -> None:
@@ -100,7 +95,7 @@ def test_personalize_shows_progress_then_previews_personalized_and_toggle_compar
         qtbot, make_window, warp_weights, store_dir):
     w = make_window(warp_weights)
     wait_model(qtbot, w)
-    load(qtbot, w, [still("amy1"), still("amy2")])
+    load(qtbot, w, [still(0, 1), still(0, 2)])
     panel = w.personalize_panel
     general = wait_render(qtbot, w, "")
     assert not panel.toggle.isEnabled() and not panel.toggle.isChecked()
@@ -144,7 +139,7 @@ def test_personalize_cancel_mid_way_keeps_the_earlier_personalization(
         qtbot, make_window, warp_weights, store_dir, monkeypatch):
     w = make_window(warp_weights)
     wait_model(qtbot, w)
-    load(qtbot, w, [still("howard1"), still("howard2")])
+    load(qtbot, w, [still(2, 1), still(2, 2)])
     panel = w.personalize_panel
     personalize(qtbot, w)
     first = panel.in_use
@@ -181,7 +176,7 @@ def test_personalize_closing_the_window_mid_run_cancels_cleanly(
     monkeypatch.setenv("CAINGAN_PERSONALIZE_STEPS", LONG_RUN)
     w = make_window(warp_weights)
     wait_model(qtbot, w)
-    load(qtbot, w, [still("raj1")])
+    load(qtbot, w, [still(5, 1)])
     panel = w.personalize_panel
     steps = []
     panel.worker.progress.connect(lambda p: steps.append(p.step))
@@ -200,7 +195,7 @@ def test_personalize_closing_the_window_mid_run_cancels_cleanly(
 
 def test_personalize_reuses_the_stored_personalization_and_survives_a_damaged_file(
         qtbot, make_window, warp_weights, store_dir):
-    photos = [still("leonard1"), still("leonard2")]
+    photos = [still(3, 1), still(3, 2)]
     w = make_window(warp_weights)
     wait_model(qtbot, w)
     load(qtbot, w, photos)
@@ -251,7 +246,7 @@ def test_personalize_one_photo_then_list_and_delete_in_the_dialog(
         qtbot, make_window, warp_weights, store_dir):
     w = make_window(warp_weights)
     wait_model(qtbot, w)
-    load(qtbot, w, [still("penny1")])
+    load(qtbot, w, [still(4, 1)])
     panel = w.personalize_panel
     steps = personalize(qtbot, w)
     assert [p.step for p in steps] == [1, 2, 3] and not texts(w, "error")
@@ -267,7 +262,7 @@ def test_personalize_one_photo_then_list_and_delete_in_the_dialog(
     assert dialog.isVisible() and dialog.list.count() == 2
     rows = [dialog.list.item(i).text() for i in range(dialog.list.count())]
     mine = dialog.keys().index(key)
-    assert "1 photo(s) (penny1.png)" in rows[mine] and "in use" in rows[mine], rows
+    assert f"1 photo(s) ({still(4, 1).name})" in rows[mine] and "in use" in rows[mine], rows
     assert "Damaged" in rows[1 - mine]
     assert str(store_dir) in dialog.folder.text()
 
@@ -288,12 +283,12 @@ def test_personalize_one_photo_then_list_and_delete_in_the_dialog(
 def test_personalize_sixteen_photos(qtbot, make_window, warp_weights, store_dir, tmp_path):
     from caingan.media.images import load_image, save_image
 
-    amy = [still(f"amy{i}") for i in range(1, 6)]
+    person = [still(0, i) for i in range(1, 6)]
     flipped = []
-    for p in amy:
+    for p in person:
         flipped.append(tmp_path / f"flipped-{p.name}")
         save_image(flipped[-1], load_image(p)[:, ::-1].copy())
-    photos = amy + flipped + amy + flipped[:1]
+    photos = person + flipped + person + flipped[:1]
     assert len(photos) == 16
     w = make_window(warp_weights)
     wait_model(qtbot, w)
@@ -309,32 +304,32 @@ def test_personalize_sixteen_photos(qtbot, make_window, warp_weights, store_dir,
 
 def test_personalize_leaves_out_other_people_and_warns_after_the_run_if_used_anyway(
         qtbot, make_window, warp_weights, store_dir):
-    """The edited face (amy1) decides who "the person" is, even when most photos show someone
+    """The edited face (person 0) decides who "the person" is, even when most photos show someone
     else; other people's photos are not used unless the user says so, and then the warning,
     given once the run has ended, names them — never the edited photo — and makes sense then."""
     w = make_window(warp_weights)
     wait_model(qtbot, w)
-    w.add_files([str(still("amy1"))] + [str(still(f"sheldon{i}")) for i in (1, 2, 3)])
+    w.add_files([str(still(0, 1))] + [str(still(6, i)) for i in (1, 2, 3)])
     qtbot.waitUntil(lambda: len(w.source_ids()) == 4, timeout=40000)
     wait_quiet(qtbot, w)
-    amy, *others = w.source_ids()
-    assert w.target.job_id == amy and w.last_result.source_ids == (amy,)
+    edited, *others = w.source_ids()
+    assert w.target.job_id == edited and w.last_result.source_ids == (edited,)
     panel = w.personalize_panel
     before = len(texts(w, "warning"))             # the photos were marked when added
     personalize(qtbot, w)
     assert "Personalized on 1 photo." in panel.status.text()
-    assert len(texts(w, "warning")) == before     # only amy was used: nothing to warn about
+    assert len(texts(w, "warning")) == before     # only the edited face was used: nothing to warn
 
     for i in others:                              # the user mixes them in all the same
         w.sources_panel.select(i)
         qtbot.mouseClick(w.sources_panel.use_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.last_result.source_ids == (amy, *others), timeout=20000)
+    qtbot.waitUntil(lambda: w.last_result.source_ids == (edited, *others), timeout=20000)
     personalize(qtbot, w)
     new = texts(w, "warning")[before:]
     assert len(new) == 1, new
-    names = ", ".join(f"sheldon{i}.png" for i in (1, 2, 3))
+    names = ", ".join(still(6, i).name for i in (1, 2, 3))
     assert new[0].startswith(f"{names} look like another person than the face you edit "
-                             "(amy1.png)"), new[0]
+                             f"({still(0, 1).name})"), new[0]
     assert "Cancel" not in new[0] and "Personalize again" in new[0]
     assert names in w.banner.text()
     assert "Personalized on 4 photos." in panel.status.text()
@@ -344,7 +339,7 @@ def test_personalize_leaves_out_other_people_and_warns_after_the_run_if_used_any
 def test_personalize_the_paper_model_gives_a_clear_error(qtbot, make_window):
     w = make_window()                                        # the tiny paper-architecture model
     wait_model(qtbot, w)
-    load(qtbot, w, [still("stuart1")])
+    load(qtbot, w, [still(7, 1)])
     panel = w.personalize_panel
     w.resize(1024, 640)
     qtbot.waitUntil(lambda: w.width() == 1024 and w.height() == 640, timeout=5000)
@@ -364,7 +359,7 @@ def test_personalize_by_default_fits_the_blend_of_three_photos(qtbot, make_windo
     monkeypatch.delenv("CAINGAN_PERSONALIZE_STEPS")
     w = make_window(warp_weights)
     wait_model(qtbot, w)
-    load(qtbot, w, [still(f"amy{i}") for i in (1, 2, 3)])
+    load(qtbot, w, [still(0, i) for i in (1, 2, 3)])
     steps = personalize(qtbot, w)
     assert [p.step for p in steps] == [1, 2, 3] and steps[-1].steps == 3
     assert not texts(w, "error")
@@ -386,7 +381,7 @@ def test_personalize_result_is_said_in_a_users_words_and_shown_whole(
 
     w = make_window(warp_weights)
     wait_model(qtbot, w)
-    load(qtbot, w, [still(f"amy{i}") for i in (1, 2, 3)])
+    load(qtbot, w, [still(0, i) for i in (1, 2, 3)])
     w.resize(1024, 640)
     qtbot.waitUntil(lambda: w.width() == 1024 and w.height() == 640, timeout=5000)
     panel = w.personalize_panel

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from .conftest import STILLS, add_photo, wait_model, wait_quiet
+from testdata import still
+
+from .conftest import add_photo, wait_model, wait_quiet
 
 
-def _still(name: str) -> np.ndarray:
+def _still(person: int, photo: int) -> np.ndarray:
     from caingan.media.images import load_image
-    return load_image(next(STILLS.glob(f"*/{name}.png")))
+    return load_image(still(person, photo))
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +23,8 @@ def two_faces_photo(tmp_path_factory, shared_data):
     """A big face on the left, a small one on the right."""
     from caingan.media.images import save_image
     canvas = np.full((380, 640, 3), 128, np.uint8)
-    canvas[40:340, 20:320] = cv2.resize(_still("amy2"), (300, 300), interpolation=cv2.INTER_CUBIC)
-    canvas[110:260, 430:580] = _still("howard2")
+    canvas[40:340, 20:320] = cv2.resize(_still(0, 2), (300, 300), interpolation=cv2.INTER_CUBIC)
+    canvas[110:260, 430:580] = _still(2, 2)
     return save_image(tmp_path_factory.mktemp("two") / "two-people.png", canvas)
 
 
@@ -30,7 +32,7 @@ def two_faces_photo(tmp_path_factory, shared_data):
 def big_photo(tmp_path_factory, shared_data):
     """A 1500 px photo whose face is ~700 px wide: far more detail than the model's crop."""
     from caingan.media.images import save_image
-    face = cv2.resize(_still("raj2"), (900, 900), interpolation=cv2.INTER_CUBIC)
+    face = cv2.resize(_still(7, 2), (900, 900), interpolation=cv2.INTER_CUBIC)
     canvas = cv2.copyMakeBorder(face, 300, 300, 300, 300, cv2.BORDER_REFLECT)
     return save_image(tmp_path_factory.mktemp("big") / "portrait.png", canvas)
 

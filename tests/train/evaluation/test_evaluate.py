@@ -19,7 +19,7 @@ from caingan.files import file_hash
 from train.evaluation import methods as em
 from train.evaluation import protocol as ep
 from train.evaluation import report as er
-from testdata import STILLS
+from testdata import still
 from train.evaluation import run as ev
 
 torch.set_num_threads(1)
@@ -448,14 +448,12 @@ def test_warp_model_renders_above_its_network_size_and_is_scored_at_the_evaluati
 # --- the real metrics on real faces ---------------------------------------------------------
 
 
-def stills_clip(name: str, detector) -> ep.TestClip:
-    paths = [STILLS / name / f"{name}{i}.png" for i in range(1, 6)]
-    if not all(p.is_file() for p in paths):
-        pytest.skip(f"stills of {name} absent")
+def stills_clip(person: int, detector) -> ep.TestClip:
+    paths = [still(person, i) for i in range(1, 6)]
     frames = np.stack([cv2.resize(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), (128, 128),
                                   interpolation=cv2.INTER_AREA) for p in paths])
     points = np.stack([detector.detect(f).points for f in frames])
-    return ep.TestClip(name, len(frames), lambda: (frames, points))
+    return ep.TestClip(paths[0].parent.name, len(frames), lambda: (frames, points))
 
 
 @pytest.mark.slow
@@ -470,7 +468,7 @@ def test_scorer_perfect_copy_beats_another_person(tmp_path):
     except Exception as exc:
         pytest.skip(f"FID Inception weights unavailable: {exc}")
     det = LandmarkDetector("dlib")
-    data = ep.build_eval_set([stills_clip("amy", det), stills_clip("raj", det)], 3, 2, 0,
+    data = ep.build_eval_set([stills_clip(0, det), stills_clip(5, det)], 3, 2, 0,
                              progress=False, reserve=2)
     scorer = Scorer(data, inception=inception, detector=det, fid_method="lowrank", progress=False)
     perfect = scorer.score(data.target_frames.copy())
@@ -478,7 +476,7 @@ def test_scorer_perfect_copy_beats_another_person(tmp_path):
     assert abs(perfect["fid"]) < 1e-6 and perfect["faces_missed"] == 0
     floor, missed = scorer.detector_floor()
     assert perfect["landmark_error"] == pytest.approx(floor) and missed == 0
-    swapped = scorer.score(data.target_frames[::-1].copy())   # amy ↔ raj
+    swapped = scorer.score(data.target_frames[::-1].copy())   # the two people swapped
     assert swapped["ssim"] < 0.5 < perfect["ssim"]
     assert swapped["csim"] < perfect["csim"] - 0.05
     assert abs(swapped["fid"]) < 1e-6   # FID compares sets: the same frames in another order

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from caingan.errors import NoFaceError
-from testdata import STILLS
+from testdata import still
 from train.evaluation import metrics
 
 torch.set_num_threads(1)
@@ -30,11 +30,9 @@ def add_noise(images: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     return np.clip(images + rng.normal(0, sigma, images.shape), 0, 255).astype(np.uint8)
 
 
-def load_still(name: str, i: int) -> np.ndarray:
+def load_still(person: int, i: int) -> np.ndarray:
     import cv2
-    path = STILLS / name / f"{name}{i}.png"
-    if not path.is_file():
-        pytest.skip(f"{path} absent")
+    path = still(person, i)
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
@@ -139,7 +137,7 @@ def detected_points(csim: metrics.CSIM, image: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 def test_csim_identical_one_degraded_and_other_person_lower(csim):
-    amy, amy2, penny = load_still("amy", 1), load_still("amy", 2), load_still("penny", 1)
+    amy, amy2, penny = load_still(0, 1), load_still(0, 2), load_still(4, 1)
     same, fell_back = csim(amy, amy)
     assert same == pytest.approx(1.0, abs=1e-6) and not fell_back
     noisy, _ = csim(add_noise(amy[None], 40, seed=0)[0], amy)
@@ -150,7 +148,7 @@ def test_csim_identical_one_degraded_and_other_person_lower(csim):
 
 
 def test_csim_falls_back_to_the_given_landmarks_and_reports_it(csim):
-    amy = load_still("amy", 1)
+    amy = load_still(0, 1)
     blank = np.full_like(amy, 128)
     with pytest.raises(NoFaceError):
         csim(blank, amy)
@@ -193,7 +191,7 @@ def test_torch_descriptor_net_agrees_with_dlibs_own():
     except CainGANError as exc:
         pytest.skip(f"face-api weights absent: {exc}")
     ref = metrics.FaceDescriptor(net="dlib")
-    faces = [load_still("amy", 1), load_still("amy", 2), load_still("penny", 1)]
+    faces = [load_still(0, 1), load_still(0, 2), load_still(4, 1)]
     d_ref = [ref(f) for f in faces]
     d_fast = [fast(f) for f in faces]
     for a, b in zip(d_ref, d_fast):
