@@ -46,6 +46,20 @@ def opening(points) -> np.ndarray:
         return np.where(eyes > 1e-6, gap / np.maximum(eyes, 1e-6), np.nan)
 
 
+PAINT_FROM, PAINT_RAMP = 0.02, 0.04   # paint_amount: 0 up to this excess opening, 1 from +RAMP
+
+
+def paint_amount(source_points, target_points) -> float:
+    """How much (0 … 1) to draw the mouth: the target's opening beyond the most open source's,
+    0 up to PAINT_FROM, 1 from PAINT_FROM + PAINT_RAMP (faded in, so dragging a slider past the
+    sources' opening does not jump); 0 when points are missing."""
+    o_s = opening(np.asarray(source_points, np.float64).reshape(-1, 68, 2))
+    o_t = float(opening(np.asarray(target_points, np.float64)))
+    if not np.isfinite(o_s).any() or not np.isfinite(o_t):
+        return 0.0
+    return float(np.clip((o_t - np.nanmax(o_s) - PAINT_FROM) / PAINT_RAMP, 0.0, 1.0))
+
+
 @dataclass(frozen=True)
 class MouthConfig:
     """Architecture (fixed by the weights)."""
@@ -190,9 +204,9 @@ def mouth_inputs(cfg: MouthConfig, warp: torch.Tensor, target_points: torch.Tens
 
 def paint(net: MouthGenerator, image: torch.Tensor, warp: torch.Tensor, target_points: torch.Tensor,
           source: torch.Tensor, source_points: torch.Tensor, amount=1.0) -> torch.Tensor:
-    """`image` (B,3,R,R) in [-1,1] with the inner mouth drawn by `net`: the change the network
-    makes to the warp's crop inside the mask, times `amount` (a float or (B,) tensor; 0 leaves the
-    image unchanged), mapped back into the image. `warp` is the source moved onto the target's
+    """`image` (B,3,R,R) in [-1,1] with the inner mouth drawn by `net`: the network's drawing,
+    blended in by its inner-mouth mask times `amount` (a float or (B,) tensor; 0 leaves the image
+    unchanged), mapped back into the image. `warp` is the source moved onto the target's
     points at R (what the network was trained to see); `image` may be another render of it."""
     cfg = net.cfg
     x = mouth_inputs(cfg, warp, target_points, source, source_points)

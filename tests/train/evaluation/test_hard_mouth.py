@@ -1,0 +1,70 @@
+"""train.evaluation.hard_mouth: sources the least open, targets wider than all of them, and
+mouth-region scores on crops aligned by the target's points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from caingan.nn.mouth_generator import opening
+from train.evaluation.hard_mouth import (hard_mouth_set, kid, mouth_crops, mouth_scores,
+                                         select_hard)
+from train.evaluation.protocol import list_test_clips
+
+
+@pytest.fixture(scope="module")
+def clips(tiny_cache):
+    return list_test_clips(tiny_cache, "train") + list_test_clips(tiny_cache, "test")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_targets_open_wider_than_every_source_by_the_margin(clips, k):
+    found = 0
+    for clip in clips:
+        _, points = clip.load()
+        o = opening(points)
+        src, tgt = select_hard(points, k, margin=0.03, cap=5)
+        assert len(src) == k and len(tgt) <= 5 and not set(src) & set(tgt)
+        others = np.setdiff1d(np.arange(len(o)), src)
+        assert o[src].max() <= o[others].min() + 1e-12        # the k least-open frames
+        assert (o[tgt] > o[src].max() + 0.03).all()
+        every = np.flatnonzero(o > o[src].max() + 0.03)
+        assert len(tgt) == min(5, len(every))                   # all of them, up to the cap
+        found += len(tgt)
+    assert found, "no clip of the tiny cache opens its mouth 0.03 wider than its least-open frame"
+
+
+def test_the_set_holds_those_frames_and_says_which_clips_had_none(clips):
+    data = hard_mouth_set(clips, 1, margin=0.03, cap=4)
+    assert data.protocol == "hard-mouth" and len(data) == len(data.target_points)
+    assert len(data.clip_names) + len(data.skipped) == len(clips)
+    for c, name in enumerate(data.clip_names):
+        clip = next(x for x in clips if x.name == name)
+        frames, points = clip.load()
+        rows = np.flatnonzero(data.clip_index == c)
+        assert np.array_equal(data.target_frames[rows], frames[data.target_indices[c]])
+        assert np.array_equal(data.source_frames[c], frames[data.source_indices[c]])
+        assert (opening(data.target_points[rows]) > opening(data.source_points[c]).max() + 0.03).all()
+
+
+def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    same = [kid(rng.normal(size=(40, 32)), rng.normal(size=(40, 32))) for _ in range(30)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(30) + 1e-3
+    assert min(same) < 0 < max(same)          # unbiased: it can go below 0
+    shifted = kid(rng.normal(size=(40, 32)), rng.normal(0.5, 1, size=(40, 32)))
+    assert shifted > 10 * np.std(same)
+
+
+def test_the_truth_scores_best_on_the_mouth_and_a_source_copy_worse(clips):
+    data = hard_mouth_set(clips, 1, margin=0.03, cap=4)
+    crops = mouth_crops(data.target_frames, data.target_points)
+    assert crops.shape == (len(data), 64, 64, 3)
+    feats = lambda im: im.reshape(len(im), 8, 8, 8, 8, 3).mean((2, 4)).reshape(len(im), -1) / 255  # noqa: E731
+    copy = np.stack([data.source_frames[c][0] for c in data.clip_index])
+    truth = mouth_scores(data.target_frames, data, feats, resamples=20)
+    worse = mouth_scores(copy, data, feats, resamples=20)
+    assert truth["mouth_ssim"]["value"] == pytest.approx(1.0)
+    assert worse["mouth_ssim"]["value"] < 0.95
+    assert worse["mouth_kid"]["value"] > truth["mouth_kid"]["value"]
+    assert worse["mouth_kid"]["low"] <= worse["mouth_kid"]["value"] <= worse["mouth_kid"]["high"]
