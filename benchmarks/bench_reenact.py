@@ -280,7 +280,9 @@ newest frame.
 `python -c "while True: pass"` started by the benchmark. "Others busy" is how many CPUs other
 processes kept busy during the row (/proc/stat, `caingan.device.CpuLoad`), the load average
 the 1-minute one at its end: other people's work on this machine counts in both ("benchmark
-alone" means nothing else started by the benchmark, not an idle machine). "CPU ms / frame":
+alone" means nothing else started by the benchmark, not an idle machine); with more runnable
+threads than CPUs (load average above the CPU count) "others busy" understates the others'
+demand, since it can only count what this process left them. "CPU ms / frame":
 the CPU time the tracking / the render thread spent per frame (sequential: its one thread; in
 brackets the whole process, frame reading included), medians — the work itself, which the
 others' load changes far less than the wall times.
