@@ -284,9 +284,10 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
+        decay = min(tc.ema, (1 + self.step) / (10 + self.step))   # the copy catches up early on
         with torch.no_grad():
             for pe, p in zip(self.g_ema.parameters(), self.g.parameters()):
-                pe.lerp_(p, 1 - tc.ema)
+                pe.lerp_(p, 1 - decay)
         self.step += 1
         out = {"d": loss_d, "r1": r1, "adv": adv, "fm": fm, "l1": l1, "vgg": vgg, "g": loss_g}
         return {k: float(v.detach()) for k, v in out.items()}

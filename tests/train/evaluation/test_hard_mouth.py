@@ -68,3 +68,24 @@ def test_the_truth_scores_best_on_the_mouth_and_a_source_copy_worse(clips):
     assert worse["mouth_ssim"]["value"] < 0.95
     assert worse["mouth_kid"]["value"] > truth["mouth_kid"]["value"]
     assert worse["mouth_kid"]["low"] <= worse["mouth_kid"]["value"] <= worse["mouth_kid"]["high"]
+
+
+def test_the_grid_takes_each_clips_widest_mouth_first_and_keeps_its_sources(clips):
+    from train.evaluation.mouth_grid import _subset, pick_rows
+
+    data = hard_mouth_set(clips, 1, margin=0.03, cap=10)
+    n_clips = len(data.clip_names)
+    picks = pick_rows(data, n_clips + 1)
+    assert len(picks) == min(n_clips + 1, len(data))
+    first = picks[:n_clips]
+    assert sorted(int(data.clip_index[i]) for i in first) == list(range(n_clips))
+    for i in first:
+        same = data.clip_index == data.clip_index[i]
+        assert opening(data.target_points[i]) == opening(data.target_points[same]).max()
+    sub = _subset(data, picks)
+    assert (np.diff(sub.clip_index) >= 0).all()            # grouped by clip, as generate() renders
+    for j in range(len(sub)):
+        c = sub.clip_names[sub.clip_index[j]]
+        k = next(i for i in picks if np.array_equal(data.target_frames[i], sub.target_frames[j]))
+        assert data.clip_names[data.clip_index[k]] == c
+        assert np.array_equal(sub.source_frames[sub.clip_index[j]], data.source_frames[data.clip_index[k]])
