@@ -10,7 +10,8 @@ network's crop from the bank's wider one. Losses for the generator G: hinge adve
 matching, L1 and VGG16-HED perceptual (relu1_1–relu3_1), all on the composite crop. The
 discriminator D is a conditional patch D that sees only the mouth: real samples are the true
 interior pasted into the *same* warped surroundings as the fake ones, so warp artefacts outside
-the mask tell it nothing. D gets a lazy R1 penalty on real samples; G an EMA copy (the one that
+the mask tell it nothing. D gets a lazy R1 penalty on real samples (on its mean patch logit: on
+the patches' sum it held D at chance for hundreds of steps); G an EMA copy (the one that
 ships). The run folder keeps safetensors + JSON training states (train.state) every few minutes
 and a losses.jsonl; `fit` on the same folder resumes exactly.
 """
@@ -51,7 +52,7 @@ class MouthTrainConfig:
     vgg: float = 1.0
     fm: float = 2.0
     adv: float = 1.0
-    r1: float = 1.0            # γ; applied every r1_every steps, scaled by it (lazy R1)
+    r1: float = 1.0            # γ on D's per-sample mean patch logit; every r1_every steps, scaled by it
     r1_every: int = 4
     ema: float = 0.999
     jitter_scale: float = 0.1
@@ -260,7 +261,7 @@ class Trainer:
         r1 = torch.zeros(())
         if tc.r1 > 0 and self.step % tc.r1_every == 0:
             real_in = self._d_in(real, x).detach().requires_grad_(True)
-            out = self.d(real_in)[-1]
+            out = self.d(real_in)[-1].mean((1, 2, 3))     # one score per sample: the patches' mean
             (grad,) = torch.autograd.grad(out.sum(), real_in, create_graph=True)
             r1 = grad[:, :3].pow(2).flatten(1).sum(1).mean()
         self.opt_d.zero_grad(set_to_none=True)
