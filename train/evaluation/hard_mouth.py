@@ -190,6 +190,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--no-whole-frame", action="store_true",
                    help="mouth-region scores only (skips CSIM, landmark error, whole-frame FID)")
+    p.add_argument("--previous", default=None, metavar="HARD_MOUTH.json",
+                   help="keep the rows of an earlier run's JSON for methods not evaluated now "
+                        "(only where it drew the same frames)")
     p.add_argument("--out", default="docs/ablations/HARD_MOUTH.md")
     a = p.parse_args(argv)
     # what run.make_scorers reads
@@ -236,8 +239,26 @@ def evaluate(a: argparse.Namespace) -> dict:
                 res.update({key: whole[key] for key in ("ssim", "csim", "fid", "landmark_error")})
             rows.append(res)
             print(json.dumps(res), flush=True)
-    return {"rows": rows, "sets": {k: s.clips_json() for k, s in sets.items()},
-            "skipped": {k: s.skipped for k, s in sets.items()}}
+    result = {"rows": rows, "sets": {str(k): s.clips_json() for k, s in sets.items()},
+              "skipped": {str(k): s.skipped for k, s in sets.items()}}
+    if a.previous:
+        keep_previous(result, a.previous)
+    return result
+
+
+def keep_previous(result: dict, path: str) -> None:
+    """Put before `result`'s rows the rows of the JSON at `path` for (method, K) not in it, where
+    that run drew the same frames for that K."""
+    try:
+        old = json.loads(Path(path).read_text())
+        old_rows, old_sets = old["rows"], old["sets"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CainGANError(f"--previous {path}: not a hard-mouth results JSON ({e})") from None
+    have = {(r["method"], r["k"]) for r in result["rows"]}
+    same = {k for k, v in result["sets"].items() if old_sets.get(k) == v}
+    kept = [dict(r, previous=True) for r in old_rows
+            if str(r["k"]) in same and (r["method"], r["k"]) not in have]
+    result["rows"] = kept + result["rows"]
 
 
 def report(result: dict, argv: Sequence[str]) -> str:

@@ -89,3 +89,21 @@ def test_the_grid_takes_each_clips_widest_mouth_first_and_keeps_its_sources(clip
         k = next(i for i in picks if np.array_equal(data.target_frames[i], sub.target_frames[j]))
         assert data.clip_names[data.clip_index[k]] == c
         assert np.array_equal(sub.source_frames[sub.clip_index[j]], data.source_frames[data.clip_index[k]])
+
+
+def test_rows_of_an_earlier_run_are_kept_only_where_it_drew_the_same_frames(tmp_path):
+    import json
+
+    from train.evaluation.hard_mouth import keep_previous
+
+    sets = {"1": [{"clip": "a", "targets": [3, 4], "sources": [0]}]}
+    old = {"rows": [{"method": "warp", "k": 1, "n": 2}, {"method": "new", "k": 1, "n": 2},
+                    {"method": "warp", "k": 8, "n": 2}],
+           "sets": {**sets, "8": [{"clip": "a", "targets": [4], "sources": list(range(8))}]}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    result = {"rows": [{"method": "new", "k": 1, "n": 2}, {"method": "new", "k": 8, "n": 1}],
+              "sets": {**sets, "8": [{"clip": "a", "targets": [5], "sources": list(range(8))}]}}
+    keep_previous(result, str(path))
+    assert [(r["method"], r["k"], r.get("previous", False)) for r in result["rows"]] == [
+        ("warp", 1, True), ("new", 1, False), ("new", 8, False)]
