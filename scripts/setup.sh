@@ -25,7 +25,7 @@ quiet_pip() {
   return "$status"
 }
 if [ ! -f "$stamp" ]; then
-  echo "Setting up .venv (first run: installs torch and the other dependencies, a few minutes)…"
+  echo "Installing the project and its dependencies into .venv (the first time: a few minutes)…"
   quiet_pip install -q --upgrade pip
   # pyproject pins torch==2.13.0 (the CPU build); the test extra brings pytest + pytest-qt.
   quiet_pip install -q -e ".[test]"
