@@ -191,8 +191,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-whole-frame", action="store_true",
                    help="mouth-region scores only (skips CSIM, landmark error, whole-frame FID)")
     p.add_argument("--previous", default=None, metavar="HARD_MOUTH.json",
-                   help="keep the rows of an earlier run's JSON for methods not evaluated now "
-                        "(only where it drew the same frames)")
+                   help="keep the rows of an earlier run's JSON for (method, K) not evaluated now "
+                        "(where it drew the same frames, or this run does not draw that K)")
     p.add_argument("--out", default="docs/ablations/HARD_MOUTH.md")
     a = p.parse_args(argv)
     # what run.make_scorers reads
@@ -248,7 +248,7 @@ def evaluate(a: argparse.Namespace) -> dict:
 
 def keep_previous(result: dict, path: str) -> None:
     """Put before `result`'s rows the rows of the JSON at `path` for (method, K) not in it, where
-    that run drew the same frames for that K."""
+    that run drew the same frames for that K or this run did not draw that K."""
     try:
         old = json.loads(Path(path).read_text())
         old_rows, old_sets = old["rows"], old["sets"]
@@ -256,6 +256,10 @@ def keep_previous(result: dict, path: str) -> None:
         raise CainGANError(f"--previous {path}: not a hard-mouth results JSON ({e})") from None
     have = {(r["method"], r["k"]) for r in result["rows"]}
     same = {k for k, v in result["sets"].items() if old_sets.get(k) == v}
+    for k in set(old_sets) - set(result["sets"]):      # a K this run did not draw: all its rows
+        result["sets"][k] = old_sets[k]
+        result["skipped"][k] = old.get("skipped", {}).get(k, [])
+        same.add(k)
     kept = [dict(r, previous=True) for r in old_rows
             if str(r["k"]) in same and (r["method"], r["k"]) not in have]
     result["rows"] = kept + result["rows"]

@@ -103,7 +103,13 @@ def test_rows_of_an_earlier_run_are_kept_only_where_it_drew_the_same_frames(tmp_
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
     result = {"rows": [{"method": "new", "k": 1, "n": 2}, {"method": "new", "k": 8, "n": 1}],
-              "sets": {**sets, "8": [{"clip": "a", "targets": [5], "sources": list(range(8))}]}}
+              "sets": {**sets, "8": [{"clip": "a", "targets": [5], "sources": list(range(8))}]},
+              "skipped": {"1": [], "8": []}}
     keep_previous(result, str(path))
     assert [(r["method"], r["k"], r.get("previous", False)) for r in result["rows"]] == [
         ("warp", 1, True), ("new", 1, False), ("new", 8, False)]
+    only8 = {"rows": [{"method": "new", "k": 8, "n": 1}], "sets": {"8": result["sets"]["8"]},
+             "skipped": {"8": []}}
+    keep_previous(only8, str(path))                    # K=1 not drawn now: its rows all come along
+    assert [(r["method"], r["k"]) for r in only8["rows"]] == [("warp", 1), ("new", 1), ("new", 8)]
+    assert only8["sets"]["1"] == sets["1"]
