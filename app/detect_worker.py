@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
+from .people import load_dlib_here
 from .preview_worker import _describe
 
 
@@ -118,6 +119,7 @@ class DetectWorker(QObject):
 
     def __init__(self, detector_factory: Callable[[], Any] = default_detector_factory):
         super().__init__()
+        load_dlib_here()                     # made on the GUI thread: see app.people
         self._factory = detector_factory
         self._detector = None
         self._cancelled: set[int] = set()

@@ -18,6 +18,20 @@ import numpy as np
 IDENTITY_SIDE = 160        # faces are compared at about dlib's 150 px chip (64 px crops blur it)
 
 
+def load_dlib_here() -> None:
+    """Import dlib on this thread — call it on the GUI thread before any worker uses dlib.
+
+    pybind11 remembers the Python thread state of the thread that first imports one of its
+    modules. In a Qt worker thread PySide makes that state anew for each slot call, so when dlib
+    is first imported there, a later dlib call on that thread that takes the GIL back (the face
+    descriptor does) waits for the old state for ever: the detection thread hung on the first
+    photo. Imported on the GUI thread, whose state lives as long as the app, it does not."""
+    try:
+        import dlib  # noqa: F401
+    except ImportError:       # the face-alignment backend works without it; FaceIdentity says why
+        pass
+
+
 def face_descriptor(identity, src) -> np.ndarray:
     """dlib's descriptor of a LoadedSource's face, from its photo cut at IDENTITY_SIDE."""
     image, points = src.crop.resampled(src.original, IDENTITY_SIDE)

@@ -28,7 +28,7 @@ from PySide6.QtCore import QObject, Signal
 
 from caingan.errors import CainGANError
 
-from .people import face_descriptor, people_phrase
+from .people import face_descriptor, load_dlib_here, people_phrase
 from .sources import Sources
 from .workers import PoolJobs, ThreadBudget, describe
 
@@ -118,6 +118,7 @@ class PersonalizeWorker(QObject):
 
     def __init__(self, loader: Callable[[str, str], Any]):
         super().__init__()
+        load_dlib_here()                     # made on the GUI thread: see app.people
         self._loader = loader
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -128,3 +128,44 @@ def _remove_the_edited_photos(qtbot, w, a, b, c, good_photo, second_photo, monke
     assert w.preview_pane.image() is None and w.last_result is None
     assert w.current_sources() is None
     assert not w.windowTitle().endswith("*")
+
+
+FRESH_APP = r"""
+import sys, time
+from app.qt_env import prepare_qt_environment
+prepare_qt_environment()
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from app.detect_worker import DetectWorker, SourceJob, default_detector_factory
+from app.workers import WorkerThread
+worker = DetectWorker(default_detector_factory)     # as the editor: the detector is made there
+thread = WorkerThread(worker, "detect")
+got = []
+worker.detected.connect(got.append)
+worker.failed.connect(lambda *a: got.append(a))
+for i, path in enumerate(sys.argv[1:]):
+    worker.submit(SourceJob(i, path, 128, path=path))
+t0 = time.time()
+while len(got) < len(sys.argv) - 1 and time.time() - t0 < 60:
+    app.processEvents()
+    time.sleep(0.01)
+print(sum(getattr(s, "descriptor", None) is not None for s in got), "described", flush=True)
+thread.stop()
+"""
+
+
+def test_a_fresh_editor_describes_faces_on_its_detection_thread(good_photo, second_photo):
+    """dlib imported first on the detection thread hung the first face descriptor (pybind11
+    kept a Python thread state that PySide had dropped). Only a fresh process shows it: here,
+    the test session imported dlib long ago on its main thread."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-c", FRESH_APP, str(good_photo), str(second_photo)],
+                         capture_output=True, text=True, timeout=90, env=env,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 described" in out.stdout, (out.stdout, out.stderr[-2000:])
