@@ -181,12 +181,12 @@ class EditorSources:
             self.sources_panel.set_person(i, state)
         if fresh:
             labels = [self.sources[i].label for i in fresh]
-            them = "it" if len(labels) == 1 else "them"
+            one = len(labels) == 1
             self.notifier.warning(
                 f"{people_phrase(labels)} like another person than the face you edit "
-                f"({self.target.label}), so {'it is' if them == 'it' else 'they are'} not used: "
-                f"mixing two people washes the face out. Select {them} and press Use anyway "
-                f"(or right-click) to blend {them} in all the same.",
+                f"({self.target.label}), so {'it is' if one else 'they are'} not used: mixing "
+                f"two people washes the face out. To blend {'it' if one else 'one'} in all the "
+                "same, select it and press Use anyway (or right-click it).",
                 files=[p for p in (self.sources[i].path for i in fresh) if p])
 
     def source_ids(self) -> list[int]:

@@ -54,11 +54,11 @@ def personalize_config():
 
 def different_people_message(labels: list[str], target: str) -> str:
     """After a run that used photos of another person than the edited face (`target`)."""
-    them = "it" if len(labels) == 1 else "them"
+    one = len(labels) == 1
     return (f"{people_phrase(labels)} like another person than the face you edit ({target}) "
-            f"and {'was' if them == 'it' else 'were'} used, as you chose: the personalization "
-            f"blends their faces. To leave {them} out, select {them}, uncheck Use anyway and "
-            "Personalize again.")
+            f"and {'was' if one else 'were'} used, as you chose: the personalization blends "
+            f"their faces. To leave {'it' if one else 'them'} out, uncheck Use anyway on "
+            f"{'it' if one else 'each'} and Personalize again.")
 
 
 def outcome(p) -> str:
