@@ -99,7 +99,7 @@ def test_several_sources_reorder_remove_and_responsibility_maps(
     w.remove_sources([a])
     qtbot.waitUntil(lambda: w.last_result.source_ids == (b,), timeout=20000)
     assert w.sources_panel.ids() == [b]
-    assert w.target is not None       # the target face stays editable after its photo goes
+    assert w.target is w.sources[b]   # the edited photo went: the next one is edited
     w.remove_sources([b])
     assert "Add a source photo" in w.preview_pane.message()
 
