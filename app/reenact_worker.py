@@ -1,16 +1,18 @@
-"""The live reenactment loop behind app.reenact_view: capture, track, render, in three threads.
+"""The live reenactment loop behind app.reenact_view: capture in one thread, the rest in another.
 
-    reader thread ──newest frame──▶ session: detect → retarget
-        ──queue of 1──▶ render thread: generate → paste back → record ──latest──▶ GUI
+    reader thread ──newest frame──▶ session: detect → retarget → generate → paste back → record
+        ──latest──▶ GUI
 
 The reader thread (caingan.media.frames.NewestFrames) only reads frames and keeps the newest, so
-a slow model drops camera frames instead of queueing them. The session tracks each frame it
-takes while the render thread renders the previous one (caingan.pipeline.live.LiveLoop, the same
-code as the benchmark; ReenactPipeline is shared with the exporter); the render thread sizes
-torch's and OpenCV's threads to the free cores before every model call, records, and hands each
-result to the GUI through a one-slot mailbox; the GUI thread only paints. Frames without a face
-keep the last target. Sessions and the camera search are superqt thread workers (the napari
-pattern: a function run on Qt's thread pool, its result or error coming back as signals).
+a slow model drops camera frames instead of queueing them. The session thread takes the newest
+frame and tracks, renders, records and publishes it before it takes the next
+(caingan.pipeline.live.LiveLoop, the same code as the benchmark; ReenactPipeline is shared with
+the exporter): tracking and rendering in turn, since dlib holds Python's GIL while it works and a
+render beside it only waited. The loop sizes torch's and OpenCV's threads to the free cores
+before every frame and hands each result to the GUI through a one-slot mailbox; the GUI thread
+only paints. Frames without a face keep the last target. Sessions and the camera search are
+superqt thread workers (the napari pattern: a function run on Qt's thread pool, its result or
+error coming back as signals).
 
 The face is pasted back into the target photo (at most RECORD_MAX_SIDE px wide), and a
 recording is that full frame: every rendered frame once, at the time of its driving frame.
@@ -218,11 +220,11 @@ class ReenactWorker(QObject):
                                        paste_back=self._paste_target(sources))
             size = reenactor.image_size
 
-            def prepare(frame, tracked):             # the tracking thread
+            def prepare(frame, tracked):             # between tracking and rendering
                 return (_draw_points(frame.image, tracked.driver),
                         _landmark_image(tracked.target.points, size))
 
-            def deliver(frame, res, drawn):           # the render thread
+            def deliver(frame, res, drawn):           # after rendering
                 if res is not None and not res.skipped and out.recorder is not None:
                     self._record(out, res, frame.timestamp)
                 out.processed += 1
@@ -249,12 +251,7 @@ class ReenactWorker(QObject):
             self._stop.set()
             self._source = None
             if loop is not None:
-                try:
-                    loop.close(discard=True)
-                except Exception as e:  # noqa: BLE001 — the session is over either way
-                    if not reason:
-                        reason = describe(e)
-                        self.failed.emit(reason)
+                loop.close(raise_error=False)     # a failure was reported by its submit
             if frames is not None:
                 frames.close()
             if out.recorder is not None:
@@ -265,7 +262,7 @@ class ReenactWorker(QObject):
             self.stopped.emit(reason)
 
     def _record(self, out: "_Output", res, timestamp: float) -> None:
-        """Add a rendered frame to the recording (render thread); a failure ends the recording."""
+        """Add a rendered frame to the recording; a failure ends the recording only."""
         try:
             out.recorder.add(res.image if res.pasted is None else res.pasted, timestamp)
         except Exception as e:  # noqa: BLE001 — a full disk ends the recording only
@@ -290,7 +287,7 @@ class ReenactWorker(QObject):
 
     def _apply_commands(self, pipeline, loop, out: "_Output", source, sources: Sources):
         """The GUI's commands since the last frame (session thread): the tracking half changes
-        here, the render half through `loop.call`, after the frames already tracked. Returns
+        here, the render half through `loop.call` (between two frames). Returns
         the sources in use."""
         with self._lock:
             new, self._new_sources = self._new_sources, None
@@ -311,7 +308,7 @@ class ReenactWorker(QObject):
         return sources
 
     def _recording_command(self, out: "_Output", cmd: tuple, fps: float) -> None:
-        """Start or stop recording (render thread, between two frames)."""
+        """Start or stop recording (session thread, between two frames)."""
         if out.recorder is not None:
             self._finish_recording(out.recorder)
             out.recorder = None
@@ -339,7 +336,7 @@ class ReenactWorker(QObject):
 
 @dataclass
 class _Output:
-    """What the render thread keeps during a session."""
+    """What the session thread keeps during a session."""
 
     recorder: Any = None             # caingan.pipeline.reenact.TimedRecorder while recording
     processed: int = 0

@@ -250,40 +250,50 @@ def test_live_loop_renders_every_tracked_frame_in_order_like_step(frames, detect
     assert [r.skipped for _, r, _ in got[1:]] == [False] * 5 + [True] * 2 + [False] * 7
 
 
-def test_the_next_frame_is_tracked_while_this_one_renders(frames, detector, reenactor):
-    """Overlap: the render of frame n waits until the tracking of frame n+1 has finished. A loop
-    that tracked and rendered in turn would never get there (the wait times out)."""
+def test_each_frame_is_tracked_rendered_and_delivered_in_the_callers_thread_in_turn(
+        frames, detector, reenactor):
+    """submit returns only after its frame was delivered, and the detector and the model run
+    one after the other in the calling thread (dlib holds the GIL while it works: a render
+    thread beside it only waited)."""
     import threading
 
     from caingan.device import ThreadBudget
     from caingan.media.frames import Frame
     from caingan.pipeline.live import LiveLoop
 
+    events = []                                # (what, frame or call, thread), in order
+
+    class Detector:
+        def __getattr__(self, name):
+            inner = getattr(detector, name)
+            if not callable(inner):
+                return inner
+
+            def wrapped(*a, **kw):
+                events.append(("detector", name, threading.get_ident()))
+                return inner(*a, **kw)
+            return wrapped
+
     model = SlowModel(reenactor)
-    pipe = ReenactPipeline(model, detector, Retargeter(reenactor.source_points))
-    tracked = []                               # frame indices, as the tracking thread finishes
-    events = [threading.Event() for _ in frames]
-    overlapped = []
-
-    def prepare(frame, t):
-        tracked.append(frame.index)
-        events[frame.index].set()
-
-    def hold():                                # before rendering frame n
-        n = len(model.calls) - 1
-        if n + 1 < len(frames):
-            overlapped.append(events[n + 1].wait(10.0))
-
-    model.hold = hold
-    order = []
-    with LiveLoop(pipe, lambda f, r, p: order.append(f.index), prepare=prepare,
+    model.hold = lambda: events.append(("model", len(model.calls) - 1, threading.get_ident()))
+    pipe = ReenactPipeline(model, Detector(), Retargeter(reenactor.source_points))
+    delivered = []
+    me = threading.get_ident()
+    with LiveLoop(pipe, lambda f, r, p: delivered.append((f.index, r.index)),
+                  prepare=lambda f, t: events.append(("prepare", f.index, threading.get_ident())),
                   budget=ThreadBudget(load=FixedLoad(), cpus=2, reserve=1)) as loop:
-        loop.run(Frame(im, i / 25, i) for i, im in enumerate(frames))
-    assert overlapped == [True] * (len(frames) - 1)
-    assert order == tracked == list(range(len(frames)))
+        for i, im in enumerate(frames):
+            loop.submit(Frame(im, i / 25, i))
+            assert delivered == [(j, j) for j in range(i + 1)]     # delivered before returning
+    assert {t for *_, t in events} == {me}
+    # per frame: the detector's calls, then prepare, then the model; never interleaved
+    runs = [k for i, (k, *_) in enumerate(events) if i == 0 or events[i - 1][0] != k]
+    assert runs == ["detector", "prepare", "model"] * len(frames)
+    assert [i for k, i, _ in events if k == "prepare"] == list(range(len(frames)))
+    assert loop.submitted == loop.delivered == len(frames)
 
 
-def test_render_threads_follow_the_load_before_every_model_call(frames, detector, reenactor):
+def test_threads_follow_the_load_before_every_frame(frames, detector, reenactor):
     import cv2
     import torch
 
@@ -295,7 +305,7 @@ def test_render_threads_follow_the_load_before_every_model_call(frames, detector
     model = SlowModel(reenactor)
     pipe = ReenactPipeline(model, detector, Retargeter(reenactor.source_points))
     load = FixedLoad(0.0)
-    # every=0: measured before every model call; 4 CPUs, one left for the tracking thread
+    # every=0: measured before every frame; 4 CPUs, one left for the frame reader
     budget = ThreadBudget(every=0.0, load=load, cpus=4, reserve=1, opencv=True)
     busy = [0.0, 0.0, 1.0, 1.2, 3.0, 2.0, 0.4]       # other processes' busy CPUs, per frame
     try:
@@ -312,45 +322,51 @@ def test_render_threads_follow_the_load_before_every_model_call(frames, detector
 
 
 def test_stop_is_clean_and_a_render_failure_reaches_the_caller(frames, detector, reenactor):
-    import threading
-
     from caingan.device import ThreadBudget
     from caingan.media.frames import Frame
     from caingan.pipeline.live import LiveLoop
 
     model = SlowModel(reenactor)
     pipe = ReenactPipeline(model, detector, Retargeter(reenactor.source_points))
-    go = threading.Event()
-    model.hold = lambda: go.wait(10.0)
     got = []
     budget = ThreadBudget(load=FixedLoad(), cpus=2, reserve=1)
-    loop = LiveLoop(pipe, lambda f, r, p: got.append(f.index), budget=budget).start()
-    loop.submit(Frame(frames[0], 0.0, 0))              # rendering, held
-    loop.submit(Frame(frames[1], 0.04, 1))             # queued
-    closer = threading.Thread(target=loop.close, kwargs={"discard": True})
-    closer.start()
-    closer.join(0.3)
-    assert closer.is_alive()                           # waits for the frame being rendered
-    go.set()
-    closer.join(10.0)
-    assert not closer.is_alive() and not loop.running
-    assert got == [0] and loop.discarded == 1 and loop.delivered == 1
+    loop = LiveLoop(pipe, lambda f, r, p: got.append(f.index), budget=budget)
+    with pytest.raises(RuntimeError, match="start"):
+        loop.submit(Frame(frames[0], 0.0, 0))
+    loop.start()
+    loop.submit(Frame(frames[0], 0.0, 0))
+    loop.submit(Frame(frames[1], 0.04, 1))
+    assert loop.running
+    loop.close()
+    assert not loop.running and got == [0, 1] and loop.delivered == 2
     with pytest.raises(RuntimeError, match="ended"):
         loop.submit(Frame(frames[2], 0.08, 2))
-    assert got == [0]                                  # nothing after close
+    with pytest.raises(RuntimeError, match="ended"):
+        loop.call(lambda: got.append("call"))
+    assert got == [0, 1]                               # nothing after close
 
     class Broken(RuntimeError):
         pass
 
+    renders = []
+
     def fail():
-        raise Broken("the model failed")
+        renders.append(1)
+        if len(renders) == 2:                          # the model fails on the second frame
+            raise Broken("the model failed")
 
     model.hold = fail
+    got.clear()
     loop = LiveLoop(ReenactPipeline(model, detector, Retargeter(reenactor.source_points)),
                     lambda f, r, p: got.append(f.index), budget=budget).start()
     with pytest.raises(Broken):
         for i in range(len(frames)):
             loop.submit(Frame(frames[i], i / 25, i))
+    assert got == [0] and loop.submitted == 2 and loop.delivered == 1
+    assert not loop.running
+    with pytest.raises(Broken):
+        loop.submit(Frame(frames[3], 0.12, 3))         # refused: the loop has ended
     with pytest.raises(Broken):
         loop.close()
-    assert not loop.running and got == [0]
+    loop.close(raise_error=False)
+    assert got == [0]

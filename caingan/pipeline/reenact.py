@@ -3,10 +3,9 @@
     driving frame ──FaceTracker──▶ driver landmarks ──Retargeter──▶ target ──Reenactor──▶ face
 
 `ReenactPipeline.step(frame)` does the three stages for one frame. It is two halves:
-`track` (detect → retarget) and `render` (generate → paste back), so that a live loop can run
-them in two threads, the next frame's tracking beside this frame's rendering
-(caingan.pipeline.live); `retarget` stops before the model (the exporter batches the generation
-itself). Nothing here knows about Qt or threads.
+`track` (detect → retarget) and `render` (generate → paste back), so that a live loop can work
+between them (caingan.pipeline.live: drawing the driver's points); `retarget` stops before the
+model (the exporter batches the generation itself). Nothing here knows about Qt or threads.
 
 Frames where no face is found are *skipped*: the retargeter repeats the last good target and the
 pipeline repeats the last generated face without running the model again. Before the first face
@@ -148,8 +147,8 @@ class Tracked:
 class ReenactPipeline:
     """detect → retarget → generate for one driving frame at a time (a live loop or a file).
 
-    `track` and `render` may run in two threads (one each), in frame order: `track` uses the
-    tracker and the retargeter, `render` the reenactor, `paste_back` and the last face.
+    `track` uses the tracker and the retargeter, `render` the reenactor, `paste_back` and the
+    last face; frames are rendered in the order they were tracked.
     """
 
     def __init__(self, reenactor: ReenactorProtocol, detector, retargeter: Retargeter, *,
@@ -165,7 +164,7 @@ class ReenactPipeline:
         self.skipped = 0
         self._last: ReenactResult | None = None
 
-    # -- configuration (call between frames, from the thread that runs that half)
+    # -- configuration (call between frames)
     def set_sources(self, images, points, target_points) -> None:
         """New source photos and/or target person: the neutral is kept, the motion restarts."""
         self.set_target(target_points)
@@ -249,7 +248,7 @@ class ReenactPipeline:
 
 
 RECORD_TICKS = 1000      # a recording's time base: frame times to the millisecond
-# Encoding runs in the live loop's render thread, beside the model: x264's "veryfast" preset on
+# Encoding runs in the live loop's thread, after the model: x264's "veryfast" preset on
 # one thread took 11 ms a frame for a 1280-wide photo with a moving face (its default "fast",
 # with its own threads, 24–42 ms), for a file about as small.
 RECORD_PRESET, RECORD_THREADS = "veryfast", 1
