@@ -48,6 +48,7 @@ from .bundle import warm_start
 from .config import TrainConfig, from_command_line
 from .data import EpochSampler, build_datasets
 from .distributed import DistInfo, all_mean, any_true, barrier, cleanup, init_distributed
+from .stop_signals import ignore_stop_signals, stop_signals_blocked
 from .models import build_generator
 from .visuals import sample_grid
 
@@ -159,14 +160,14 @@ class Trainer:
         return DataLoader(self.train_set, batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=self.cfg.num_workers, drop_last=True,
                           persistent_workers=False, pin_memory=self.device.type == "cuda",
-                          worker_init_fn=_ignore_stop_signals)
+                          worker_init_fn=ignore_stop_signals)
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """An endless stream of batches that knows where it is, for exact resume."""
         while True:
             loader = self.loader(self.epoch)
             self.batches_per_epoch = max(1, len(loader))
-            with _stop_signals_blocked():   # workers start ignoring them, race-free
+            with stop_signals_blocked():   # workers start ignoring them, race-free
                 it = iter(loader)
             for _ in range(self.batch_in_epoch):   # resume mid-epoch: skip what was consumed
                 next(it)
@@ -430,27 +431,6 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return 0
-
-
-@contextlib.contextmanager
-def _stop_signals_blocked():
-    """Block SIGTERM/SIGINT while data workers fork: they inherit the mask, so a signal sent to
-    the process group before their init function ran stays pending there (and is then ignored)
-    instead of killing them; the trainer receives it as soon as the block ends."""
-    stop = {signal.SIGTERM, signal.SIGINT}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _ignore_stop_signals(_worker_id: int) -> None:
-    """`kill -TERM` / Ctrl+C on the process group must reach the trainer, which saves and stops;
-    a data worker dying first would crash the loader before the checkpoint is written."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def main(argv=None) -> int:
