@@ -7,12 +7,12 @@
 Live: a real clip from ../shared/data plays as a webcam
 (caingan.media.frames.VideoFileSource.as_camera: paced at its fps, looping) read by its own thread that keeps only the newest frame
 (NewestFrames), as the app's window does; frames go through caingan.pipeline.live.LiveLoop
-(tracking in one thread, generation in another, threads sized to the free cores; K=1 source).
+(tracking then generation in one thread, threads sized to the free cores; K=1 source).
 Reported: frames shown per second, median ms per stage, and how many camera frames were dropped.
 
 --load: the same live loop idle and with one busy single-thread process beside it (started and
-stopped by the benchmark), each beside the sequential loop the window ran before
-(ReenactPipeline.step in one thread, torch's default threads), with the CPUs other processes
+stopped by the benchmark), each beside ReenactPipeline.step in one thread with torch's default
+threads (what the window ran before threads followed the load), with the CPUs other processes
 kept busy and the 1-minute load average for every row; the speed targets below are checked.
 
 Export: caingan.pipeline.export.export_frames into PNGs (batch 8) at K=1 and K=8 sources, from a landmark
@@ -94,7 +94,6 @@ def model_weights(path: Path, tmp: Path) -> tuple[Path, str]:
 
 LOOPS = {
     "live": "LiveLoop",
-    "step-budget": "sequential step, threads from the load",
     "step": "sequential step, torch's default threads",
 }
 
@@ -103,25 +102,20 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
               loop_kind: str = "live", newest: bool = True) -> dict:
     """Run the live loop on `source` for `seconds` after `warmup`, as the app's window does:
     its frames read by their own thread (newest only; `newest=False`: as fast as the loop
-    pulls them), then (LOOPS) LiveLoop (tracking beside generation, threads from the load), or
-    ReenactPipeline.step in this thread with the threads sized the same way ("step-budget"),
-    or with torch's default threads ("step", the loop the window ran before)."""
-    from caingan.device import ThreadBudget
+    pulls them), then (LOOPS) LiveLoop (tracking then generation, threads from the load), or
+    ReenactPipeline.step with torch's default threads ("step")."""
     from caingan.device import CpuLoad
     from caingan.media.frames import NewestFrames
     from caingan.pipeline.live import LiveLoop
 
     shown: list[tuple[float, object]] = []       # (time delivered, result)
-    # (wall time, this thread's CPU time) each time a thread finishes a frame: the CPU work per
-    # frame of the tracking and the render thread, which other processes' load barely changes
-    marks: dict[str, list[tuple[float, float]]] = {"track": [], "render": []}
+    # (wall time, this thread's CPU time) each time a frame is delivered: the loop's CPU work
+    # per frame, which other processes' load barely changes
+    marks: list[tuple[float, float]] = []
 
     def deliver(frame, res, payload):
         shown.append((time.perf_counter(), res))
-        marks["render"].append((time.perf_counter(), time.thread_time()))
-
-    def prepare(frame, tracked):
-        marks["track"].append((time.perf_counter(), time.thread_time()))
+        marks.append((time.perf_counter(), time.thread_time()))
 
     frames = NewestFrames(source) if newest else source
     load = None
@@ -133,9 +127,7 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
         return (frames.dropped if frames is not source else 0) + getattr(source, "dropped", 0)
 
     try:
-        loop = (LiveLoop(pipeline, deliver, prepare=prepare).start() if loop_kind == "live"
-                else None)
-        budget = ThreadBudget(every=1.0, opencv=True) if loop_kind == "step-budget" else None
+        loop = LiveLoop(pipeline, deliver).start() if loop_kind == "live" else None
         try:
             for frame in frames:
                 now = time.perf_counter()
@@ -146,8 +138,6 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
                 if loop is not None:
                     loop.submit(frame)
                 else:
-                    if budget is not None:
-                        threads = budget.apply()
                     deliver(frame, pipeline.step(frame.image, frame.timestamp), None)
         finally:
             if loop is not None:
@@ -159,9 +149,8 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
     cpu = time.process_time() - cpu0 if load is not None else float("nan")
     t_measure = t_start + warmup
 
-    def cpu_per_frame(kind: str) -> float:
-        m = [c for t, c in marks[kind] if t >= t_measure]
-        return 1000 * statistics.median(np.diff(m)) if len(m) > 2 else float("nan")
+    m = [c for t, c in marks if t >= t_measure]
+    cpu_loop = 1000 * statistics.median(np.diff(m)) if len(m) > 2 else float("nan")
 
     rows = [r for t, r in shown if t >= t_measure]
     good = [r for r in rows if r is not None and not r.skipped]
@@ -175,8 +164,7 @@ def live_loop(pipeline, source, seconds: float, warmup: float = 2.0,
                frames=len(rows), dropped=dropped() - (dropped0 or 0),
                seconds=wall,
                source_fps=source.fps, threads=threads, others=others, load=load_avg(),
-               cpu_ms=1000 * cpu / max(1, len(rows)), cpu_track=cpu_per_frame("track"),
-               cpu_render=cpu_per_frame("render"))
+               cpu_ms=1000 * cpu / max(1, len(rows)), cpu_loop=cpu_loop)
     return out
 
 
@@ -211,17 +199,15 @@ def export_rate(reenactor, sources, make_targets, n: int, repeats: int, tmp: Pat
 def live_line(r: dict) -> str:
     return (f"{r['fps']:.1f} fps (clip {r['source_fps']:.0f} fps); median ms: detect "
             f"{r['detect']:.1f}, retarget {r['retarget']:.2f}, generate {r['generate']:.1f}; "
-            f"render threads {r['threads']}; dropped {r['dropped']} of "
+            f"threads {r['threads']}; dropped {r['dropped']} of "
             f"{r['frames'] + r['dropped']} camera frames; no face {r['skipped']}; other "
             f"processes kept {r['others']:.2f} CPUs busy; load average {r['load']}; CPU ms per "
             f"frame: {cpu_cell(r)}")
 
 
 def cpu_cell(r: dict) -> str:
-    """CPU ms per frame: the tracking / the render thread (sequential: its one thread), and the
-    whole process in brackets."""
-    track = "–" if np.isnan(r["cpu_track"]) else f"{r['cpu_track']:.1f}"
-    return f"{track} / {r['cpu_render']:.1f} ({r['cpu_ms']:.1f})"
+    """CPU ms per frame: the loop's thread (median), and the whole process (mean) in brackets."""
+    return f"{r['cpu_loop']:.1f} ({r['cpu_ms']:.1f})"
 
 
 def load_section(args, reenactor, detector, images, points, clip, model_desc) -> int:
@@ -283,19 +269,19 @@ the 1-minute one at its end: other people's work on this machine counts in both 
 alone" means nothing else started by the benchmark, not an idle machine); with more runnable
 threads than CPUs (load average above the CPU count) "others busy" understates the others'
 demand, since it can only count what this process left them. "CPU ms / frame":
-the CPU time the tracking / the render thread spent per frame (sequential: its one thread; in
-brackets the whole process, frame reading included), medians — the work itself, which the
-others' load changes far less than the wall times.
+the CPU time the loop's thread spent per frame (median; in brackets the whole process per frame,
+frame reading included: the mean, so the frames that run the generator count) — the work itself,
+which the others' load changes far less than the wall times.
 
-| machine | loop | fps | detect ms | generate ms | render threads | CPU ms / frame | frames dropped | others busy (CPUs) | load avg |
+| machine | loop | fps | detect ms | generate ms | threads | CPU ms / frame | frames dropped | others busy (CPUs) | load avg |
 |---|---|---|---|---|---|---|---|---|---|
 {table}
 
-*LiveLoop* (`caingan.pipeline.live`, what the window runs): tracking in one thread, generation in
-another with a queue of one frame between them, torch's and OpenCV's threads set before every
-model call to the free cores less one for tracking. *Sequential step*: `ReenactPipeline.step` in
-one thread, with torch's and OpenCV's threads sized to the free cores before every frame, or with
-torch's default threads (as the window ran before). Goals (LiveLoop rows):
+*LiveLoop* (`caingan.pipeline.live`, what the window runs): each frame tracked, rendered and
+delivered in one thread (dlib holds Python's GIL while it works, so a render thread beside the
+tracking only waited), torch's and OpenCV's threads set before every frame to the free cores less
+one for the frame reader and the window. *Sequential step*: `ReenactPipeline.step` in one
+thread with torch's default threads, for comparison. Goals (LiveLoop rows):
 {'; '.join(f"{name}: {'met' if ok else '**not met**'} ({got})" for name, ok, got in goals)}.
 """
     replace_section(Path(args.out), LOAD_SECTION, text)
@@ -409,11 +395,11 @@ Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} 
 ({cam['source_fps']:.0f} fps). Sources: stills from `../shared/data/stills`. 1-min load average
 before/after: {load_before}/{load_after}. {busy}
 
-Live reenactment, K=1 (`caingan.pipeline.live.LiveLoop`: track/detect → retarget in one thread,
-generate in another, torch and OpenCV threads from the load; {args.seconds:.0f} s per row after
+Live reenactment, K=1 (`caingan.pipeline.live.LiveLoop`: detect → retarget → generate in one
+thread, torch and OpenCV threads from the load; {args.seconds:.0f} s per row after
 a 2 s warm-up; medians per shown frame):
 
-| input | fps | detect ms | retarget ms | generate ms | render threads | frames dropped |
+| input | fps | detect ms | retarget ms | generate ms | threads | frames dropped |
 |---|---|---|---|---|---|---|
 {row(f"clip as a {cam['source_fps']:.0f} fps camera (paced, newest frame only)", cam)}
 {row("clip unpaced (throughput ceiling)", unp)}
