@@ -190,6 +190,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--no-whole-frame", action="store_true",
                    help="mouth-region scores only (skips CSIM, landmark error, whole-frame FID)")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="evaluate only these methods (the others only serve as --mouth-generator bases)")
     p.add_argument("--previous", default=None, metavar="HARD_MOUTH.json",
                    help="keep the rows of an earlier run's JSON for (method, K) not evaluated now "
                         "(where it drew the same frames, or this run does not draw that K)")
@@ -222,6 +224,12 @@ def evaluate(a: argparse.Namespace) -> dict:
         b = by_name[base]
         methods.append(replace(b, name=name, reenactor=PaintedMouth(b.reenactor, load_generator(file)),
                                path=file, baseline=False))
+    unknown = set(a.only) - {m.name for m in methods}
+    if unknown:
+        raise CainGANError(f"--only {', '.join(sorted(unknown))}: no such method "
+                           f"({', '.join(m.name for m in methods)})")
+    if a.only:
+        methods = [m for m in methods if m.name in a.only]
     clips = list_test_clips(a.cache, a.split, a.max_clips)
     rows, sets = [], {}
     for k in a.k:
