@@ -113,3 +113,12 @@ def test_rows_of_an_earlier_run_are_kept_only_where_it_drew_the_same_frames(tmp_
     keep_previous(only8, str(path))                    # K=1 not drawn now: its rows all come along
     assert [(r["method"], r["k"]) for r in only8["rows"]] == [("warp", 1), ("new", 1), ("new", 8)]
     assert only8["sets"]["1"] == sets["1"]
+
+
+def test_only_names_a_method_that_exists(tiny_cache):
+    from caingan.errors import CainGANError
+    from train.evaluation.hard_mouth import evaluate, parse_args
+
+    a = parse_args(["--cache", str(tiny_cache), "--baseline", "affine", "--only", "warp"])
+    with pytest.raises(CainGANError, match="--only warp: no such method .piecewise-affine warp."):
+        evaluate(a)
