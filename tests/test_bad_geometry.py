@@ -124,6 +124,7 @@ def _keyframe_file(path, n: int) -> None:
         f.write("]}")
 
 
+@pytest.mark.slow
 def test_too_many_keyframes_are_refused_before_they_are_parsed(tmp_path):
     path = tmp_path / "k.json"
     _keyframe_file(path, lmf.MAX_KEYFRAMES + 1)
@@ -150,6 +151,7 @@ def test_a_landmark_file_over_the_size_limit_is_refused_before_reading(tmp_path)
     assert time.perf_counter() - t0 < 0.5
 
 
+@pytest.mark.slow
 def test_a_long_sequence_within_the_limit_loads(tmp_path):
     lmf.save_sequence(tmp_path / "s.json", (FACE + i % 7 for i in range(3000)), image_size=128)
     t0 = time.perf_counter()
@@ -215,6 +217,8 @@ def _export(tmp_path, photo, landmarks) -> tuple[subprocess.CompletedProcess, fl
     return res, time.perf_counter() - t0
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.parametrize("far", ["x=5e4", "all x1000"])
 def test_export_refuses_far_landmarks_with_one_line(tmp_path, stills, far):
     """caingan-export with the bundled model on a real photo: a pose file is refused by the

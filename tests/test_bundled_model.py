@@ -144,6 +144,7 @@ def test_bundled_weights_reconstruct_held_out_faces_better_than_untrained(held_o
     assert err_trained < 40.0, err_trained      # mean abs error in 0..255 grey levels
 
 
+@pytest.mark.slow
 def test_default_model_opens_the_mouth_and_shuts_the_eyes_on_the_sample_face():
     """What a user gets from the Mouth open and Eyes close sliders on the app's sample face
     (scikit-image's astronaut, smiling with her teeth): the mouth's new opening is darker than the

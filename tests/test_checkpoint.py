@@ -206,6 +206,7 @@ for edit in json.loads(sys.argv[2]):
 """
 
 
+@pytest.mark.slow
 def test_oversized_or_malformed_configs_are_refused_before_allocating(saved):
     import subprocess
     import sys
@@ -254,6 +255,7 @@ def _others_can_reach(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in Path(path).resolve().parents)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["safetensors", "json"])
 def test_unreadable_weights_say_they_cannot_be_read_and_why(saved, which):
     """chmod 000 on the weights (or the sidecar): 'cannot be read (Permission denied)', not the

@@ -23,6 +23,7 @@ def photo_and_points(stills):
     return photo, det.points
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [64, 128, 256])
 def test_crop_round_trip_of_points(photo_and_points, size):
     photo, pts = photo_and_points
@@ -197,6 +198,7 @@ def test_padding_of_tight_stills_has_no_streaks(stills, dlib_detector):
         assert detail[~out].mean() > 5, f"{name}: the face itself must stay sharp"
 
 
+@pytest.mark.slow
 def test_padding_fades_to_the_colour_around_the_photo(stills, dlib_detector):
     for name, still, crop in _tight_crops(stills, dlib_detector):
         border = np.concatenate([still[0], still[-1], still[:, 0], still[:, -1]]).mean()

@@ -73,6 +73,7 @@ def assert_interrupted(proc: subprocess.Popen, out: str, err: str, prog: str) ->
 
 @pytest.mark.parametrize("script", ["caingan-export", "caingan-prepare", "caingan-train",
                                     "caingan-eval", "caingan-app"])
+@pytest.mark.slow
 def test_ctrl_c_during_the_imports_at_start_up(script, tmp_path):
     """It used to print a KeyboardInterrupt traceback from inside `import torch` (or cv2)."""
     argv = {

@@ -433,6 +433,7 @@ print(held)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="the race is about Unix's flock on a removed file")
 def test_removing_the_lock_file_keeps_two_exports_apart(tmp_path):
     """Three processes take and give back one folder's lock as fast as they can; the lock file

@@ -180,6 +180,7 @@ def test_landmark_sequence_single_pose_and_keyframes(weights, photo, tmp_path, c
     assert code == 2 and "keyframe" in stderr
 
 
+@pytest.mark.slow
 def test_paste_back_writes_full_photos(weights, clip, photo, tmp_path, capsys):
     code, _, stderr = _run(capsys, "--weights", weights, "--source", photo, "--driving", clip,
                            "--max-frames", 2, "--formats", "png", "--paste-back",
@@ -284,6 +285,7 @@ def test_face_picks_the_nth_largest_face_of_a_group_photo(weights, group_photo, 
     assert code == 2 and "--face" in stderr
 
 
+@pytest.mark.slow
 def test_encoding_has_its_own_progress_bar(weights, photo, tmp_path, capsys):
     from caingan.face.landmark_edit import mean_face
     from caingan.face.landmark_file import save_sequence
@@ -334,6 +336,7 @@ def forty_frames(shared_data, clip_rows) -> list[np.ndarray]:
     return first_frames(clip_with_frames(shared_data, clip_rows, 40), 40)
 
 
+@pytest.mark.slow
 def test_a_truncated_driving_video_says_how_many_frames_it_gave(weights, photo, forty_frames,
                                                                 tmp_path):
     """It used to export what it could read with exit 0 and only FFmpeg's own lines."""
@@ -351,6 +354,7 @@ def test_a_truncated_driving_video_says_how_many_frames_it_gave(weights, photo, 
     assert f"caingan-export: {n} frames from video talk.mp4" in stdout
 
 
+@pytest.mark.slow
 def test_a_driving_video_without_a_face_is_refused(weights, photo, tmp_path, capsys):
     """It used to export the source's own pose over and over, with exit 0."""
     from video_samples import faceless_frames, write_mp4
@@ -367,6 +371,7 @@ def test_a_driving_video_without_a_face_is_refused(weights, photo, tmp_path, cap
     assert code == 2 and "no face in its first 5 frames" in stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stated", [1000, 480])
 def test_a_driving_video_stating_an_unusable_frame_rate_gets_25_with_a_warning(
         stated, weights, photo, forty_frames, tmp_path, capsys):

@@ -57,6 +57,7 @@ def no_fit(monkeypatch):
     monkeypatch.setattr(personalize, "personalize", refuse)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["a file", "under a file"])
 def test_an_unusable_personal_folder_is_refused_before_the_fit(where, job, tmp_path, capsys,
                                                                monkeypatch, no_fit):
@@ -75,6 +76,7 @@ def test_an_unusable_personal_folder_is_refused_before_the_fit(where, job, tmp_p
     assert not (tmp_path / "o").exists()                         # nothing was started
 
 
+@pytest.mark.slow
 def test_a_fit_that_cannot_be_stored_is_still_used_with_a_warning(job, tmp_path, capsys,
                                                                  monkeypatch):
     """The folder was fine when checked, the disk filled up during the fit: the export goes on
@@ -98,6 +100,7 @@ def test_a_fit_that_cannot_be_stored_is_still_used_with_a_warning(job, tmp_path,
     assert np.array_equal(p, q)
 
 
+@pytest.mark.slow
 def test_a_damaged_stored_personalization_is_fitted_again_and_named(job, tmp_path, capsys):
     """It used to stop the export (exit 2) while the editor went on without it."""
     from caingan.nn.checkpoint import load_checkpoint

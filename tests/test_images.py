@@ -200,6 +200,7 @@ def _peak(path, **kw):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_huge_png_shrinks_while_decoding_in_bounded_memory(tmp_path):
     # 36 MP RGBA (2 MB on disk): decoding it whole took ~60 bytes per pixel (2.1 GB)
     path = _write_big_png(tmp_path / "big.png", 6000, 6000, block=5)

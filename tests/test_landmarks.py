@@ -50,6 +50,7 @@ def _assert_face_layout(pts: np.ndarray):
     assert eye_dist > 0.2 * np.ptp(pts[:, 0]), "eyes collapsed onto each other"
 
 
+@pytest.mark.slow
 def test_dlib_finds_68_points_inside_the_face_box(dlib_detector, stills):
     for path in _one_still_per_person(stills)[:4]:
         image = _framed(path)
@@ -176,6 +177,7 @@ def test_fa_backend_without_weights_fails_fast_naming_the_file(no_fa_weights):
     assert "2DFAN4" in msg and "s3fd" in msg and "weights" in msg, msg
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_dlib_and_says_why(no_fa_weights, stills):
     det = LandmarkDetector("auto")
     assert det.requested == "auto" and det.backend == "dlib"
@@ -291,6 +293,7 @@ def test_shape_check_accepts_faces_and_rejects_other_shapes():
     assert "eyes" in shape_problem(face, (0.0, 0.0, 900.0, 900.0)), "tiny face in a huge box"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shift", [5, 10])
 def test_name_patch_of_a_cut_photo_is_not_a_face(dlib_detector, shift):
     """The astronaut cut through her face at the left border: the HOG detector then finds the
@@ -322,6 +325,7 @@ def test_every_real_face_in_the_stills_is_kept(dlib_detector, stills):
     assert found >= 39
 
 
+@pytest.mark.slow
 def test_text_on_a_wall_in_a_clip_is_not_a_face(dlib_detector, corpus):
     """A frame of the corpus's Wav2Lip clip where HOG finds a 'face' in a wall of words."""
     from caingan.media.video import VideoReader

@@ -106,6 +106,7 @@ def _trainer(bank, run, **kw):
     return Trainer(tc, Bank(bank), vgg=vgg.eval().requires_grad_(False))
 
 
+@pytest.mark.slow
 def test_a_few_steps_reduce_the_loss_on_the_mouth(bank, tmp_path):
     tr = _trainer(bank, tmp_path / "run", lr_g=2e-3, lr_d=1e-4)
     x = tr.batch()

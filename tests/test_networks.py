@@ -22,6 +22,7 @@ def inputs(b: int, k: int, size: int, seed: int = 0):
     return src, lms, tgt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [64, 96])
 def test_shapes_at_two_sizes(size):
     torch.manual_seed(0)

@@ -145,6 +145,7 @@ def test_model_with_refiner_renders_saves_and_loads(tmp_path):
         load_module_state(without, load_checkpoint(path)[0], path)
 
 
+@pytest.mark.slow
 def test_refine_trainer_bank_fit_bundle(tmp_path, tiny_cache):
     from train.refine import main
     cfg = tiny_warp()

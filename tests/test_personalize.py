@@ -78,6 +78,7 @@ def test_personalize_config_refuses_bad_settings():
             PersonalizeConfig(**bad)
 
 
+@pytest.mark.slow
 def test_personalize_changes_only_the_tuned_layers_and_can_be_removed_exactly(reenactor):
     imgs, pts = faces(3)
     general = render(reenactor, imgs, pts)
@@ -95,6 +96,7 @@ def test_personalize_changes_only_the_tuned_layers_and_can_be_removed_exactly(re
     assert np.array_equal(render(reenactor, imgs, pts), general)
 
 
+@pytest.mark.slow
 def test_personalize_one_photo_and_sixteen(reenactor):
     for n in (1, 16):
         imgs, pts = faces(n, seed=n)
@@ -109,6 +111,7 @@ def test_personalize_one_photo_and_sixteen(reenactor):
         personalize(reenactor.model, *faces(17), PersonalizeConfig(steps=1))
 
 
+@pytest.mark.slow
 def test_personalize_keeps_the_weights_that_render_held_out_photos_best(reenactor, monkeypatch):
     imgs, pts = faces(8)
     gentle = personalize(reenactor.model, imgs, pts, PersonalizeConfig(steps=4, tune="generator", lr=1e-4,
@@ -210,6 +213,7 @@ def test_personal_store_round_trip_list_delete_and_damage(reenactor, tmp_path):
     assert not store.delete(p.key)
 
 
+@pytest.mark.slow
 def test_personalize_reenactor_reuses_the_stored_one_and_cancel_keeps_the_previous(reenactor, warp_weights,
                                                                                    tmp_path):
     store = PersonalStore(tmp_path)
@@ -241,6 +245,7 @@ def test_identity_outliers_groups_by_dlib_distance():
     assert identity_outliers(np.stack([a])) == []
 
 
+@pytest.mark.slow
 def test_identity_check_tells_two_real_people_apart(stills, detector_dlib):
     from caingan.face.crop import crop_face
     from caingan.media.images import load_image
@@ -264,6 +269,7 @@ def detector_dlib():
     return LandmarkDetector("dlib")
 
 
+@pytest.mark.slow
 def test_export_personalize_trains_once_then_reuses(warp_weights, paper_weights, stills, tmp_path, capsys):
     lms = tmp_path / "pose.json"
     import json
@@ -319,6 +325,7 @@ def test_a_personalization_changes_the_render_settings_only_while_applied(reenac
     assert np.array_equal(render(reenactor, imgs, pts), general)
 
 
+@pytest.mark.slow
 def test_personalize_fits_the_blend_by_leave_one_out_and_keeps_the_general_one_unless_better(
         reenactor, monkeypatch):
     """The default personalization changes no weights: it renders each photo from the others

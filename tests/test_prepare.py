@@ -82,6 +82,7 @@ def test_prepare_writes_one_npz_per_clip_and_an_index(built):
             assert z["frames"].std() > 20
 
 
+@pytest.mark.slow
 def test_cached_points_match_a_fresh_detection(built):
     """Crop and points agree: detecting on an (upscaled) cached crop finds the cached points."""
     from caingan.face.landmarks import LandmarkDetector
@@ -316,6 +317,7 @@ def test_steady_crops_keep_the_background_still_and_split_filter(tmp_path, data_
 # ---------------------------------------------------------------------------------------------
 # Bad input and memory
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("crop", ["frame", "clip"])
 def test_frames_are_streamed_only_crops_kept(data_dir, crop):
     """A clip's frames are read, tracked and cropped one at a time: the peak memory is a few

@@ -46,6 +46,7 @@ def reenactor(stills, detector):
     return r
 
 
+@pytest.mark.slow
 def test_tracker_follows_the_face_and_misses_blank_frames(frames, detector):
     tracker = FaceTracker(detector, redetect_every=100)
     blank = np.full_like(frames[0], 40)
@@ -224,6 +225,7 @@ def _frames_with_blanks(frames):
     return [Frame(im, i / 25, i) for i, im in enumerate(images)]
 
 
+@pytest.mark.slow
 def test_live_loop_renders_every_tracked_frame_in_order_like_step(frames, detector, reenactor):
     from caingan.device import ThreadBudget
     from caingan.pipeline.live import LiveLoop

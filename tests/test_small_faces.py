@@ -50,6 +50,7 @@ def _photo(face, width: int, height: int, face_px: float) -> tuple[np.ndarray, n
 
 @pytest.mark.parametrize("width, height, face_px", [(1920, 1080, 60), (1920, 1080, 70),
                                                     (8000, 6000, 250), (8000, 6000, 320)])
+@pytest.mark.slow
 def test_a_small_face_in_a_large_photo_is_found(detector, face, width, height, face_px):
     photo, truth = _photo(face, width, height, face_px)
     t0 = time.perf_counter()

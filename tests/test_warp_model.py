@@ -363,6 +363,7 @@ def test_a_confined_generator_runs_only_for_frames_that_need_it():
     assert (out.mask[0] == 1).all()
 
 
+@pytest.mark.slow
 def test_sources_far_from_the_targets_pose_are_skipped_without_changing_the_render(monkeypatch):
     """With the pose prior, a source whose pose puts it far below the closest one (a prior
     log-weight gap over PRUNE_LOGIT) is not warped or embedded at inference, per target of a
@@ -548,6 +549,7 @@ def test_mouth_cavity_is_left_to_a_source_that_shows_the_open_mouth():
         plain(mouth_gap="smile")
 
 
+@pytest.mark.slow
 def test_edit_grid_shows_config_variants_beside_the_warp(tmp_path, tiny_cache):
     """train.evaluation.edit_grid --variant: extra columns of the same weights with a field
     changed; a malformed variant is refused by name."""

@@ -30,6 +30,7 @@ def errors(w) -> list[str]:
 
 # ----------------------------------------------------------------------------- photos
 
+@pytest.mark.slow
 def test_photos_load_as_thumbnails_and_bad_files_become_messages(
         qtbot, make_window, good_photo, corrupt_photo, faceless_photo):
     w = make_window()
@@ -174,6 +175,7 @@ def test_drag_moves_point_previews_it_and_undo_redo_restore(qtbot, make_window, 
     np.testing.assert_allclose(w.last_result.points, after)
 
 
+@pytest.mark.slow
 def test_shift_drag_moves_part_and_symmetric_mode_mirrors(qtbot, make_window, good_photo):
     w = make_window()
     wait_model(qtbot, w)
@@ -301,6 +303,7 @@ def slow_loader(delay: float, calls: list | None = None, fail: threading.Event |
     return load
 
 
+@pytest.mark.slow
 def test_stale_requests_are_dropped_latest_wins(qtbot, make_window, good_photo):
     calls: list = []
     w = make_window(loader=slow_loader(0.25, calls))
@@ -361,6 +364,7 @@ def test_paste_back_shows_the_whole_photo(qtbot, make_window, good_photo):
         w.paste_back_box.setChecked(False)
 
 
+@pytest.mark.slow
 def test_paste_back_preview_of_a_big_photo_is_screen_sized_and_saved_full_size(
         qtbot, make_window, good_photo, tmp_path):
     import cv2
@@ -382,6 +386,7 @@ def test_paste_back_preview_of_a_big_photo_is_screen_sized_and_saved_full_size(
     assert not errors(w)
 
 
+@pytest.mark.slow
 def test_show_which_source_with_the_bundled_model_at_photo_size(
         qtbot, make_window, good_photo, second_photo):
     """The bundled warp-guided model renders at the face's size in the photo but mixes its

@@ -31,6 +31,7 @@ def click(qtbot, button) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
+@pytest.mark.slow
 def test_another_persons_photo_is_marked_at_once_and_left_out_until_used_anyway(
         qtbot, make_window, good_photo, second_photo, other_person):
     w = make_window()
@@ -79,6 +80,7 @@ def test_another_persons_photo_is_marked_at_once_and_left_out_until_used_anyway(
     qtbot.waitUntil(lambda: w.last_result.source_ids == (c,), timeout=20000)
 
 
+@pytest.mark.slow
 def test_removing_the_edited_photo_edits_the_next_photo_of_that_person(
         qtbot, make_window, good_photo, second_photo, other_person, monkeypatch):
     w = make_window(confirm_discard=True)
@@ -154,6 +156,7 @@ thread.stop()
 """
 
 
+@pytest.mark.slow
 def test_a_fresh_editor_describes_faces_on_its_detection_thread(good_photo, second_photo):
     """dlib imported first on the detection thread hung the first face descriptor (pybind11
     kept a Python thread state that PySide had dropped). Only a fresh process shows it: here,

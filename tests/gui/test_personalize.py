@@ -91,6 +91,7 @@ def fully_visible(widget, window) -> bool:
 
 # ----------------------------------------------------------------------------- a run
 
+@pytest.mark.slow
 def test_personalize_shows_progress_then_previews_personalized_and_toggle_compares(
         qtbot, make_window, warp_weights, store_dir):
     w = make_window(warp_weights)
@@ -135,6 +136,7 @@ def test_personalize_shows_progress_then_previews_personalized_and_toggle_compar
     np.testing.assert_array_equal(wait_render(qtbot, w, key), personal)
 
 
+@pytest.mark.slow
 def test_personalize_cancel_mid_way_keeps_the_earlier_personalization(
         qtbot, make_window, warp_weights, store_dir, monkeypatch):
     w = make_window(warp_weights)
@@ -171,6 +173,7 @@ def test_personalize_cancel_mid_way_keeps_the_earlier_personalization(
     assert stored(store_dir) == files                  # the stored one is untouched
 
 
+@pytest.mark.slow
 def test_personalize_closing_the_window_mid_run_cancels_cleanly(
         qtbot, qtlog, make_window, warp_weights, store_dir, monkeypatch):
     monkeypatch.setenv("CAINGAN_PERSONALIZE_STEPS", LONG_RUN)
@@ -193,6 +196,7 @@ def test_personalize_closing_the_window_mid_run_cancels_cleanly(
 
 # ----------------------------------------------------------------------------- the store
 
+@pytest.mark.slow
 def test_personalize_reuses_the_stored_personalization_and_survives_a_damaged_file(
         qtbot, make_window, warp_weights, store_dir):
     photos = [still(3, 1), still(3, 2)]
@@ -242,6 +246,7 @@ def test_personalize_reuses_the_stored_personalization_and_survives_a_damaged_fi
     assert PersonalStore(store_dir).load(key) is not None
 
 
+@pytest.mark.slow
 def test_personalize_one_photo_then_list_and_delete_in_the_dialog(
         qtbot, make_window, warp_weights, store_dir):
     w = make_window(warp_weights)
@@ -280,6 +285,7 @@ def test_personalize_one_photo_then_list_and_delete_in_the_dialog(
 
 # ----------------------------------------------------------------------------- the photos
 
+@pytest.mark.slow
 def test_personalize_sixteen_photos(qtbot, make_window, warp_weights, store_dir, tmp_path):
     from caingan.media.images import load_image, save_image
 
@@ -302,6 +308,7 @@ def test_personalize_sixteen_photos(qtbot, make_window, warp_weights, store_dir,
     wait_render(qtbot, w, panel.in_use)
 
 
+@pytest.mark.slow
 def test_personalize_leaves_out_other_people_and_warns_after_the_run_if_used_anyway(
         qtbot, make_window, warp_weights, store_dir):
     """The edited face (person 0) decides who "the person" is, even when most photos show someone
@@ -352,6 +359,7 @@ def test_personalize_the_paper_model_gives_a_clear_error(qtbot, make_window):
     wait_render(qtbot, w, "")
 
 
+@pytest.mark.slow
 def test_personalize_by_default_fits_the_blend_of_three_photos(qtbot, make_window, warp_weights,
                                                                 store_dir, monkeypatch):
     """The app's own default (no fine-tuning steps asked for): a step per photo, the result says
@@ -372,6 +380,7 @@ def test_personalize_by_default_fits_the_blend_of_three_photos(qtbot, make_windo
     wait_render(qtbot, w, panel.in_use)
 
 
+@pytest.mark.slow
 def test_personalize_result_is_said_in_a_users_words_and_shown_whole(
         qtbot, make_window, warp_weights, store_dir):
     """The result line of a fitted blend (the numbers of a real run on photos: SSIM 0.817 →

@@ -117,6 +117,7 @@ def slow_loader(path, device):
     return reenactor
 
 
+@pytest.mark.slow
 def test_set_neutral_and_record_every_rendered_frame_once_at_its_time(
         qtbot, live, mixed_clip, tmp_path, good_photo, tiny_weights, detector):
     """A recording holds each rendered face once, at the time of its driving frame: on a busy

@@ -50,6 +50,7 @@ def _grab(widget) -> np.ndarray:
 
 
 # --- several faces ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_click_the_other_face_of_a_two_face_photo(qtbot, make_window, two_faces_photo):
     w = make_window()
     wait_model(qtbot, w)
@@ -152,6 +153,7 @@ def test_target_view_shows_the_face_at_the_photo_resolution(qtbot, make_window, 
     assert same < 0.3, f"pixelated Preview: {same:.0%} of neighbours are copies"
 
 
+@pytest.mark.slow
 def test_saved_result_has_the_photo_resolution(qtbot, make_window, big_photo, tmp_path):
     from caingan.media.images import load_image
     w = make_window()
@@ -170,6 +172,7 @@ def test_saved_result_has_the_photo_resolution(qtbot, make_window, big_photo, tm
 
 
 # --- memory -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_photos_are_bounded_while_loading(qtbot, make_window, big_photo, monkeypatch):
     import app.detect_worker as dw
     monkeypatch.setattr(dw, "PHOTO_MAX_SIDE", 1000)

@@ -154,6 +154,7 @@ class CountingScorer(FakeScorer):
         return {**super().score(generated), "ssim": 0.1 * CountingScorer.calls}
 
 
+@pytest.mark.slow
 def test_reuse_copies_only_rows_of_unchanged_files_on_the_same_frames(tmp_path):
     clips = [fake_clip("c1", 30), fake_clip("c2", 300)]
     first = tmp_path / "first" / "R.md"
@@ -550,6 +551,7 @@ def test_render_overrides_read_booleans_as_words():
         apply_overrides(RenderSettings, d, ["learned_flow=false"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not a zip"])
 def test_cli_damaged_cache_file_is_named_with_what_to_do(tmp_path, tiny_cache, capsys, damage):
     """caingan-eval on a cache whose test clip's .npz was cut short (a full disk, a killed

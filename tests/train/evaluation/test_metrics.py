@@ -147,6 +147,7 @@ def test_csim_identical_one_degraded_and_other_person_lower(csim):
     assert other_person < other_photo
 
 
+@pytest.mark.slow
 def test_csim_falls_back_to_the_given_landmarks_and_reports_it(csim):
     amy = load_still(0, 1)
     blank = np.full_like(amy, 128)

@@ -4,6 +4,7 @@ from a bootstrap over clips."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from train.evaluation.paired import cluster_bootstrap, compare
 
@@ -18,6 +19,7 @@ def test_cluster_bootstrap_resamples_whole_clips():
     assert abs(means.mean() - 2.5) < 0.2
 
 
+@pytest.mark.slow
 def test_compare_gives_the_difference_and_an_interval_that_sees_clip_noise():
     rng = np.random.default_rng(0)
     clips = np.repeat(np.arange(12), 20)
