@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -275,7 +276,7 @@ def keep_previous(result: dict, path: str) -> None:
 
 def report(result: dict, argv: Sequence[str]) -> str:
     lines = ["# Hard-mouth protocol", "",
-             f"`python -m train.evaluation.hard_mouth {' '.join(argv)}`", "",
+             f"`python -m train.evaluation.hard_mouth {shlex.join(argv)}`", "",
              "Mouth-region scores on crops aligned by the target's landmarks; [95 % interval over "
              "clips]. KID × 1000.", "",
              "| method | K | n (clips) | mouth KID ↓ | mouth FID ↓ | mouth SSIM ↑ | SSIM ↑ | CSIM ↑ | FID ↓ | landmark error ↓ |",
