@@ -135,6 +135,17 @@ def mouth_scores(generated: np.ndarray, data: EvalSet, features, resamples: int 
     return out
 
 
+def paired_kid(a: np.ndarray, b: np.ndarray, real: np.ndarray, clips: np.ndarray,
+               resamples: int = 300) -> dict:
+    """KID(a, real) − KID(b, real) for two methods' features on the same frames, with a 95 %
+    interval from one bootstrap over clips shared by both."""
+    from .paired import cluster_bootstrap, interval
+
+    f = lambda r: kid(a[r], real[r]) - kid(b[r], real[r])  # noqa: E731
+    lo, hi = interval(cluster_bootstrap(clips, f, resamples))
+    return {"kid_difference": f(np.arange(len(a))), "low": lo, "high": hi}
+
+
 class PaintedMouth:
     """A reenactor whose output gets its inner mouth drawn by a mouth generator: the base
     method's image, with `paint` fed the most open source warped onto the target (what the
@@ -191,6 +202,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--no-whole-frame", action="store_true",
                    help="mouth-region scores only (skips CSIM, landmark error, whole-frame FID)")
+    p.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="also the mouth KID of A minus B on the same frames, with a 95 %% interval "
+                        "from a bootstrap over clips (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help="evaluate only these methods (the others only serve as --mouth-generator bases)")
     p.add_argument("--previous", default=None, metavar="HARD_MOUTH.json",
@@ -232,23 +246,31 @@ def evaluate(a: argparse.Namespace) -> dict:
     if a.only:
         methods = [m for m in methods if m.name in a.only]
     clips = list_test_clips(a.cache, a.split, a.max_clips)
-    rows, sets = [], {}
+    rows, sets, paired = [], {}, []
     for k in a.k:
         data = hard_mouth_set(clips, k, a.margin, a.cap)
         sets[k] = data
         scorer = make_scorers(a, [data], progress=False)[0]
         print(f"K={k}: {len(data)} targets in {len(data.clip_names)} clips "
               f"({len(data.skipped)} clips without one)", flush=True)
+        crops_feats: dict[str, np.ndarray] = {}
         for m in methods:
             gen = generate(m, data, k, a.batch)
             res = {"method": m.name, "k": k, "n": int(len(gen)), "clips": len(data.clip_names)}
             res.update(mouth_scores(gen, data, scorer.features))
+            crops_feats[m.name] = scorer.features(mouth_crops(gen, data.target_points))
             if not a.no_whole_frame:
                 whole = scorer.score(gen)
                 res.update({key: whole[key] for key in ("ssim", "csim", "fid", "landmark_error")})
             rows.append(res)
             print(json.dumps(res), flush=True)
-    result = {"rows": rows, "sets": {str(k): s.clips_json() for k, s in sets.items()},
+        real = scorer.features(mouth_crops(data.target_frames, data.target_points))
+        for x, y in a.paired:
+            if x in crops_feats and y in crops_feats:
+                diff = paired_kid(crops_feats[x], crops_feats[y], real, data.clip_index)
+                paired.append({"a": x, "b": y, "k": k, **diff})
+                print(json.dumps(paired[-1]), flush=True)
+    result = {"rows": rows, "paired": paired, "sets": {str(k): s.clips_json() for k, s in sets.items()},
               "skipped": {str(k): s.skipped for k, s in sets.items()}}
     if a.previous:
         keep_previous(result, a.previous)

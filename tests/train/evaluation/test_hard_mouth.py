@@ -122,3 +122,17 @@ def test_only_names_a_method_that_exists(tiny_cache):
     a = parse_args(["--cache", str(tiny_cache), "--baseline", "affine", "--only", "warp"])
     with pytest.raises(CainGANError, match="--only warp: no such method .piecewise-affine warp."):
         evaluate(a)
+
+
+def test_the_paired_kid_difference_sees_a_better_method_and_none_against_itself():
+    from train.evaluation.hard_mouth import paired_kid
+
+    rng = np.random.default_rng(0)
+    clips = np.repeat(np.arange(10), 20)
+    real = rng.normal(size=(200, 16))
+    good = real + rng.normal(scale=0.1, size=real.shape)
+    bad = real + rng.normal(0.5, 0.5, size=real.shape)
+    d = paired_kid(good, bad, real, clips, resamples=50)
+    assert d["low"] <= d["kid_difference"] <= d["high"] < 0
+    same = paired_kid(good, good, real, clips, resamples=20)
+    assert same["kid_difference"] == same["low"] == same["high"] == 0
