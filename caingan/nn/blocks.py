@@ -79,6 +79,20 @@ def inorm(c: int) -> nn.InstanceNorm2d:
     return nn.InstanceNorm2d(c, affine=True)
 
 
+class PlainResBlock(nn.Module):
+    """Two 3×3 convolutions with leaky ReLUs plus a (1×1 when the width changes) skip: the block
+    of the small part U-Nets (the part refiner, the mouth generator)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x):
+        return self.skip(x) + self.body(x)
+
+
 class ResBlockDown(nn.Module):
     """Halves the resolution; the expensive out→out conv runs after pooling (at the low res).
 

@@ -30,6 +30,8 @@ from torch import nn
 from caingan.nn.part_refiner import _to_crop, crop, draw_contours, paste_window, _bounds
 from caingan.parts import PARTS
 
+from .blocks import PlainResBlock
+
 UPPER, LOWER = (61, 62, 63), (67, 66, 65)        # inner-lip columns (as caingan.nn.mouth)
 INNER, OUTER = PARTS["inner_lips"], PARTS["outer_lips"]
 CONTOURS = (OUTER, INNER)
@@ -121,17 +123,6 @@ def interior_mask(crop_points: torch.Tensor, side: int, grow: float, feather: fl
     return torch.from_numpy(out).to(crop_points.device)
 
 
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2),
-                                  nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2))
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x):
-        return self.skip(x) + self.body(x)
-
-
 class MouthGenerator(nn.Module):
     """U-Net over [warp crop, source mouth, contours, mask] → the crop with the inner mouth drawn.
 
@@ -144,11 +135,11 @@ class MouthGenerator(nn.Module):
         self.cfg = cfg
         w = cfg.widths
         self.inp = nn.Conv2d(IN_CHANNELS, w[0], 3, padding=1)
-        self.enc0 = _Block(w[0], w[0])
-        self.down = nn.ModuleList(_Block(a, b) for a, b in zip(w[:-1], w[1:]))
-        self.mid = nn.Sequential(_Block(w[-1], w[-1]), _Block(w[-1], w[-1]))
+        self.enc0 = PlainResBlock(w[0], w[0])
+        self.down = nn.ModuleList(PlainResBlock(a, b) for a, b in zip(w[:-1], w[1:]))
+        self.mid = nn.Sequential(PlainResBlock(w[-1], w[-1]), PlainResBlock(w[-1], w[-1]))
         rev = w[::-1]
-        self.up = nn.ModuleList(_Block(a + b, b) for a, b in zip(rev[:-1], rev[1:]))
+        self.up = nn.ModuleList(PlainResBlock(a + b, b) for a, b in zip(rev[:-1], rev[1:]))
         self.out = nn.Conv2d(w[0], 3, 3, padding=1)
 
     def draw(self, warp, source, lines, mask) -> torch.Tensor:

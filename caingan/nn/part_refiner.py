@@ -27,6 +27,8 @@ from torch import nn
 
 from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR
 
+from .blocks import PlainResBlock
+
 RIGHT_EYE, LEFT_EYE, OUTER_LIPS = EYES_AND_MOUTH
 MOUTH = OUTER_LIPS + MOUTH_INTERIOR[0]
 # Contours drawn into the crops (closed polygons of the 68-point scheme; an eye's is its 6 points).
@@ -183,17 +185,6 @@ def paste_window(change: torch.Tensor, theta: torch.Tensor, size: int,
                          align_corners=False)
 
 
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2),
-                                  nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2))
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x):
-        return self.skip(x) + self.body(x)
-
-
 class PartNet(nn.Module):
     """A small U-Net: [crop, source crop, contours] → (a change Δ to the crop, in (−2, 2), and a
     blend logit). Predicting a change, not a colour, keeps what the warp got right for free."""
@@ -201,11 +192,11 @@ class PartNet(nn.Module):
     def __init__(self, in_channels: int, widths: tuple[int, ...]):
         super().__init__()
         self.inp = nn.Conv2d(in_channels, widths[0], 3, padding=1)
-        self.down = nn.ModuleList(_Block(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.enc0 = _Block(widths[0], widths[0])
-        self.mid = _Block(widths[-1], widths[-1])
+        self.down = nn.ModuleList(PlainResBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.enc0 = PlainResBlock(widths[0], widths[0])
+        self.mid = PlainResBlock(widths[-1], widths[-1])
         rev = widths[::-1]
-        self.up = nn.ModuleList(_Block(a + b, b) for a, b in zip(rev[:-1], rev[1:]))
+        self.up = nn.ModuleList(PlainResBlock(a + b, b) for a, b in zip(rev[:-1], rev[1:]))
         self.out = nn.Conv2d(widths[0], 4, 3, padding=1)
         with torch.no_grad():
             self.out.weight.mul_(0.1)
