@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from caingan.errors import CainGANError
+from caingan.nn.blocks import FeatureStack
 from caingan.nn.losses import feature_matching_loss, hinge_d_loss, hinge_g_loss
 from caingan.nn.mouth_generator import MouthConfig, MouthGenerator, contour_lines, interior_mask
 from train.mouth_pairs import BANK_MARGIN, read_bank_file
@@ -68,7 +69,7 @@ class MouthTrainConfig:
     model: dict = field(default_factory=lambda: MouthConfig().to_dict())
 
 
-class MouthDiscriminator(nn.Module):
+class MouthDiscriminator(FeatureStack):
     """Conditional patch D over [composite crop (3), target lip contours (2), mask (1)]; returns
     its intermediate features, the last being (B,1,h,w) logits."""
 
@@ -82,13 +83,6 @@ class MouthDiscriminator(nn.Module):
             cin = c
         layers.append(nn.Conv2d(cin, 1, 3, 1, 1))
         self.layers = nn.ModuleList(layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for layer in self.layers:
-            x = layer(x)
-            feats.append(x)
-        return feats
 
 
 class Bank:

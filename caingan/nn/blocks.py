@@ -93,6 +93,34 @@ class PlainResBlock(nn.Module):
         return self.skip(x) + self.body(x)
 
 
+def unet_pass(h: torch.Tensor, down: nn.ModuleList, mid: nn.Module, up: nn.ModuleList
+              ) -> torch.Tensor:
+    """The small part U-Nets' body: average-pool then block down, the middle, then nearest
+    upsampling, the skip of the same scale concatenated, and block up."""
+    skips = [h]
+    for block in down:
+        h = block(F.avg_pool2d(h, 2))
+        skips.append(h)
+    h = mid(h)
+    for block, s in zip(up, skips[-2::-1]):
+        h = block(torch.cat([F.interpolate(h, scale_factor=2, mode="nearest"), s], 1))
+    return h
+
+
+class FeatureStack(nn.Module):
+    """`self.layers` applied in turn; forward returns every layer's output (a discriminator's
+    features for feature matching, the last its patch logits)."""
+
+    layers: nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+
 class ResBlockDown(nn.Module):
     """Halves the resolution; the expensive out→out conv runs after pooling (at the low res).
 

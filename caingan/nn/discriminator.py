@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caingan.nn.blocks import sn
+from caingan.nn.blocks import FeatureStack, sn
 from caingan.config import ModelConfig
 
 
-class PatchDiscriminator(nn.Module):
+class PatchDiscriminator(FeatureStack):
     """n_layers stride-2 4×4 convs, one stride-1 conv, then 1-channel patch logits."""
 
     def __init__(self, in_channels: int, cfg: ModelConfig, n_layers: int):
@@ -34,13 +34,6 @@ class PatchDiscriminator(nn.Module):
         layers.append(nn.Sequential(sn(nn.Conv2d(nf, nxt, 4, 1, pad)), nn.LeakyReLU(0.2)))
         layers.append(sn(nn.Conv2d(nxt, 1, 4, 1, pad)))
         self.layers = nn.ModuleList(layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for layer in self.layers:
-            x = layer(x)
-            feats.append(x)
-        return feats
 
 
 class MultiscaleDiscriminator(nn.Module):

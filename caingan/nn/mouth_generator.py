@@ -30,7 +30,7 @@ from torch import nn
 from caingan.nn.part_refiner import _to_crop, crop, draw_contours, paste_window, _bounds
 from caingan.parts import PARTS
 
-from .blocks import PlainResBlock
+from .blocks import PlainResBlock, unet_pass
 
 UPPER, LOWER = (61, 62, 63), (67, 66, 65)        # inner-lip columns (as caingan.nn.mouth)
 INNER, OUTER = PARTS["inner_lips"], PARTS["outer_lips"]
@@ -145,13 +145,7 @@ class MouthGenerator(nn.Module):
     def draw(self, warp, source, lines, mask) -> torch.Tensor:
         """The drawn crop (B,3,P,P) in [-1,1] before it is masked in."""
         h = self.enc0(F.leaky_relu(self.inp(torch.cat([warp, source, lines, mask], 1)), 0.2))
-        skips = [h]
-        for block in self.down:
-            h = block(F.avg_pool2d(h, 2))
-            skips.append(h)
-        h = self.mid(h)
-        for block, s in zip(self.up, skips[-2::-1]):
-            h = block(torch.cat([F.interpolate(h, scale_factor=2, mode="nearest"), s], 1))
+        h = unet_pass(h, self.down, self.mid, self.up)
         return torch.tanh(self.out(h))
 
     def forward(self, warp, source, lines, mask) -> torch.Tensor:

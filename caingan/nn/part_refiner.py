@@ -27,7 +27,7 @@ from torch import nn
 
 from caingan.nn.part_mask import EYES_AND_MOUTH, MOUTH_INTERIOR
 
-from .blocks import PlainResBlock
+from .blocks import PlainResBlock, unet_pass
 
 RIGHT_EYE, LEFT_EYE, OUTER_LIPS = EYES_AND_MOUTH
 MOUTH = OUTER_LIPS + MOUTH_INTERIOR[0]
@@ -205,13 +205,7 @@ class PartNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.enc0(F.leaky_relu(self.inp(x), 0.2))
-        skips = [h]
-        for block in self.down:
-            h = block(F.avg_pool2d(h, 2))
-            skips.append(h)
-        h = self.mid(h)
-        for block, s in zip(self.up, skips[-2::-1]):
-            h = block(torch.cat([F.interpolate(h, scale_factor=2, mode="nearest"), s], 1))
+        h = unet_pass(h, self.down, self.mid, self.up)
         o = self.out(h)
         return 2 * torch.tanh(o[:, :3]), o[:, 3:4]
 
